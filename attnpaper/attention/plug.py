@@ -1,0 +1,116 @@
+"""Plugging the kernels into transformers through its extension points.
+
+One attention function and one mask function are registered under the name ``attnpaper``
+(``AttentionInterface`` / ``AttentionMaskInterface``; the name must not contain "flash", or
+transformers takes it for its own flash-attn kernels). The mask function hands every layer the
+plain 2D padding mask, so no [B, 1, N, N] bias is built. Each attention module carries a small
+``LayerAttention`` submodule saying which kernel that layer runs (exact or linear) and keeping
+the layer's random features; the attention function dispatches on it.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface
+
+from .exact import FLASH_BACKENDS, exact_attention
+from .linear import FEATURE_MAPS, elu_features, favor_features, linear_attention, orthogonal_gaussian
+
+ATTN_NAME = "attnpaper"
+LAYER_KINDS = ("exact", "linear")
+
+
+class LayerAttention(nn.Module):
+    """Per-layer settings of the attnpaper attention function, and the kernels it ran."""
+
+    def __init__(self, kind, head_dim, flash_backend="auto", feature_map="favor+",
+                 num_features=None, redraw_every=0, seed=0):
+        super().__init__()
+        if kind not in LAYER_KINDS:
+            raise ValueError(f"unknown layer kind {kind!r}; valid: {', '.join(LAYER_KINDS)}")
+        if flash_backend not in FLASH_BACKENDS:
+            raise ValueError(f"unknown flash_backend {flash_backend!r}; valid: {', '.join(FLASH_BACKENDS)}")
+        if feature_map not in FEATURE_MAPS:
+            raise ValueError(f"unknown feature_map {feature_map!r}; valid: {', '.join(FEATURE_MAPS)}")
+        if num_features is None:  # Performer's default: d log d
+            num_features = int(round(head_dim * math.log(head_dim)))
+        if not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(f"num_features must be a positive int, got {num_features!r}")
+        if not isinstance(redraw_every, int) or redraw_every < 0:
+            raise ValueError(f"redraw_every must be an int >= 0 (0 = never), got {redraw_every!r}")
+        self.kind, self.flash_backend, self.feature_map = kind, flash_backend, feature_map
+        self.num_features, self.redraw_every, self.head_dim = num_features, redraw_every, head_dim
+        self.generator = torch.Generator().manual_seed(seed)
+        self.calls = 0
+        self.kernels: set[str] = set()
+        proj = orthogonal_gaussian(num_features, head_dim, self.generator) if self._favor else torch.empty(0)
+        self.register_buffer("proj", proj, persistent=False)  # [M, D] FAVOR+ projection
+
+    @property
+    def _favor(self):
+        return self.kind == "linear" and self.feature_map == "favor+"
+
+    def redraw(self):
+        """Draw a fresh FAVOR+ projection from this layer's generator."""
+        self.proj.copy_(orthogonal_gaussian(self.num_features, self.head_dim, self.generator))
+
+    def extra_repr(self):
+        if self.kind == "exact":
+            return f"kind=exact, flash_backend={self.flash_backend}"
+        extra = f", num_features={self.num_features}, redraw_every={self.redraw_every}" if self._favor else ""
+        return f"kind=linear, feature_map={self.feature_map}{extra}"
+
+
+def padding_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None,
+                 attention_mask=None, **kwargs):
+    """Mask function for ``attnpaper``: the bool [B, N] padding mask (True = real token), or None."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return attention_mask[:, -kv_length:].to(torch.bool)
+
+
+def attnpaper_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers attention function: q, k, v [B, H, N, D] -> ([B, N, H, D], None)."""
+    layer = getattr(module, "attnpaper", None)
+    if layer is None:
+        raise ValueError(
+            f"{type(module).__name__} has no attnpaper settings: build the model with attnpaper.build_model"
+        )
+    if attention_mask is not None and attention_mask.dim() != 2:
+        raise ValueError(f"attnpaper expects a 2D padding mask, got shape {tuple(attention_mask.shape)}")
+    if layer.kind == "exact":
+        out, kernel = exact_attention(query, key, value, attention_mask, scaling, dropout, layer.flash_backend)
+    else:
+        if module.training:
+            if layer.redraw_every and layer.calls and layer.calls % layer.redraw_every == 0:
+                layer.redraw()
+            layer.calls += 1
+        out, kernel = _linear(layer, query, key, value, attention_mask, scaling)
+    layer.kernels.add(kernel)
+    return out, None
+
+
+def _linear(layer, q, k, v, key_mask, scaling):
+    """Linear attention in float32 (exp features overflow bf16 easily); output in v's dtype."""
+    dtype = v.dtype
+    with torch.autocast(q.device.type, enabled=False):
+        q, k, vf = q.float(), k.float(), v.float()
+        if layer.feature_map == "favor+":
+            scale = (q.shape[-1] ** -0.5 if scaling is None else scaling) ** 0.5  # d^-1/4 on each side
+            phi_q = favor_features(q * scale, layer.proj, is_query=True)
+            phi_k = favor_features(k * scale, layer.proj, key_mask, is_query=False)
+            name = f"linear favor+ (M={layer.num_features})"
+        else:
+            phi_q, phi_k, name = elu_features(q), elu_features(k), "linear elu+1"
+        out = linear_attention(phi_q, phi_k, vf, key_mask)
+    return out.transpose(1, 2).to(dtype), name  # [B, N, H, D]
+
+
+def register() -> str:
+    """Register the attnpaper attention and mask functions with transformers (idempotent)."""
+    AttentionInterface.register(ATTN_NAME, attnpaper_attention)
+    AttentionMaskInterface.register(ATTN_NAME, padding_mask)
+    return ATTN_NAME

