@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, DistilBertConfig, PretrainedConfig
+from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, DistilBertConfig, PretrainedConfig
 
 from .attention import ATTN_NAME, LayerAttention, register
 
@@ -20,8 +20,10 @@ OPTIONS = ("attention_dropout", "flash_backend", "feature_map", "num_features", 
 
 OFFLINE_MODEL = "minilm-offline"
 RANDOM_DISTILBERT = "distilbert-base-random"
-MODEL_ALIASES = (OFFLINE_MODEL, RANDOM_DISTILBERT)
-"""Model names that need no hub: the packaged all-MiniLM-L6-v2 and a random DistilBERT-base."""
+TINY_RANDOM = "bert-tiny-random"
+MODEL_ALIASES = (OFFLINE_MODEL, RANDOM_DISTILBERT, TINY_RANDOM)
+"""Model names that need no hub: the packaged all-MiniLM-L6-v2, a random DistilBERT-base, and a tiny
+random BERT (2 layers, hidden 64) for smoke runs; all use the uncased 30,522-token vocabulary."""
 
 
 def offline_model_dir() -> Path:
@@ -43,6 +45,8 @@ def resolve_model(model):
         return str(offline_model_dir())
     if model == RANDOM_DISTILBERT:
         return DistilBertConfig()
+    if model == TINY_RANDOM:
+        return BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
     if isinstance(model, os.PathLike):
         model = os.fspath(model)
     if not isinstance(model, str) or not model:

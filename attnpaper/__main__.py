@@ -1,0 +1,88 @@
+"""Command line: `python -m attnpaper sweep|bench|bundle|table ...` (see --help of each)."""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+
+
+def parse_set(items) -> dict:
+    """['lr=1e-4', 'train_samples=None'] -> {'lr': 0.0001, 'train_samples': None}."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"--set takes name=value, got {item!r}")
+        name, value = item.split("=", 1)
+        try:
+            out[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[name] = value  # a plain string, e.g. a path
+    return out
+
+
+def main(argv=None):
+    from .models import VARIANTS
+
+    ap = argparse.ArgumentParser(prog="python -m attnpaper", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    sw = sub.add_parser("sweep", help="run the experiment notebook per (variant, seed) with papermill")
+    sw.add_argument("--variants", nargs="+", default=["baseline", "flash", "linear", "hybrid"],
+                    help=f"from {', '.join(VARIANTS)}")
+    sw.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    sw.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a parameter (repeatable)")
+    sw.add_argument("--smoke", action="store_true", help="tiny random model on synthetic data (CPU, seconds)")
+    sw.add_argument("--force", action="store_true", help="rerun even when a record exists")
+    sw.add_argument("--out", default="results/local", help="folder for records/ and notebooks/")
+    sw.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
+
+    be = sub.add_parser("bench", help="training-step time and peak memory of variants, side by side")
+    be.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    be.add_argument("--model", default="distilbert-base-random")
+    be.add_argument("--lengths", nargs="+", type=int, default=[128])
+    be.add_argument("--steps", type=int, default=40)
+    be.add_argument("--repeats", type=int, default=2)
+    be.add_argument("--batch-size", type=int, default=32)
+    be.add_argument("--data", default=None, help="token source (default: $ATTNPAPER_IMDB or hub)")
+    be.add_argument("--out", default=None, help="write the measurements to this JSON file")
+
+    bu = sub.add_parser("bundle", help="prepare a self-contained folder for an offline GPU machine")
+    bu.add_argument("--out", default="bundle")
+    bu.add_argument("--data", default=None, help="IMDb source (default: $ATTNPAPER_IMDB or hub)")
+    bu.add_argument("--max-length", type=int, default=128)
+    bu.add_argument("--wheels", default=".whl", help="folder of wheels the GPU machine lacks")
+
+    tb = sub.add_parser("table", help="summarise records into the results table")
+    tb.add_argument("dirs", nargs="+", help="folders holding records/*.json")
+
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "sweep":
+            from .sweep import sweep
+
+            res = sweep(args.variants, args.seeds, args.out, parse_set(args.set), args.smoke, args.force,
+                        kernel_name=args.kernel)
+            print(json.dumps(res, indent=1))
+            return 1 if any(r["status"] == "failed" for r in res) else 0
+        if args.cmd == "bench":
+            from .bench import bench
+
+            bench(args.variants, args.model, args.lengths, args.steps, args.repeats, args.batch_size,
+                  args.data, args.out)
+        elif args.cmd == "bundle":
+            from .bundle import make_bundle
+
+            make_bundle(args.out, args.data, args.max_length, args.wheels)
+        elif args.cmd == "table":
+            from .results import load_records, summarise
+
+            print(summarise(load_records(*args.dirs)).to_string())
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

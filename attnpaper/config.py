@@ -1,0 +1,108 @@
+"""The experiment's parameters: the paper's setup by default, every open choice named and recorded."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from .attention import FEATURE_MAPS, FLASH_BACKENDS
+from .models import VARIANTS
+
+SCHEDULES = ("linear", "constant")
+SMOKE = {"model": "bert-tiny-random", "data": "synthetic", "max_length": 64, "epochs": 3,
+         "train_samples": 256, "test_samples": 128, "lr": 1e-3}
+"""A CPU smoke preset: the whole pipeline in seconds (a tiny random BERT on the synthetic corpus)."""
+PRECISIONS = ("bf16", "fp16", "fp32", "auto")
+
+
+@dataclass
+class RunConfig:
+    """One training run. Defaults: the paper (AdamW, lr 5e-5, batch 32, 3 epochs, 128 tokens, full IMDb)."""
+
+    variant: str = "baseline"
+    seed: int = 0
+    model: str = "minilm-offline"
+    data: str = "hub"
+    max_length: int = 128
+    epochs: float = 3
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.0  # open in the paper; transformers' Trainer default
+    schedule: str = "linear"  # open in the paper; linear decay to 0, Trainer's default
+    warmup_ratio: float = 0.0
+    precision: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU
+    attention_dropout: float = 0.0  # the varlen kernel and linear attention have none; so no variant uses it
+    train_samples: int | None = None  # None = all 25,000
+    test_samples: int | None = None
+    max_steps: int | None = None  # stop after this many steps (shape benchmarks)
+    eval: bool = True
+    eval_batch_size: int = 128
+    flash_backend: str = "auto"
+    feature_map: str = "favor+"
+    num_features: int | None = None
+    redraw_every: int = 0
+    hybrid_layers: int | None = None
+    notes: dict = field(default_factory=dict)
+
+    def validate(self, model_max_positions: int | None = None):
+        """Raise ValueError naming the bad parameter and what is valid."""
+        def bad(name, why):
+            raise ValueError(f"bad parameter {name}={getattr(self, name)!r}: {why}")
+
+        if self.variant not in VARIANTS:
+            bad("variant", f"valid: {', '.join(VARIANTS)}")
+        for name in ("max_length", "batch_size", "eval_batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
+                bad(name, "must be an int >= 2")
+        if model_max_positions is not None and self.max_length > model_max_positions:
+            bad("max_length", f"the model has {model_max_positions} positions")
+        if not self.lr > 0:
+            bad("lr", "must be > 0")
+        if not self.epochs > 0:
+            bad("epochs", "must be > 0")
+        if self.weight_decay < 0:
+            bad("weight_decay", "must be >= 0")
+        if not 0 <= self.warmup_ratio < 1:
+            bad("warmup_ratio", "must be in [0, 1)")
+        if self.schedule not in SCHEDULES:
+            bad("schedule", f"valid: {', '.join(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            bad("precision", f"valid: {', '.join(PRECISIONS)}")
+        if self.flash_backend not in FLASH_BACKENDS:
+            bad("flash_backend", f"valid: {', '.join(FLASH_BACKENDS)}")
+        if self.feature_map not in FEATURE_MAPS:
+            bad("feature_map", f"valid: {', '.join(FEATURE_MAPS)}")
+        for name in ("train_samples", "test_samples", "max_steps"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                bad(name, "must be None or an int >= 1")
+        return self
+
+    def model_options(self) -> dict:
+        """The build_model options this variant takes."""
+        opts = {"attention_dropout": self.attention_dropout, "seed": self.seed}
+        if self.variant in ("flash", "hybrid"):
+            opts["flash_backend"] = self.flash_backend
+        if self.variant in ("linear", "hybrid"):
+            opts.update(feature_map=self.feature_map, num_features=self.num_features,
+                        redraw_every=self.redraw_every)
+        if self.variant == "hybrid":
+            opts["hybrid_layers"] = self.hybrid_layers
+        return opts
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """Hash of everything that defines the experiment except variant and seed: runs that may share a table."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("variant", "seed", "notes")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        return cls(**d)

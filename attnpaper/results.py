@@ -1,0 +1,80 @@
+"""From records to the results table: per-variant means, seed spread, paired differences to baseline."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .records import read_record
+
+PAPER = pd.DataFrame(
+    {"accuracy": [0.852, 0.840, 0.838, 0.841], "train_time_s": [204.9, 206.6, 206.5, 206.6],
+     "peak_memory_mb": [1424, 1945, 2469, 2993]},
+    index=pd.Index(["baseline", "flash", "linear", "hybrid"], name="variant"),
+)
+"""The paper's table (DistilBERT-base-uncased, Colab T4), as printed there."""
+
+GROUP = ["config_hash", "device", "model", "max_length"]
+ORDER = ["baseline", "sdpa", "flash", "linear", "hybrid"]
+
+
+def load_records(*dirs) -> pd.DataFrame:
+    """Every records/*.json (or *.json) under the given folders, one row each."""
+    paths = []
+    for d in dirs:
+        d = Path(d)
+        paths += sorted((d / "records").glob("*.json")) if (d / "records").is_dir() else sorted(d.glob("*.json"))
+    if not paths:
+        raise FileNotFoundError(f"no records (*.json) under {', '.join(map(str, dirs))}")
+    df = pd.DataFrame([read_record(p) | {"path": str(p)} for p in paths])
+    dup = df[df.duplicated(GROUP + ["variant", "seed"], keep=False)]
+    if len(dup):
+        raise ValueError(f"the same (configuration, variant, seed) recorded twice: {sorted(dup['path'])}")
+    return df
+
+
+def t_quantile(df: int) -> float:
+    """Two-sided 95% Student t quantile."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, df))
+
+
+def summarise(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per (configuration, device, variant): n seeds, accuracy mean/std, time, memory; failed runs counted."""
+    rows = []
+    for key, g in records.groupby(GROUP + ["variant"], sort=False):
+        ok = g[g["status"] == "ok"]
+        row = dict(zip(GROUP + ["variant"], key))
+        row.update(n=len(ok), failed=int((g["status"] != "ok").sum()),
+                   acc_mean=ok["accuracy"].mean(), acc_std=ok["accuracy"].std(ddof=1),
+                   train_time_s=ok["train_time_s"].mean(), peak_memory_mb=ok["peak_memory_mb"].mean(),
+                   tokens_per_s=ok["tokens_per_s"].mean())
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["_o"] = out["variant"].map({v: i for i, v in enumerate(ORDER)})
+    return out.sort_values(GROUP + ["_o"]).drop(columns="_o").reset_index(drop=True)
+
+
+def paired_vs_baseline(records: pd.DataFrame, metric="accuracy", baseline="baseline") -> pd.DataFrame:
+    """Per variant: mean over shared seeds of (variant - baseline) with a 95% t interval.
+
+    Refuses records from more than one configuration/device: a paired difference needs both
+    arms run under the same conditions.
+    """
+    groups = records[GROUP].drop_duplicates()
+    if len(groups) != 1:
+        raise ValueError(f"records from {len(groups)} configurations/devices; pair within one "
+                         f"(group by {', '.join(GROUP)} first)")
+    ok = records[records["status"] == "ok"].pivot(index="seed", columns="variant", values=metric)
+    if baseline not in ok:
+        raise ValueError(f"no successful {baseline!r} runs to pair with")
+    rows = []
+    for v in [c for c in ORDER if c in ok and c != baseline]:
+        d = (ok[v] - ok[baseline]).dropna()
+        n = len(d)
+        half = t_quantile(n - 1) * d.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+        rows.append({"variant": v, "n_pairs": n, "diff_mean": d.mean(), "ci_low": d.mean() - half,
+                     "ci_high": d.mean() + half})
+    return pd.DataFrame(rows)
