@@ -45,7 +45,7 @@ def sweep(variants, seeds, out, overrides=None, smoke=False, force=False, notebo
         nb_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             pm.execute_notebook(str(notebook), str(nb_path), parameters=params, kernel_name=kernel_name,
-                                progress_bar=False, cwd=str(Path(notebook).parent))
+                                progress_bar=False)  # the kernel runs in this cwd: relative paths hold
             status = read_record(rec_path)["status"]
         except Exception as err:  # the run failed: keep its error, go on with the next
             status = "failed"

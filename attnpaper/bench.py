@@ -1,0 +1,90 @@
+"""Training-step time and peak memory of the variants, measured side by side in one process.
+
+Each (length, variant) builds a fresh model and optimizer, runs warm-up and timed AdamW steps on
+the same batches, then frees everything; the order of variants rotates between repeats, and the
+first variant is measured again at the end to show that memory does not creep from run to run.
+Token ids are random (the model is random too); sequence lengths follow IMDb's, so the padding is real.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data as D
+from .config import RunConfig
+from .train import MB, device_info, train
+
+
+def imdb_lengths(source, max_length) -> np.ndarray:
+    """Token counts of IMDb train reviews (cut at max_length): from a lengths .npy or by tokenizing."""
+    if str(source).endswith(".npy"):
+        return np.minimum(np.load(source), max_length)
+    from .train import load_tokenizer
+
+    tok = load_tokenizer("minilm-offline")
+    texts, _ = D.read_texts(source)["train"]
+    return np.minimum(np.array([len(x) for x in tok(texts, truncation=False)["input_ids"]]), max_length)
+
+
+def random_split(lengths, n, vocab=30522, seed=0) -> D.Split:
+    """n sequences of random token ids whose lengths are drawn from ``lengths``."""
+    rng = np.random.default_rng(seed)
+    ls = rng.choice(lengths, size=n)
+    return D.Split([rng.integers(1000, vocab, size=int(L)).tolist() for L in ls], rng.integers(0, 2, size=n))
+
+
+def measure(variant, model, length, steps, batch_size, lengths) -> dict:
+    split = random_split(lengths, steps * batch_size, seed=length)
+    cfg = RunConfig(variant=variant, model=model, max_length=length, batch_size=batch_size, epochs=1,
+                    max_steps=steps, eval=False, data="(random ids, IMDb lengths)")
+    res = train(cfg, splits={"train": split, "test": split}, progress=False)
+    keep = ("step_time_ms_median", "peak_memory_mb", "weights_mb", "gradients_mb", "optimizer_mb",
+            "activations_mb", "padding_fraction", "tokens_per_s", "kernels", "precision")
+    out = {k: res.get(k) for k in keep}
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        out["allocated_after_mb"] = torch.cuda.memory_allocated() / MB
+    return out
+
+
+def bench(variants, model, lengths_list, steps, repeats, batch_size, source=None, out=None) -> list[dict]:
+    """Measure every (length, variant) ``repeats`` times; print a table with ratios to baseline."""
+    source = source or D.default_source()
+    rows = []
+    for L in lengths_list:
+        lengths = imdb_lengths(source, L)
+        for r in range(repeats):
+            order = variants[r % len(variants):] + variants[: r % len(variants)]
+            for v in order + ([order[0]] if r == repeats - 1 else []):
+                t0 = time.perf_counter()
+                m = measure(v, model, L, steps, batch_size, lengths)
+                rows.append({"variant": v, "max_length": L, "repeat": r, "wall_s": time.perf_counter() - t0, **m})
+                print(f"L={L:4d} rep={r} {v:9s} {m['step_time_ms_median']:8.2f} ms/step "
+                      f"peak {m['peak_memory_mb'] or 0:8.0f} MB  pad {m['padding_fraction']:.2f}", flush=True)
+    report = {"model": model, "batch_size": batch_size, "steps": steps, "repeats": repeats,
+              "versions": device_info(), "rows": rows}
+    print(table(report))
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=1, default=str))
+    return rows
+
+
+def table(report) -> str:
+    """Median step time and peak memory per (length, variant), with ratios to baseline."""
+    import pandas as pd
+
+    df = pd.DataFrame(report["rows"])
+    g = df.groupby(["max_length", "variant"]).agg(ms=("step_time_ms_median", "median"),
+                                                   peak_mb=("peak_memory_mb", "max"))
+    base = g.xs("baseline", level="variant") if "baseline" in df["variant"].values else None
+    if base is not None:
+        g["ms_vs_baseline"] = g["ms"] / base["ms"].reindex(g.index.get_level_values(0)).values
+        g["mem_vs_baseline"] = g["peak_mb"] / base["peak_mb"].reindex(g.index.get_level_values(0)).values
+    return f"{report['versions'].get('device')} | {report['model']} | batch {report['batch_size']}\n{g.round(3).to_string()}"

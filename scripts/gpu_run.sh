@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Run on an offline GPU machine, from the repo root, with bundle/ (python -m attnpaper bundle) and
+# .whl/ (scripts/fetch_wheels.sh) beside it. Stages: check | bench | sweep SEED... (any sequence).
+#   bash scripts/gpu_run.sh check bench sweep 0
+# Everything it makes goes under results/$TAG and is packed into $OUT/results-$TAG-<stage>.tgz.
+set -uo pipefail
+OUT=${OUT:-/tmp/attnpaper-out}; TAG=${TAG:-h100}; mkdir -p "$OUT" "results/$TAG"
+if [ -d .whl ] && ! python3 -c "import papermill, ipykernel" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export ATTNPAPER_GIT_SHA=$(cat bundle/GIT_SHA) ATTNPAPER_TOKENIZER=$PWD/bundle/all-MiniLM-L6-v2-fp16
+MODEL=bundle/all-MiniLM-L6-v2-fp16; DATA=bundle/imdb-128.npz; LENGTHS=bundle/imdb-train-lengths.npy
+VARIANTS=${VARIANTS:-baseline sdpa flash linear hybrid}
+pack() { tar czf "$OUT/results-$TAG-$1.tgz" "results/$TAG"; }
+while [ $# -gt 0 ]; do
+  stage=$1; shift
+  case $stage in
+    check)
+      nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "results/$TAG/gpu.txt"
+      python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name())"
+      python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tee "results/$TAG/pytest.txt" | tail -15 ;;
+    bench)
+      python3 -m attnpaper bench --model ${BENCH_MODEL:-distilbert-base-random} --variants $VARIANTS --lengths ${BENCH_LENGTHS:-128 256 512} \
+        --steps ${BENCH_STEPS:-30} --repeats 2 --batch-size ${BENCH_BATCH:-32} --data $LENGTHS \
+        --out "results/$TAG/bench-distilbert-base.json" 2>&1 | grep -v Warning | tee "results/$TAG/bench.txt" | tail -25 ;;
+    sweep)
+      seeds=(); while [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; do seeds+=("$1"); shift; done
+      for v in $VARIANTS; do  # one variant at a time, packed after each: a cut-off run keeps what finished
+        python3 -m attnpaper sweep --variants $v --seeds "${seeds[@]}" --out "results/$TAG" \
+          --set model=$MODEL --set data=$DATA ${SWEEP_SET:-} 2>&1 | grep -v "IPKernelApp\|Warning" | tail -12
+        pack sweep
+      done
+      python3 -m attnpaper table "results/$TAG" ;;
+    *) echo "unknown stage $stage; valid: check bench sweep SEED..."; exit 2 ;;
+  esac
+  pack "$stage"
+done
