@@ -39,7 +39,6 @@ def sweep(variants, seeds, out, overrides=None, smoke=False, force=False, notebo
             summary.append({"record": str(rec_path), "status": "skipped"})
             continue
         params = {**cfg.to_dict(), "smoke": False, "output_dir": str((out / "records").resolve())}
-        params.pop("notes")
         log(f"run  {cfg.variant} seed {cfg.seed} -> {nb_path}")
         t0 = time.perf_counter()
         nb_path.parent.mkdir(parents=True, exist_ok=True)

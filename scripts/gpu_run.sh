@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
       python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name())"
       python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tee "results/$TAG/pytest.txt" | tail -15 ;;
     bench)
-      python3 -m attnpaper bench --model ${BENCH_MODEL:-distilbert-base-random} --variants $VARIANTS --lengths ${BENCH_LENGTHS:-128 256 512} \
+      python3 -m attnpaper bench --model ${BENCH_MODEL:-distilbert-base-random} --variants ${BENCH_VARIANTS:-$VARIANTS} --lengths ${BENCH_LENGTHS:-128 256 512} \
         --steps ${BENCH_STEPS:-30} --repeats 2 --batch-size ${BENCH_BATCH:-32} --data $LENGTHS \
         --out "results/$TAG/bench-distilbert-base.json" 2>&1 | grep -v Warning | tee "results/$TAG/bench.txt" | tail -25 ;;
     sweep)
@@ -33,7 +33,19 @@ while [ $# -gt 0 ]; do
         pack sweep
       done
       python3 -m attnpaper table "results/$TAG" ;;
-    *) echo "unknown stage $stage; valid: check bench sweep SEED..."; exit 2 ;;
+    parallel)  # parallel "v1:s1 v2:s2" "v3:s3 ...": one background stream per quoted group, all at once.
+      # The GPU is shared, so these runs are flagged (notes.concurrent_runs) and give accuracy, not timings.
+      streams=(); while [ $# -gt 0 ] && [[ $1 == *:* ]]; do streams+=("$1"); shift; done
+      for s in "${streams[@]}"; do
+        ( for vs in $s; do
+            python3 -m attnpaper sweep --variants ${vs%%:*} --seeds ${vs##*:} --out "results/$TAG" \
+              --set model=$MODEL --set data=$DATA --set "notes={'concurrent_runs': ${#streams[@]}}" 2>&1 \
+              | grep -v "IPKernelApp\|Warning" | grep '"status"\|FAILED'
+          done ) &
+      done
+      wait; pack parallel
+      python3 -m attnpaper table "results/$TAG" ;;
+    *) echo "unknown stage $stage; valid: check bench sweep SEED... parallel V:S..."; exit 2 ;;
   esac
   pack "$stage"
 done
