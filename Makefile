@@ -22,7 +22,7 @@ notebooks: setup
 	$(PY) -m pytest -q --nbval-lax chapters -p no:cacheprovider
 
 book: setup
-	$(PY) -m jupyter_book build . -W -n --keep-going
+	.venv/bin/jupyter-book build . -W -n --keep-going
 
 test: unit notebooks book
 	$(PY) -m pytest -q tests/book_built.py
