@@ -20,6 +20,9 @@ from .config import RunConfig
 from .train import MB, device_info, train
 
 
+PROFILE_STEPS = 5  # the last steps of each measurement, profiled for GPU busy time (not in the median)
+
+
 def imdb_lengths(source, max_length) -> np.ndarray:
     """Token counts of IMDb train reviews (cut at max_length): from a lengths .npy or by tokenizing."""
     if str(source).endswith(".npy"):
@@ -42,9 +45,10 @@ def measure(variant, model, length, steps, batch_size, lengths) -> dict:
     split = random_split(lengths, steps * batch_size, seed=length)
     cfg = RunConfig(variant=variant, model=model, max_length=length, batch_size=batch_size, epochs=1,
                     max_steps=steps, eval=False, data="(random ids, IMDb lengths)")
-    res = train(cfg, splits={"train": split, "test": split}, progress=False)
+    res = train(cfg, splits={"train": split, "test": split}, progress=False, profile_steps=PROFILE_STEPS)
     keep = ("step_time_ms_median", "peak_memory_mb", "weights_mb", "gradients_mb", "optimizer_mb",
-            "activations_mb", "padding_fraction", "tokens_per_s", "kernels", "precision")
+            "activations_mb", "padding_fraction", "tokens_per_s", "kernels", "precision",
+            "gpu_busy_ms_per_step", "top_gpu_ops")
     out = {k: res.get(k) for k in keep}
     gc.collect()
     if torch.cuda.is_available():
@@ -66,6 +70,7 @@ def bench(variants, model, lengths_list, steps, repeats, batch_size, source=None
                 m = measure(v, model, L, steps, batch_size, lengths)
                 rows.append({"variant": v, "max_length": L, "repeat": r, "wall_s": time.perf_counter() - t0, **m})
                 print(f"L={L:4d} rep={r} {v:9s} {m['step_time_ms_median']:8.2f} ms/step "
+                      f"gpu busy {m.get('gpu_busy_ms_per_step') or 0:7.2f} ms "
                       f"peak {m['peak_memory_mb'] or 0:8.0f} MB  pad {m['padding_fraction']:.2f}", flush=True)
     report = {"model": model, "batch_size": batch_size, "steps": steps, "repeats": repeats,
               "versions": device_info(), "rows": rows}
@@ -81,7 +86,10 @@ def table(report) -> str:
     import pandas as pd
 
     df = pd.DataFrame(report["rows"])
+    if "gpu_busy_ms_per_step" not in df:
+        df["gpu_busy_ms_per_step"] = float("nan")
     g = df.groupby(["max_length", "variant"]).agg(ms=("step_time_ms_median", "median"),
+                                                   gpu_busy_ms=("gpu_busy_ms_per_step", "median"),
                                                    peak_mb=("peak_memory_mb", "max"))
     base = g.xs("baseline", level="variant") if "baseline" in df["variant"].values else None
     if base is not None:

@@ -80,6 +80,25 @@ def memory_breakdown(model, optimizer) -> dict:
             "optimizer_mb": nbytes(state)}
 
 
+def _start_profiler(device):
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    prof = profile(activities=acts)
+    prof.__enter__()
+    return prof
+
+
+def _stop_profiler(prof, steps) -> dict:
+    """GPU kernel time per step (sum of device self time) and the three costliest kernels."""
+    prof.__exit__(None, None, None)
+    events = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+    busy_us = sum(e.self_device_time_total for e in events)
+    top = sorted(events, key=lambda e: -e.self_device_time_total)[:3]
+    return {"gpu_busy_ms_per_step": busy_us / 1000 / steps,
+            "top_gpu_ops": [[e.key[:80], round(e.self_device_time_total / 1000 / steps, 3)] for e in top]}
+
+
 def evaluate(model, split, cfg, device, precision, pad_id) -> float:
     """Accuracy over the whole split (sorted by length, so batches carry little padding)."""
     model.eval()
@@ -95,9 +114,11 @@ def evaluate(model, split, cfg, device, precision, pad_id) -> float:
     return correct / len(split)
 
 
-def train(cfg: RunConfig, device=None, splits=None, progress=True) -> dict:
+def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps=0) -> dict:
     """Fine-tune one variant and measure it. Returns the record's measurements (see records.py).
 
+    profile_steps > 0 runs the last that many steps under torch.profiler and reports the GPU's busy
+    time per step beside the wall time (a step far longer than its GPU time is bound by the host).
     Raises NonFiniteLoss (with the step) if the loss stops being finite.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -134,10 +155,13 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True) -> dict:
     step, real_tokens, padded_tokens, losses, step_ms = 0, 0, 0, [], []
     bad = torch.zeros((), dtype=torch.bool, device=device)
     bar = tqdm(total=total, desc=f"train {cfg.variant}", mininterval=10, disable=not progress)
+    prof = None
     sync(device)
     start = time.perf_counter()
     while step < total:
         for b in D.batches(splits["train"], cfg.batch_size, pad_id, shuffle=True, generator=generator):
+            if profile_steps and step == total - profile_steps:
+                prof = _start_profiler(device)
             t0 = time.perf_counter()
             real_tokens += int(b["attention_mask"].sum())
             padded_tokens += b["attention_mask"].numel()
@@ -156,7 +180,7 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True) -> dict:
                 if bad.item():
                     raise NonFiniteLoss(f"non-finite loss by step {step} of {total} "
                                         f"(variant {cfg.variant}, lr {cfg.lr}, precision {precision})")
-            if cfg.max_steps:  # per-step timing only in benchmarks: it needs a sync each step
+            if cfg.max_steps and prof is None:  # per-step timing only in benchmarks (a sync each step)
                 sync(device)
                 step_ms.append(1000 * (time.perf_counter() - t0))
             bar.update(1)
@@ -165,12 +189,13 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True) -> dict:
     sync(device)
     train_time = time.perf_counter() - start
     bar.close()
+    profile = _stop_profiler(prof, profile_steps) if prof else {}
 
     out = {"train_time_s": train_time, "steps": step, "precision": precision,
            "train_samples": len(splits["train"]), "test_samples": len(splits["test"]) if cfg.eval else 0,
            "tokens_per_s": real_tokens / train_time, "padded_tokens_per_s": padded_tokens / train_time,
            "padding_fraction": 1 - real_tokens / padded_tokens, "loss_every_50_steps": losses,
-           "kernels": kernels_used(model), **memory_breakdown(model, optimizer)}
+           "kernels": kernels_used(model), **memory_breakdown(model, optimizer), **profile}
     if step_ms:
         warm = step_ms[min(5, len(step_ms) - 1):]
         out["step_time_ms_median"] = sorted(warm)[len(warm) // 2]

@@ -24,7 +24,11 @@ while [ $# -gt 0 ]; do
     bench)
       python3 -m attnpaper bench --model ${BENCH_MODEL:-distilbert-base-random} --variants ${BENCH_VARIANTS:-$VARIANTS} --lengths ${BENCH_LENGTHS:-128 256 512} \
         --steps ${BENCH_STEPS:-30} --repeats 2 --batch-size ${BENCH_BATCH:-32} --data $LENGTHS \
-        --out "results/$TAG/bench-distilbert-base.json" 2>&1 | grep -v Warning | tee "results/$TAG/bench.txt" | tail -25 ;;
+        --out "results/$TAG/bench-distilbert-base.json" 2>&1 | grep -v "Warning\|USDT" | tee "results/$TAG/bench.txt" | tail -25 ;;
+    bench-minilm)  # the stand-in's own step: is the sweep's training bound by the GPU or by the host?
+      python3 -m attnpaper bench --model $MODEL --variants ${BENCH_VARIANTS:-$VARIANTS} --lengths 128 \
+        --steps ${BENCH_STEPS:-30} --repeats 2 --batch-size 32 --data $LENGTHS \
+        --out "results/$TAG/bench-minilm.json" 2>&1 | grep -v "Warning\|USDT" | tee "results/$TAG/bench-minilm.txt" | tail -12 ;;
     sweep)
       seeds=(); while [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; do seeds+=("$1"); shift; done
       for v in $VARIANTS; do  # one variant at a time, packed after each: a cut-off run keeps what finished
@@ -45,7 +49,7 @@ while [ $# -gt 0 ]; do
       done
       wait; pack parallel
       python3 -m attnpaper table "results/$TAG" ;;
-    *) echo "unknown stage $stage; valid: check bench sweep SEED... parallel V:S..."; exit 2 ;;
+    *) echo "unknown stage $stage; valid: check bench bench-minilm sweep SEED... parallel V:S..."; exit 2 ;;
   esac
   pack "$stage"
 done
