@@ -41,16 +41,28 @@ def t_quantile(df: int) -> float:
     return float(stats.t.ppf(0.975, df))
 
 
+def timed(records: pd.DataFrame) -> pd.Series:
+    """True for runs that had the GPU to themselves: only their wall times are comparable."""
+    notes = records["notes"] if "notes" in records else pd.Series([{}] * len(records), index=records.index)
+    return notes.map(lambda n: not (n or {}).get("concurrent_runs"))
+
+
 def summarise(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per (configuration, device, variant): n seeds, accuracy mean/std, time, memory; failed runs counted."""
+    """One row per (configuration, device, variant): n seeds, accuracy mean/std, time, memory; failed runs counted.
+
+    Times average only the runs that had the GPU to themselves (n_timed); memory is per process
+    and so comes from every run.
+    """
     rows = []
+    records = records.assign(_timed=timed(records))
     for key, g in records.groupby(GROUP + ["variant"], sort=False):
         ok = g[g["status"] == "ok"]
+        solo = ok[ok["_timed"]]
         row = dict(zip(GROUP + ["variant"], key))
         row.update(n=len(ok), failed=int((g["status"] != "ok").sum()),
                    acc_mean=ok["accuracy"].mean(), acc_std=ok["accuracy"].std(ddof=1),
-                   train_time_s=ok["train_time_s"].mean(), peak_memory_mb=ok["peak_memory_mb"].mean(),
-                   tokens_per_s=ok["tokens_per_s"].mean())
+                   n_timed=len(solo), train_time_s=solo["train_time_s"].mean(),
+                   tokens_per_s=solo["tokens_per_s"].mean(), peak_memory_mb=ok["peak_memory_mb"].mean())
         rows.append(row)
     out = pd.DataFrame(rows)
     out["_o"] = out["variant"].map({v: i for i, v in enumerate(ORDER)})

@@ -76,7 +76,8 @@ def memory_breakdown(model, optimizer) -> dict:
 
     params = [p for p in model.parameters()]
     state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
-    return {"weights_mb": nbytes(params), "gradients_mb": nbytes(p.grad for p in params if p.grad is not None),
+    # One gradient per trainable weight exists from backward to the optimizer step (freed after it).
+    return {"weights_mb": nbytes(params), "gradients_mb": nbytes(p for p in params if p.requires_grad),
             "optimizer_mb": nbytes(state)}
 
 
