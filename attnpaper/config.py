@@ -50,6 +50,10 @@ class RunConfig:
         def bad(name, why):
             raise ValueError(f"bad parameter {name}={getattr(self, name)!r}: {why}")
 
+        for name in ("lr", "epochs", "weight_decay", "warmup_ratio", "attention_dropout"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                bad(name, "must be a number")
         if self.variant not in VARIANTS:
             bad("variant", f"valid: {', '.join(VARIANTS)}")
         for name in ("max_length", "batch_size", "eval_batch_size"):

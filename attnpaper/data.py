@@ -66,9 +66,11 @@ def _read_parquet(root: Path, split: str):
     if missing:
         raise ValueError(f"{path} lacks column(s) {', '.join(missing)}: expected text (string) and label (0/1); "
                          f"found {', '.join(table.column_names)}")
-    labels = np.asarray(table.column("label").to_numpy(), dtype=np.int64)
-    if not set(np.unique(labels)) <= {0, 1}:
-        raise ValueError(f"{path}: labels must be 0 or 1, found {sorted(set(np.unique(labels)))[:5]}")
+    raw = np.asarray(table.column("label").to_numpy())
+    found = sorted(set(np.unique(raw).tolist()))
+    if not set(found) <= {0, 1}:  # checked before any cast, so 0.9 is not read as 0
+        raise ValueError(f"{path}: labels must be 0 or 1, found {found[:5]}")
+    labels = raw.astype(np.int64)
     return table.column("text").to_pylist(), labels
 
 

@@ -58,7 +58,7 @@ def run_and_record(cfg: RunConfig, out_dir, **train_kwargs) -> dict:
     from .train import device_info, train
 
     versions = device_info()
-    rec = {**cfg.to_dict(), "config_hash": cfg.config_hash(), "device": versions.pop("device"),
+    rec = {**cfg.to_dict(), "config": cfg.to_dict(), "config_hash": cfg.config_hash(), "device": versions.pop("device"),
            "versions": versions, "git_sha": git_sha(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "status": "running", "error": None}
     for k in REQUIRED:

@@ -44,7 +44,7 @@ def t_quantile(df: int) -> float:
 def timed(records: pd.DataFrame) -> pd.Series:
     """True for runs that had the GPU to themselves: only their wall times are comparable."""
     notes = records["notes"] if "notes" in records else pd.Series([{}] * len(records), index=records.index)
-    return notes.map(lambda n: not (n or {}).get("concurrent_runs"))
+    return notes.map(lambda n: not (isinstance(n, dict) and n.get("concurrent_runs")))
 
 
 def summarise(records: pd.DataFrame) -> pd.DataFrame:
@@ -55,7 +55,7 @@ def summarise(records: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     records = records.assign(_timed=timed(records))
-    for key, g in records.groupby(GROUP + ["variant"], sort=False):
+    for key, g in records.groupby(GROUP + ["variant"], sort=False, dropna=False):
         ok = g[g["status"] == "ok"]
         solo = ok[ok["_timed"]]
         row = dict(zip(GROUP + ["variant"], key))

@@ -65,7 +65,12 @@ def _record_failure(cfg, rec_path, err):
             pass
     from .records import REQUIRED
 
+    from .records import git_sha
+    from .train import device_info
+
+    versions = device_info()
     rec = {k: None for k in REQUIRED}
-    rec.update(cfg.to_dict(), config_hash=cfg.config_hash(), status="failed",
+    rec.update(cfg.to_dict(), config=cfg.to_dict(), config_hash=cfg.config_hash(), status="failed",
+               device=versions.pop("device"), versions=versions, git_sha=git_sha(),
                error=f"{type(err).__name__}: {err}"[-2000:])
     write_record(rec, rec_path)

@@ -1,0 +1,394 @@
+"""The experiment around the models: configuration, training, records, the papermill sweep, the CLI,
+aggregation into the results table, and the committed GPU records."""
+import json
+import math
+import statistics
+from pathlib import Path
+
+import nbformat
+import pytest
+from scipy import stats
+
+from attnpaper import VARIANTS
+from attnpaper.__main__ import main, parse_set
+from attnpaper.config import SMOKE, RunConfig
+from attnpaper.records import REQUIRED, read_record, record_name, run_and_record, write_record
+from attnpaper.results import load_records, paired_vs_baseline, summarise
+from attnpaper.train import NonFiniteLoss, train
+
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "h100" / "records"
+
+
+def leftover_tmp(folder):
+    return sorted(p.name for p in Path(folder).rglob(".tmp-*"))
+
+
+# --- RunConfig --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("changes, max_pos, words", [
+    ({"variant": "softmax"}, None, ["variant", "baseline, sdpa, flash, linear, hybrid"]),
+    ({"max_length": 1024}, 512, ["max_length", "512 positions"]),
+    ({"lr": 0}, None, ["lr", "> 0"]),
+    ({"lr": -1e-5}, None, ["lr", "> 0"]),
+    ({"schedule": "cosine"}, None, ["schedule", "linear, constant"]),
+    ({"precision": "fp64"}, None, ["precision", "bf16, fp16, fp32, auto"]),
+    ({"flash_backend": "triton"}, None, ["flash_backend", "auto, varlen, flash_attn, sdpa, math"]),
+    ({"train_samples": 0}, None, ["train_samples", "None or an int >= 1"]),
+    ({"test_samples": 0}, None, ["test_samples", "None or an int >= 1"]),
+])
+def test_validate_names_parameter_and_valid_values(changes, max_pos, words):
+    with pytest.raises(ValueError) as err:
+        RunConfig(**changes).validate(max_pos)
+    msg = str(err.value)
+    assert msg.startswith(f"bad parameter {next(iter(changes))}=")
+    for w in words:
+        assert w in msg
+
+
+def test_validate_accepts_defaults_and_smoke():
+    RunConfig().validate(512)
+    RunConfig(**SMOKE).validate(512)
+    RunConfig(max_length=512).validate(512)
+
+
+def test_from_dict_rejects_unknown_keys():
+    assert RunConfig.from_dict({"lr": 1e-4, "variant": "flash"}) == RunConfig(lr=1e-4, variant="flash")
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) learning_rate, varient; valid: .*lr"):
+        RunConfig.from_dict({"learning_rate": 1e-4, "varient": "flash"})
+
+
+def test_config_hash():
+    base = RunConfig().config_hash()
+    assert RunConfig(variant="flash", seed=2, notes={"concurrent_runs": 4}).config_hash() == base
+    assert RunConfig(lr=1e-4).config_hash() != base
+    assert RunConfig(max_length=256).config_hash() != base
+    assert record_name(RunConfig(variant="flash", seed=2)) == f"flash_seed2_{base}.json"
+
+
+# --- training and records -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smoke_result():
+    return train(RunConfig(**{**SMOKE, "epochs": 1}), device="cpu", progress=False)
+
+
+def test_train_smoke_on_cpu(smoke_result):
+    r = smoke_result
+    assert 0 <= r["accuracy"] <= 1
+    assert math.isfinite(r["train_time_s"]) and r["train_time_s"] > 0
+    assert r["steps"] == math.ceil(SMOKE["train_samples"] / 32)
+    assert r["train_samples"] == SMOKE["train_samples"] and r["test_samples"] == SMOKE["test_samples"]
+    assert r["precision"] == "fp32" and r["peak_memory_mb"] is None  # CPU
+    assert r["kernels"] == [["transformers eager"]] * 2  # bert-tiny-random has 2 layers
+    assert all(math.isfinite(x) for x in r["loss_every_50_steps"])
+    assert 0 <= r["padding_fraction"] < 1 and r["tokens_per_s"] > 0
+
+
+def test_train_records_flash_kernels_per_layer():
+    r = train(RunConfig(**{**SMOKE, "variant": "flash", "max_steps": 2, "eval": False}), device="cpu",
+              progress=False)
+    assert r["steps"] == 2 and r["accuracy"] is None
+    assert len(r["kernels"]) == 2 and all(k and all(name.startswith("sdpa") for name in k) for k in r["kernels"])
+
+
+def test_non_finite_loss_is_recorded_as_failed(tmp_path):
+    cfg = RunConfig(**{**SMOKE, "lr": 1e30, "epochs": 1})  # diverges to NaN within the first epoch
+    with pytest.raises(NonFiniteLoss, match="non-finite loss by step"):
+        run_and_record(cfg, tmp_path, device="cpu", progress=False)
+    path = tmp_path / record_name(cfg)
+    rec = read_record(path)
+    assert rec["status"] == "failed"
+    assert rec["error"].startswith("NonFiniteLoss: non-finite loss by step")
+    assert "NonFiniteLoss" in rec["traceback"]
+    assert rec["lr"] == 1e30 and rec["config_hash"] == cfg.config_hash() and rec["accuracy"] is None
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # atomic: no .tmp-* left behind
+
+
+def test_write_record_atomic(tmp_path):
+    rec = make_record("baseline", 0, 0.8)
+    path = write_record(rec, tmp_path / "deep" / "r.json")
+    assert read_record(path) == rec
+    write_record({**rec, "accuracy": 0.9}, path)  # replaces in place
+    assert read_record(path)["accuracy"] == 0.9
+    assert leftover_tmp(tmp_path) == []
+    del rec["kernels"]
+    write_record(rec, tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="lacks field.*kernels"):
+        read_record(tmp_path / "bad.json")
+
+
+# --- the papermill sweep ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smoke_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    summary = sweep_quiet(["baseline", "flash"], [0], out, smoke=True)
+    return out, summary
+
+
+def sweep_quiet(*args, **kwargs):
+    from attnpaper.sweep import sweep
+
+    log = []
+    return sweep(*args, log=log.append, **kwargs)
+
+
+@pytest.mark.slow
+def test_sweep_writes_records_and_notebooks(smoke_sweep):
+    out, summary = smoke_sweep
+    assert [s["status"] for s in summary] == ["ok", "ok"]
+    for variant, s in zip(["baseline", "flash"], summary):
+        rec = read_record(s["record"])
+        assert all(k in rec for k in REQUIRED)
+        assert rec["variant"] == variant and rec["seed"] == 0 and rec["status"] == "ok" and rec["error"] is None
+        assert rec["model"] == SMOKE["model"] and rec["data"] == "synthetic"
+        assert 0 <= rec["accuracy"] <= 1 and rec["train_time_s"] > 0
+        assert rec["config_hash"] == RunConfig(**SMOKE).config_hash()
+        assert len(rec["kernels"]) == 2
+        nb = nbformat.read(s["notebook"], as_version=4)
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert len(injected) == 1
+        assert f'variant = "{variant}"' in injected[0].source and "smoke = False" in injected[0].source
+        assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
+    assert leftover_tmp(out) == []
+
+
+@pytest.mark.slow
+def test_sweep_skips_done_runs_and_force_reruns(smoke_sweep):
+    out, first = smoke_sweep
+    again = sweep_quiet(["baseline", "flash"], [0], out, smoke=True)
+    assert [s["status"] for s in again] == ["skipped", "skipped"]
+    assert [s["record"] for s in again] == [s["record"] for s in first]
+    before = [Path(s["notebook"]).stat().st_mtime_ns for s in first]
+    forced = sweep_quiet(["baseline", "flash"], [0], out, smoke=True, force=True)
+    assert [s["status"] for s in forced] == ["ok", "ok"]
+    assert all(read_record(s["record"])["status"] == "ok" for s in forced)
+    assert len(list((out / "records").glob("*.json"))) == 2
+    assert all(Path(s["notebook"]).stat().st_mtime_ns > t for s, t in zip(forced, before))  # really rerun
+
+
+@pytest.mark.slow
+def test_sweep_records_failed_runs_and_goes_on(tmp_path):
+    summary = sweep_quiet(["baseline", "flash"], [0], tmp_path, smoke=True,
+                          overrides={"data": str(tmp_path / "nowhere")})
+    assert [s["status"] for s in summary] == ["failed", "failed"]  # the first failure did not stop the sweep
+    for variant, s in zip(["baseline", "flash"], summary):
+        rec = read_record(s["record"])
+        assert rec["variant"] == variant and rec["status"] == "failed"
+        assert rec["error"].startswith("FileNotFoundError: IMDb data directory") and "nowhere" in rec["error"]
+        assert Path(s["notebook"]).exists()
+
+
+@pytest.mark.parametrize("overrides, variants, words", [
+    ({"learning_rate": 1e-4}, ["baseline"], "unknown parameter(s) learning_rate"),
+    ({"lr": 0}, ["baseline"], "bad parameter lr=0"),
+    ({}, ["baseline", "softmax"], "bad parameter variant='softmax'"),
+])
+def test_sweep_bad_overrides_raise_before_running(tmp_path, overrides, variants, words):
+    with pytest.raises(ValueError) as err:
+        sweep_quiet(variants, [0], tmp_path, overrides=overrides, smoke=True)
+    assert words in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # nothing ran, nothing written
+
+
+def test_sweep_nothing_to_run(tmp_path):
+    with pytest.raises(ValueError, match="nothing to run"):
+        sweep_quiet([], [0], tmp_path, smoke=True)
+
+
+# --- CLI -------------------------------------------------------------------------------------------------
+
+def test_cli_unknown_variant_exits_2(tmp_path, capsys):
+    rc = main(["sweep", "--smoke", "--variants", "softmax", "--out", str(tmp_path / "out")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "softmax" in err and ", ".join(VARIANTS) in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_parse_set():
+    got = parse_set(["lr=1e-4", "train_samples=None", "epochs=3", "notes={'concurrent_runs': 4}",
+                     "data=../shared/data/imdb", "model=bundle/all-MiniLM-L6-v2-fp16", "eval=False",
+                     "feature_map=favor+", "x=a=b"])
+    assert got == {"lr": 1e-4, "train_samples": None, "epochs": 3, "notes": {"concurrent_runs": 4},
+                   "data": "../shared/data/imdb", "model": "bundle/all-MiniLM-L6-v2-fp16", "eval": False,
+                   "feature_map": "favor+", "x": "a=b"}
+    assert parse_set(None) == {}
+    with pytest.raises(SystemExit, match="name=value"):
+        parse_set(["lr"])
+
+
+def test_cli_table(tmp_path, capsys):
+    write_records(tmp_path, [make_record("baseline", 0, 0.8), make_record("flash", 0, 0.81)])
+    assert main(["table", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "baseline" in out and "flash" in out
+    assert main(["table", str(tmp_path / "empty")]) == 2
+    assert "no records" in capsys.readouterr().err
+
+
+# --- aggregation -----------------------------------------------------------------------------------------
+
+def make_record(variant, seed, accuracy, config_hash="aaaaaaaaaaaa", status="ok", **extra):
+    rec = {k: None for k in REQUIRED}
+    rec.update(variant=variant, seed=seed, model="m", max_length=128, epochs=3, batch_size=32, lr=5e-5,
+               precision="bf16", train_samples=25000, test_samples=25000, accuracy=accuracy,
+               train_time_s=100.0 + seed, peak_memory_mb=1000.0, tokens_per_s=1e5, device="NVIDIA Test GPU",
+               kernels=[["transformers eager"]], versions={"torch": "x"}, git_sha="abc", status=status,
+               error=None if status == "ok" else "NonFiniteLoss: boom", config_hash=config_hash, notes={})
+    if status != "ok":
+        rec.update(accuracy=None, train_time_s=None, peak_memory_mb=None, tokens_per_s=None)
+    rec.update(extra)
+    return rec
+
+
+def write_records(folder, recs):
+    for r in recs:
+        write_record(r, Path(folder) / "records" / f"{r['variant']}_seed{r['seed']}_{r['config_hash']}.json")
+
+
+BASE = [0.850, 0.862, 0.847, 0.871]
+FLASH = [0.853, 0.858, 0.851, 0.880]
+
+
+@pytest.fixture
+def four_seeds(tmp_path):
+    recs = [make_record("baseline", s, a) for s, a in enumerate(BASE)]
+    recs += [make_record("flash", s, a) for s, a in enumerate(FLASH)]
+    recs.append(make_record("flash", 9, None, status="failed"))
+    write_records(tmp_path, recs)
+    return load_records(tmp_path)
+
+
+def test_summarise_mean_std_and_failed(four_seeds):
+    table = summarise(four_seeds).set_index("variant")
+    assert list(table.index) == ["baseline", "flash"]
+    for v, accs, failed in [("baseline", BASE, 0), ("flash", FLASH, 1)]:
+        row = table.loc[v]
+        assert row["n"] == 4 and row["failed"] == failed
+        assert row["acc_mean"] == pytest.approx(statistics.mean(accs))
+        assert row["acc_std"] == pytest.approx(statistics.stdev(accs))  # sample std (n - 1)
+        assert row["train_time_s"] == pytest.approx(101.5)
+
+
+def test_paired_vs_baseline_t_interval(four_seeds):
+    out = paired_vs_baseline(four_seeds).set_index("variant")
+    d = [f - b for f, b in zip(FLASH, BASE)]
+    n = len(d)
+    half = stats.t.ppf(0.975, n - 1) * statistics.stdev(d) / math.sqrt(n)
+    row = out.loc["flash"]
+    assert row["n_pairs"] == n
+    assert row["diff_mean"] == pytest.approx(statistics.mean(d))
+    assert row["ci_low"] == pytest.approx(statistics.mean(d) - half)
+    assert row["ci_high"] == pytest.approx(statistics.mean(d) + half)
+    assert stats.t.ppf(0.975, 3) == pytest.approx(3.182446, abs=1e-6)
+
+
+def test_paired_only_shared_seeds(tmp_path):
+    write_records(tmp_path, [make_record("baseline", 0, 0.80), make_record("baseline", 1, 0.82),
+                             make_record("flash", 1, 0.85), make_record("flash", 2, 0.90)])
+    row = paired_vs_baseline(load_records(tmp_path)).iloc[0]
+    assert row["n_pairs"] == 1 and row["diff_mean"] == pytest.approx(0.03) and math.isnan(row["ci_low"])
+
+
+def test_two_config_hashes_never_mixed(tmp_path):
+    write_records(tmp_path, [make_record("baseline", s, 0.8 + s / 100, config_hash=h) for s in range(2)
+                             for h in ("aaaaaaaaaaaa", "bbbbbbbbbbbb")]
+                  + [make_record("flash", 0, 0.9, config_hash="bbbbbbbbbbbb")])
+    recs = load_records(tmp_path)
+    with pytest.raises(ValueError, match="records from 2 configurations/devices"):
+        paired_vs_baseline(recs)
+    table = summarise(recs)
+    assert len(table) == 3
+    for _, row in table.iterrows():
+        src = recs[(recs.config_hash == row.config_hash) & (recs.variant == row.variant)]
+        assert row["n"] == len(src) and row["acc_mean"] == pytest.approx(src["accuracy"].mean())
+    # one configuration at a time pairs fine
+    one = paired_vs_baseline(recs[recs.config_hash == "bbbbbbbbbbbb"])
+    assert one.iloc[0]["diff_mean"] == pytest.approx(0.1)
+
+
+def test_load_records_refuses_duplicates_and_empty(tmp_path):
+    rec = make_record("baseline", 0, 0.8)
+    write_record(rec, tmp_path / "a" / "records" / "x.json")
+    write_record(rec, tmp_path / "b" / "copy.json")  # a folder of *.json without records/
+    assert len(load_records(tmp_path / "a")) == len(load_records(tmp_path / "b")) == 1
+    with pytest.raises(ValueError, match=r"the same \(configuration, variant, seed\) recorded twice"):
+        load_records(tmp_path / "a", tmp_path / "b")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no records"):
+        load_records(tmp_path / "empty")
+
+
+def test_summarise_counts_failures_recorded_by_the_sweep(tmp_path):
+    from attnpaper.sweep import _record_failure
+
+    cfg = RunConfig(**{**SMOKE, "seed": 1})  # a run whose kernel died before it could write its record
+    write_records(tmp_path, [make_record("baseline", 0, 0.8, model=cfg.model, max_length=cfg.max_length,
+                                         config_hash=cfg.config_hash())])
+    _record_failure(cfg, tmp_path / "records" / record_name(cfg), RuntimeError("Kernel died"))
+    recs = load_records(tmp_path)
+    assert (recs["status"] == "failed").sum() == 1
+    assert summarise(recs)["failed"].sum() == 1
+
+
+def test_summarise_accepts_records_without_notes(tmp_path):
+    old = make_record("baseline", 1, 0.82)
+    del old["notes"]
+    write_records(tmp_path, [make_record("baseline", 0, 0.8), old])
+    assert summarise(load_records(tmp_path)).iloc[0]["n"] == 2
+
+
+# --- the committed GPU records ----------------------------------------------------------------------------
+
+GPU_RECORDS = sorted(RESULTS.glob("*.json"))
+
+
+def test_gpu_records_present():
+    assert len(GPU_RECORDS) >= 13
+    assert {read_record(p)["variant"] for p in GPU_RECORDS} >= {"baseline", "flash", "linear", "hybrid"}
+
+
+@pytest.mark.parametrize("path", GPU_RECORDS, ids=lambda p: p.stem)
+def test_gpu_record_intact(path):
+    rec = read_record(path)
+    assert rec["status"] == "ok" and rec["error"] is None
+    assert rec["device"].startswith("NVIDIA")
+    assert len(rec["git_sha"]) == 40 and all(c in "0123456789abcdef" for c in rec["git_sha"])
+    assert path.name == f"{rec['variant']}_seed{rec['seed']}_{rec['config_hash']}.json"
+    # the record holds the resolved precision and sample counts (bf16, 25000), the hash the configured ones
+    cfg = {k: v for k, v in rec.items() if k in RunConfig.__dataclass_fields__}
+    cfg.update(precision="auto", train_samples=None, test_samples=None)
+    assert rec["config_hash"] == RunConfig.from_dict(cfg).config_hash()
+    assert rec["precision"] == "bf16" and rec["train_samples"] == rec["test_samples"] == 25_000
+    assert 0.5 < rec["accuracy"] <= 1 and rec["train_time_s"] > 0 and rec["peak_memory_mb"] > 0
+    kernels = rec["kernels"]
+    assert isinstance(kernels, list) and len(kernels) >= 1 and all(isinstance(k, list) and k for k in kernels)
+    flash = ["varlen" in k or "sdpa FLASH" in k for k in sum(kernels, [])]
+    per_layer_flash = [any("varlen" in k or "sdpa FLASH" in k for k in layer) for layer in kernels]
+    per_layer_linear = [any(k.startswith("linear") for k in layer) for layer in kernels]
+    if rec["variant"] == "baseline":
+        assert all(layer == ["transformers eager"] for layer in kernels)
+    elif rec["variant"] == "sdpa":
+        assert all(layer == ["transformers sdpa"] for layer in kernels)
+    elif rec["variant"] == "flash":
+        assert all(per_layer_flash) and not any(per_layer_linear)
+    elif rec["variant"] == "linear":
+        assert all(per_layer_linear) and not any(flash)
+    elif rec["variant"] == "hybrid":
+        k = rec["hybrid_layers"] if rec["hybrid_layers"] is not None else len(kernels) // 2
+        assert per_layer_flash == [True] * k + [False] * (len(kernels) - k)
+        assert per_layer_linear == [False] * k + [True] * (len(kernels) - k)
+
+
+def test_gpu_records_one_configuration():
+    recs = load_records(RESULTS)
+    assert recs["config_hash"].nunique() == 1 and recs["device"].nunique() == 1
+    assert len(paired_vs_baseline(recs)) == 4  # sdpa, flash, linear, hybrid against baseline
+
+
+def test_cli_non_numeric_parameter_is_a_clear_error(capsys):
+    from attnpaper.__main__ import main
+
+    assert main(["sweep", "--smoke", "--variants", "baseline", "--seeds", "0", "--set", "lr=abc"]) == 2
+    assert "bad parameter lr='abc': must be a number" in capsys.readouterr().err
