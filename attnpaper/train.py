@@ -93,14 +93,17 @@ def _start_profiler(device):
 def _stop_profiler(prof, steps) -> dict:
     """GPU kernel time per step and the three costliest kernels.
 
-    Only device-side events (kernels, copies) are summed: a CPU op's self device time repeats the
-    time of the kernels it launched, so summing every event would count each kernel twice.
+    Only device-side kernels and copies are summed: a CPU op's self device time repeats the time of
+    the kernels it launched, and a user annotation (e.g. ``Optimizer.step#AdamW.step``) has a device-side
+    span over kernels already counted; both are left out.
     """
     from torch.autograd import DeviceType
 
     prof.__exit__(None, None, None)
-    events = [e for e in prof.key_averages()
-              if e.device_type != DeviceType.CPU and e.self_device_time_total > 0]
+    avgs = prof.key_averages()
+    cpu_names = {e.key for e in avgs if e.device_type == DeviceType.CPU}  # ops and annotations
+    events = [e for e in avgs if e.device_type != DeviceType.CPU and e.key not in cpu_names
+              and e.self_device_time_total > 0]
     busy_us = sum(e.self_device_time_total for e in events)
     top = sorted(events, key=lambda e: -e.self_device_time_total)[:3]
     return {"gpu_busy_ms_per_step": busy_us / 1000 / steps,
