@@ -1,0 +1,27 @@
+"""The side-by-side benchmark on a tiny model: rows, rotation, the repeated first variant, the table."""
+import json
+
+import numpy as np
+
+from attnpaper.bench import bench, random_split, table
+
+
+def test_random_split_follows_lengths():
+    split = random_split(np.array([5, 9]), 50, seed=1)
+    assert len(split) == 50 and {len(x) for x in split.ids} <= {5, 9}
+
+
+def test_bench_rows_and_table(tmp_path):
+    lengths = tmp_path / "lengths.npy"
+    np.save(lengths, np.array([20, 40, 64, 80], dtype=np.int32))
+    out = tmp_path / "bench.json"
+    rows = bench(["baseline", "flash"], "bert-tiny-random", [32], steps=8, repeats=2, batch_size=4,
+                 source=str(lengths), out=str(out))
+    # two repeats of two variants, rotated, plus the first variant of the last repeat measured again
+    assert [r["variant"] for r in rows] == ["baseline", "flash", "flash", "baseline", "flash"]
+    for r in rows:
+        assert r["step_time_ms_median"] > 0 and r["kernels"]
+        assert r["gpu_busy_ms_per_step"] == 0.0 and r["top_gpu_ops"] == []  # CPU: no device kernels
+    report = json.loads(out.read_text())
+    text = table(report)
+    assert "ms_vs_baseline" in text and "flash" in text
