@@ -5,6 +5,7 @@ import argparse
 import ast
 import json
 import sys
+from pathlib import Path
 
 
 def parse_set(items) -> dict:
@@ -36,6 +37,8 @@ def main(argv=None):
     sw.add_argument("--force", action="store_true", help="rerun even when a record exists")
     sw.add_argument("--out", default="results/local", help="folder for records/ and notebooks/")
     sw.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
+    sw.add_argument("--notebook", default=None,
+                    help="the experiment notebook (default: chapters/07_experiment.ipynb of this checkout)")
 
     be = sub.add_parser("bench", help="training-step time and peak memory of variants, side by side")
     be.add_argument("--variants", nargs="+", default=list(VARIANTS))
@@ -61,8 +64,13 @@ def main(argv=None):
         if args.cmd == "sweep":
             from .sweep import sweep
 
+            from .sweep import NOTEBOOK
+
+            notebook = Path(args.notebook) if args.notebook else NOTEBOOK
+            if not notebook.exists():
+                raise FileNotFoundError(f"experiment notebook {notebook} not found; pass --notebook PATH")
             res = sweep(args.variants, args.seeds, args.out, parse_set(args.set), args.smoke, args.force,
-                        kernel_name=args.kernel)
+                        notebook=notebook, kernel_name=args.kernel)
             print(json.dumps(res, indent=1))
             return 1 if any(r["status"] == "failed" for r in res) else 0
         if args.cmd == "bench":
