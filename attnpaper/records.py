@@ -53,16 +53,23 @@ def read_record(path) -> dict:
     return rec
 
 
-def run_and_record(cfg: RunConfig, out_dir, **train_kwargs) -> dict:
-    """Train, measure and write the record; a failure is written as status 'failed' and re-raised."""
-    from .train import device_info, train
+def new_record(cfg: RunConfig) -> dict:
+    """A record for cfg before any measurement: configuration, hash, device, versions, git sha."""
+    from .train import device_info
 
     versions = device_info()
-    rec = {**cfg.to_dict(), "config": cfg.to_dict(), "config_hash": cfg.config_hash(), "device": versions.pop("device"),
-           "versions": versions, "git_sha": git_sha(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-           "status": "running", "error": None}
-    for k in REQUIRED:
-        rec.setdefault(k, None)
+    rec = {k: None for k in REQUIRED}
+    rec.update(cfg.to_dict(), config=cfg.to_dict(), config_hash=cfg.config_hash(), device=versions.pop("device"),
+               versions=versions, git_sha=git_sha(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               status="running", error=None)
+    return rec
+
+
+def run_and_record(cfg: RunConfig, out_dir, **train_kwargs) -> dict:
+    """Train, measure and write the record; a failure is written as status 'failed' and re-raised."""
+    from .train import train
+
+    rec = new_record(cfg)
     path = Path(out_dir) / record_name(cfg)
     try:
         cfg.validate()

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from .config import SMOKE, RunConfig
-from .records import read_record, record_name, write_record
+from .records import new_record, read_record, record_name, write_record
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "chapters" / "07_experiment.ipynb"
 
@@ -63,14 +63,6 @@ def _record_failure(cfg, rec_path, err):
                 return
         except (ValueError, json.JSONDecodeError):
             pass
-    from .records import REQUIRED
-
-    from .records import git_sha
-    from .train import device_info
-
-    versions = device_info()
-    rec = {k: None for k in REQUIRED}
-    rec.update(cfg.to_dict(), config=cfg.to_dict(), config_hash=cfg.config_hash(), status="failed",
-               device=versions.pop("device"), versions=versions, git_sha=git_sha(),
-               error=f"{type(err).__name__}: {err}"[-2000:])
+    rec = new_record(cfg)
+    rec.update(status="failed", error=f"{type(err).__name__}: {err}"[-2000:])
     write_record(rec, rec_path)
