@@ -17,6 +17,7 @@ import torch
 
 from . import data as D
 from .config import RunConfig
+from .step import reset_compiler
 from .train import MB, device_info, train
 
 
@@ -41,15 +42,22 @@ def random_split(lengths, n, vocab=30522, seed=0) -> D.Split:
     return D.Split([rng.integers(1000, vocab, size=int(L)).tolist() for L in ls], rng.integers(0, 2, size=n))
 
 
-def measure(variant, model, length, steps, batch_size, lengths) -> dict:
+KEEP = ("step_mode", "step_mode_requested", "layout", "step_time_ms_median", "gpu_busy_ms_per_step",
+        "host_syncs_per_step", "peak_memory_mb", "peak_reserved_mb", "weights_mb", "gradients_mb", "optimizer_mb",
+        "activations_mb", "padding_fraction", "tokens_per_s", "compile_time_s", "batch_shapes", "kernels",
+        "precision", "top_gpu_ops")
+
+
+def measure(variant, model, length, steps, batch_size, lengths, step_mode="auto") -> dict:
+    """One fresh model and optimizer, ``steps`` AdamW steps on random ids of IMDb lengths; then freed."""
     split = random_split(lengths, steps * batch_size, seed=length)
     cfg = RunConfig(variant=variant, model=model, max_length=length, batch_size=batch_size, epochs=1,
-                    max_steps=steps, eval=False, data="(random ids, IMDb lengths)")
+                    max_steps=steps, eval=False, data="(random ids, IMDb lengths)", step_mode=step_mode)
     res = train(cfg, splits={"train": split, "test": split}, progress=False, profile_steps=PROFILE_STEPS)
-    keep = ("step_time_ms_median", "peak_memory_mb", "weights_mb", "gradients_mb", "optimizer_mb",
-            "activations_mb", "padding_fraction", "tokens_per_s", "kernels", "precision",
-            "gpu_busy_ms_per_step", "top_gpu_ops")
-    out = {k: res.get(k) for k in keep}
+    out = {k: res.get(k) for k in KEEP}
+    busy = out["gpu_busy_ms_per_step"]
+    out["wall_over_busy"] = out["step_time_ms_median"] / busy if busy else None
+    reset_compiler()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -57,21 +65,29 @@ def measure(variant, model, length, steps, batch_size, lengths) -> dict:
     return out
 
 
-def bench(variants, model, lengths_list, steps, repeats, batch_size, source=None, out=None) -> list[dict]:
-    """Measure every (length, variant) ``repeats`` times; print a table with ratios to baseline."""
+def bench(variants, model, lengths_list, steps, repeats, batch_size, source=None, out=None,
+          step_modes=("eager", "captured")) -> list[dict]:
+    """Measure every (length, variant, step mode) ``repeats`` times in one process; print a table.
+
+    The order rotates between repeats, and the first pair of the last repeat is measured again at
+    the end, to show that memory does not creep from run to run.
+    """
     source = source or D.default_source()
+    pairs = [(v, m) for v in variants for m in step_modes]
     rows = []
     for L in lengths_list:
         lengths = imdb_lengths(source, L)
         for r in range(repeats):
-            order = variants[r % len(variants):] + variants[: r % len(variants)]
-            for v in order + ([order[0]] if r == repeats - 1 else []):
+            order = pairs[r % len(pairs):] + pairs[: r % len(pairs)]
+            for v, mode in order + ([order[0]] if r == repeats - 1 else []):
                 t0 = time.perf_counter()
-                m = measure(v, model, L, steps, batch_size, lengths)
-                rows.append({"variant": v, "max_length": L, "repeat": r, "wall_s": time.perf_counter() - t0, **m})
-                print(f"L={L:4d} rep={r} {v:9s} {m['step_time_ms_median']:8.2f} ms/step "
+                m = measure(v, model, L, steps, batch_size, lengths, mode)
+                rows.append({"variant": v, "max_length": L, "model": model, "repeat": r,
+                             "wall_s": time.perf_counter() - t0, **m})
+                print(f"L={L:4d} rep={r} {v:9s} {m['step_mode']:9s} {m['step_time_ms_median']:8.2f} ms/step "
                       f"gpu busy {m.get('gpu_busy_ms_per_step') or 0:7.2f} ms "
-                      f"peak {m['peak_memory_mb'] or 0:8.0f} MB  pad {m['padding_fraction']:.2f}", flush=True)
+                      f"peak {m['peak_memory_mb'] or 0:8.0f} MB  pad {m['padding_fraction']:.2f} "
+                      f"syncs {m.get('host_syncs_per_step')}", flush=True)
     report = {"model": model, "batch_size": batch_size, "steps": steps, "repeats": repeats,
               "versions": device_info(), "rows": rows}
     print(table(report))
@@ -82,17 +98,26 @@ def bench(variants, model, lengths_list, steps, repeats, batch_size, source=None
 
 
 def table(report) -> str:
-    """Median step time and peak memory per (length, variant), with ratios to baseline."""
+    """Median wall and GPU-busy ms per step, their ratio, and peak memory per (length, variant, step mode)."""
     import pandas as pd
 
     df = pd.DataFrame(report["rows"])
-    if "gpu_busy_ms_per_step" not in df:
-        df["gpu_busy_ms_per_step"] = float("nan")
-    g = df.groupby(["max_length", "variant"]).agg(ms=("step_time_ms_median", "median"),
-                                                   gpu_busy_ms=("gpu_busy_ms_per_step", "median"),
-                                                   peak_mb=("peak_memory_mb", "max"))
-    base = g.xs("baseline", level="variant") if "baseline" in df["variant"].values else None
-    if base is not None:
-        g["ms_vs_baseline"] = g["ms"] / base["ms"].reindex(g.index.get_level_values(0)).values
-        g["mem_vs_baseline"] = g["peak_mb"] / base["peak_mb"].reindex(g.index.get_level_values(0)).values
-    return f"{report['versions'].get('device')} | {report['model']} | batch {report['batch_size']}\n{g.round(3).to_string()}"
+    for col in ("gpu_busy_ms_per_step", "peak_reserved_mb"):
+        if col not in df:
+            df[col] = float("nan")
+    if "step_mode" not in df:
+        df["step_mode"] = "eager"
+    df["gpu_busy_ms_per_step"] = df["gpu_busy_ms_per_step"].replace(0.0, float("nan"))  # a CPU: no GPU time
+    g = df.groupby(["max_length", "variant", "step_mode"]).agg(
+        wall_ms=("step_time_ms_median", "median"), gpu_busy_ms=("gpu_busy_ms_per_step", "median"),
+        peak_mb=("peak_memory_mb", "max"), reserved_mb=("peak_reserved_mb", "max"))
+    g["wall_over_busy"] = g["wall_ms"] / g["gpu_busy_ms"]
+    ref = "sdpa" if "sdpa" in df["variant"].values else ("baseline" if "baseline" in df["variant"].values else None)
+    if ref is not None:
+        base = g.xs(ref, level="variant")
+        key = list(zip(g.index.get_level_values(0), g.index.get_level_values(2)))
+        g[f"wall_vs_{ref}"] = g["wall_ms"].values / base["wall_ms"].reindex(key).values
+        g[f"busy_vs_{ref}"] = g["gpu_busy_ms"].values / base["gpu_busy_ms"].reindex(key).values
+        g[f"mem_vs_{ref}"] = g["peak_mb"].values / base["peak_mb"].reindex(key).values
+    head = f"{report['versions'].get('device')} | {report['model']} | batch {report['batch_size']}"
+    return f"{head}\n{g.round(3).to_string()}"

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from .attention import FEATURE_MAPS, FLASH_BACKENDS
 from .models import VARIANTS
+from .packing import LAYOUTS
+from .step import STEP_MODES
 
 SCHEDULES = ("linear", "constant")
 SMOKE = {"model": "bert-tiny-random", "data": "synthetic", "max_length": 64, "epochs": 3,
@@ -43,6 +45,9 @@ class RunConfig:
     num_features: int | None = None
     redraw_every: int = 0
     hybrid_layers: int | None = None
+    step_mode: str = "auto"  # captured (torch.compile + CUDA graphs) on a GPU, eager on a CPU; see attnpaper.step
+    layout: str = "auto"  # flash: packed (padding-free end to end); the others: padded
+    bucket: int | None = None  # static shapes: lengths (padded) or token counts (packed) rounded up to this; None = max_length
     notes: dict = field(default_factory=dict)
 
     def validate(self, model_max_positions: int | None = None):
@@ -77,6 +82,15 @@ class RunConfig:
             bad("flash_backend", f"valid: {', '.join(FLASH_BACKENDS)}")
         if self.feature_map not in FEATURE_MAPS:
             bad("feature_map", f"valid: {', '.join(FEATURE_MAPS)}")
+        if self.step_mode not in STEP_MODES:
+            bad("step_mode", f"valid: {', '.join(STEP_MODES)}")
+        if self.layout not in ("auto", *LAYOUTS):
+            bad("layout", f"valid: auto, {', '.join(LAYOUTS)}")
+        if self.layout == "packed" and self.variant != "flash":
+            bad("layout", "packed (padding-free) runs exact attention only: variant flash; valid here: auto, padded")
+        if self.bucket is not None and (isinstance(self.bucket, bool) or not isinstance(self.bucket, int)
+                                        or not 1 <= self.bucket <= self.max_length):
+            bad("bucket", f"must be None or an int in [1, max_length={self.max_length}]")
         for name in ("train_samples", "test_samples", "max_steps"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
@@ -100,8 +114,7 @@ class RunConfig:
 
     def config_hash(self) -> str:
         """Hash of everything that defines the experiment except variant and seed: runs that may share a table."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("variant", "seed", "notes")}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        return hash_config(self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
@@ -110,3 +123,12 @@ class RunConfig:
         if unknown:
             raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
         return cls(**d)
+
+
+def hash_config(d: dict) -> str:
+    """The configuration hash of a RunConfig dict (variant, seed and notes left out).
+
+    Over the keys the dict has: a record written before a field existed keeps its hash.
+    """
+    d = {k: v for k, v in d.items() if k not in ("variant", "seed", "notes")}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

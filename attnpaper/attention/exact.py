@@ -1,8 +1,11 @@
 """Exact attention through fused kernels (the "flash" variant).
 
-Padded batches are unpadded to a packed [total_tokens, H, D] layout and sent to a varlen
-FlashAttention kernel, so no work is spent on padding; unpadded batches use SDPA's fused
-backends. On CPU the exact SDPA path keeps everything testable.
+Two layouts. Packed: the model runs on real tokens only ([T, H, D], sequences delimited by
+``cu_seqlens`` that the collator computed on the CPU), and a varlen FlashAttention kernel does the
+attention (``varlen_attention``). Padded: [B, H, N, D] with a key mask goes to SDPA's fused kernels,
+with no host synchronisation. ``unpad`` builds varlen metadata from a mask on the device; it syncs
+(``nonzero``), so only the teaching chapter and an explicit per-layer ``flash_backend`` use it.
+On CPU the exact SDPA path keeps everything testable.
 """
 from __future__ import annotations
 
@@ -68,20 +71,70 @@ def _scatter(out, u: Unpadded, b, n):
 
 def choose_backend(requested: str, device: torch.device, padded: bool, dropout: float,
                    dtype=torch.bfloat16) -> str:
-    """Resolve ``requested`` (one of FLASH_BACKENDS) to the kernel that will run."""
+    """Resolve ``requested`` (one of FLASH_BACKENDS) to the kernel that runs on the padded layout.
+
+    ``auto`` is SDPA's fused kernels (FA2 without a mask, cuDNN or memory-efficient with one): no
+    per-layer unpadding, no host sync. 'varlen'/'flash_attn' asked for explicitly unpad in every
+    layer (``unpad``, which syncs); the padding-free model path (``varlen_attention``) is the fast one.
+    """
     if requested not in FLASH_BACKENDS:
         raise ValueError(f"unknown flash_backend {requested!r}; valid: {', '.join(FLASH_BACKENDS)}")
     if requested != "auto":
         return requested
-    if device.type != "cuda":
-        return "math"
-    if not padded or dtype not in (torch.float16, torch.bfloat16):  # FA2 kernels take half precision only
+    return "math" if device.type != "cuda" else "sdpa"
+
+
+def choose_varlen_backend(requested: str, device: torch.device, dropout: float, dtype=torch.bfloat16) -> str:
+    """The kernel for packed (padding-free) attention: 'varlen', 'flash_attn' or 'sdpa' (block-diagonal mask)."""
+    if requested not in FLASH_BACKENDS:
+        raise ValueError(f"unknown flash_backend {requested!r}; valid: {', '.join(FLASH_BACKENDS)}")
+    if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16):
+        if requested in ("varlen", "flash_attn"):
+            raise ValueError(f"flash_backend {requested!r} needs a CUDA device and half precision; "
+                             "valid here: 'auto', 'sdpa', 'math'")
         return "sdpa"
+    if requested in ("varlen", "flash_attn", "sdpa"):
+        return requested
+    if requested == "math":
+        return "sdpa"
+    if dropout > 0.0 and has_flash_attn():
+        return "flash_attn"  # has dropout, which torch's varlen kernel lacks
     if has_torch_varlen() and dropout == 0.0:
         return "varlen"
-    if has_flash_attn():
-        return "flash_attn"  # has dropout, which torch's varlen kernel lacks
-    return "sdpa"
+    return "flash_attn" if has_flash_attn() else "sdpa"
+
+
+def segment_mask(cu_seqlens, total):
+    """bool [T, T]: True where query and key belong to the same packed sequence (block diagonal)."""
+    seg = torch.searchsorted(cu_seqlens[1:], torch.arange(total, device=cu_seqlens.device), right=True)  # [T]
+    return seg[:, None] == seg[None, :]
+
+
+def varlen_attention(q, k, v, cu_seqlens, max_seqlen: int, scale=None, dropout=0.0, backend="auto"):
+    """Exact attention over packed sequences, no padding anywhere. q, k, v: [T, H, D]; cu_seqlens int32 [S+1].
+
+    ``max_seqlen`` is an upper bound of the sequence lengths (a static bucket size keeps one CUDA graph
+    per shape). Returns ([T, H, D], name of the kernel that ran). Never synchronises with the host.
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    kernel = choose_varlen_backend(backend, q.device, dropout, q.dtype)
+    if kernel == "varlen":
+        if dropout > 0.0:
+            raise ValueError("torch's varlen_attn has no dropout; set attention_dropout=0 or flash_backend='flash_attn'")
+        from torch.nn.attention.varlen import varlen_attn
+
+        return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, scale=scale), \
+            "torch.varlen_attn (FA2), padding-free"
+    if kernel == "flash_attn":
+        from flash_attn import flash_attn_varlen_func
+
+        out = flash_attn_varlen_func(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
+                                     dropout_p=dropout, softmax_scale=scale)
+        return out, "flash_attn.flash_attn_varlen_func, padding-free"
+    mask = segment_mask(cu_seqlens, q.shape[0])[None, None]  # [1, 1, T, T]
+    qh, kh, vh = (x.transpose(0, 1)[None] for x in (q, k, v))  # each [1, H, T, D]
+    out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, dropout_p=dropout, scale=scale)
+    return out[0].transpose(0, 1), f"sdpa block-diagonal ({q.device.type}), padding-free"
 
 
 def exact_attention(q, k, v, key_mask=None, scale=None, dropout=0.0, backend="auto"):
@@ -129,6 +182,8 @@ def exact_attention(q, k, v, key_mask=None, scale=None, dropout=0.0, backend="au
     # Fused kernels only: FlashAttention-2 when it can run (no mask, half precision), else cuDNN/memory-efficient.
     if mask is None and q.dtype in (torch.float16, torch.bfloat16):
         backends, name = [SDPBackend.FLASH_ATTENTION], "sdpa FLASH_ATTENTION (FA2)"
+    elif n % 128 == 64:  # cuDNN's masked backward can give NaN at these lengths (PyTorch issue 196678)
+        backends, name = [SDPBackend.EFFICIENT_ATTENTION], "sdpa EFFICIENT"
     else:
         backends, name = [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION], "sdpa CUDNN/EFFICIENT"
     with sdpa_kernel(backends):

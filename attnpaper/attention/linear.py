@@ -60,12 +60,14 @@ def elu_features(x):
 def linear_attention(phi_q, phi_k, v, key_mask=None, eps=1e-12):
     """Attention with a factorised kernel phi(q).phi(k). phi_*: [B, H, N, M]; v: [B, H, N, D].
 
-    Padded keys are zeroed in phi(K) so they count in neither sum. Returns [B, H, N, D].
+    Padded keys are zeroed in phi(K) so they count in neither sum. The products run in the inputs'
+    dtype (bf16 on a GPU: tensor cores, float32 accumulation); the normaliser's sum and the final
+    division in float32. Returns [B, H, N, D] in v's dtype.
     """
     if key_mask is not None:
         phi_k = phi_k * key_mask[:, None, :, None].to(phi_k.dtype)
-    kv = torch.einsum("bhnm,bhnd->bhmd", phi_k, v)  # [B, H, M, D]: sum_j phi(k_j) v_j^T
-    z = phi_k.sum(dim=2)  # [B, H, M]: sum_j phi(k_j)
+    kv = torch.einsum("bhnm,bhnd->bhmd", phi_k, v.to(phi_k.dtype))  # [B, H, M, D]: sum_j phi(k_j) v_j^T
+    z = phi_k.sum(dim=2, dtype=torch.float32)  # [B, H, M]: sum_j phi(k_j)
     num = torch.einsum("bhnm,bhmd->bhnd", phi_q, kv)  # [B, H, N, D]
-    den = torch.einsum("bhnm,bhm->bhn", phi_q, z)  # [B, H, N]
-    return num / den.clamp_min(eps)[..., None]
+    den = torch.einsum("bhnm,bhm->bhn", phi_q, z.to(phi_q.dtype))  # [B, H, N]
+    return (num.float() / den.float().clamp_min(eps)[..., None]).to(v.dtype)

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
-from .exact import FLASH_BACKENDS, exact_attention
+from .exact import FLASH_BACKENDS, exact_attention, varlen_attention
 from .linear import FEATURE_MAPS, elu_features, favor_features, linear_attention, orthogonal_gaussian
 
 ATTN_NAME = "attnpaper"
@@ -44,7 +44,6 @@ class LayerAttention(nn.Module):
         self.kind, self.flash_backend, self.feature_map = kind, flash_backend, feature_map
         self.num_features, self.redraw_every, self.head_dim = num_features, redraw_every, head_dim
         self.generator = torch.Generator().manual_seed(seed)
-        self.calls = 0
         self.kernels: set[str] = set()
         proj = orthogonal_gaussian(num_features, head_dim, self.generator) if self._favor else torch.empty(0)
         self.register_buffer("proj", proj, persistent=False)  # [M, D] FAVOR+ projection
@@ -54,8 +53,22 @@ class LayerAttention(nn.Module):
         return self.kind == "linear" and self.feature_map == "favor+"
 
     def redraw(self):
-        """Draw a fresh FAVOR+ projection from this layer's generator."""
+        """Draw a fresh FAVOR+ projection from this layer's generator (in place: a captured graph sees it)."""
         self.proj.copy_(orthogonal_gaussian(self.num_features, self.head_dim, self.generator))
+
+
+def redraw_features(model, step: int) -> int:
+    """Before training step ``step``: redraw FAVOR+ features in the layers whose ``redraw_every`` divides it.
+
+    Called by the training loop, outside the forward pass, so a compiled or captured step never
+    sees a counter change (that would recompile). Returns how many layers redrew.
+    """
+    n = 0
+    for m in model.modules():
+        if isinstance(m, LayerAttention) and m._favor and m.redraw_every and step and step % m.redraw_every == 0:
+            m.redraw()
+            n += 1
+    return n
 
     def extra_repr(self):
         if self.kind == "exact":
@@ -66,8 +79,12 @@ class LayerAttention(nn.Module):
 
 def padding_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None,
                  attention_mask=None, **kwargs):
-    """Mask function for ``attnpaper``: the bool [B, N] padding mask (True = real token), or None."""
-    if attention_mask is None or bool(attention_mask.all()):
+    """Mask function for ``attnpaper``: the bool [B, N] padding mask (True = real token), or None.
+
+    The mask is passed on as it is, never inspected (asking whether it has any padding would make
+    the host wait for the GPU in every forward).
+    """
+    if attention_mask is None:
         return None
     return attention_mask[:, -kv_length:].to(torch.bool)
 
@@ -81,32 +98,47 @@ def attnpaper_attention(module, query, key, value, attention_mask, scaling=None,
         )
     if attention_mask is not None and attention_mask.dim() != 2:
         raise ValueError(f"attnpaper expects a 2D padding mask, got shape {tuple(attention_mask.shape)}")
-    if layer.kind == "exact":
+    cu_seqlens = kwargs.get("cu_seq_lens_q")
+    if cu_seqlens is not None:  # packed: [1, H, T, D], every token real (attnpaper.packed)
+        if layer.kind != "exact":
+            raise ValueError("linear layers run on the padded layout; the packed (padding-free) path is for flash")
+        qp, kp, vp = (x[0].transpose(0, 1) for x in (query, key, value))  # each [T, H, D]
+        out, kernel = varlen_attention(qp, kp, vp, cu_seqlens, kwargs["max_length_q"], scaling, dropout,
+                                       layer.flash_backend)
+        out = out[None]  # [1, T, H, D]
+    elif layer.kind == "exact":
         out, kernel = exact_attention(query, key, value, attention_mask, scaling, dropout, layer.flash_backend)
     else:
-        if module.training:
-            if layer.redraw_every and layer.calls and layer.calls % layer.redraw_every == 0:
-                layer.redraw()
-            layer.calls += 1
         out, kernel = _linear(layer, query, key, value, attention_mask, scaling)
-    layer.kernels.add(kernel)
+    if not torch.compiler.is_compiling():  # a set that changes would make a compiled step recompile
+        layer.kernels.add(kernel)
     return out, None
 
 
 def _linear(layer, q, k, v, key_mask, scaling):
-    """Linear attention in float32 (exp features overflow bf16 easily); output in v's dtype."""
-    dtype = v.dtype
-    with torch.autocast(q.device.type, enabled=False):
-        q, k, vf = q.float(), k.float(), v.float()
+    """Linear attention: feature maps in float32 (the exponentials need it), products in v's dtype.
+
+    Under bf16 autocast the projection w.x runs as a float32 (TF32) matmul, the exponential and
+    stabiliser in float32, and phi(Q), phi(K) are stored in bf16 for the two tensor-core products;
+    a compiler fuses each feature map into one kernel. In float32 (CPU) every step is float32.
+    """
+    low = v.dtype
+    with torch.autocast("cuda" if q.is_cuda else "cpu", enabled=False):
         if layer.feature_map == "favor+":
             scale = (q.shape[-1] ** -0.5 if scaling is None else scaling) ** 0.5  # d^-1/4 on each side
-            phi_q = favor_features(q * scale, layer.proj, is_query=True)
-            phi_k = favor_features(k * scale, layer.proj, key_mask, is_query=False)
-            name = f"linear favor+ (M={layer.num_features})"
+            phi_q = favor_features(q.float() * scale, layer.proj, is_query=True).to(low)  # [B, H, N, M]
+            phi_k = favor_features(k.float() * scale, layer.proj, key_mask, is_query=False).to(low)
+            name = f"linear favor+ (M={layer.num_features}, {_short(low)} products)"
         else:
-            phi_q, phi_k, name = elu_features(q), elu_features(k), "linear elu+1"
-        out = linear_attention(phi_q, phi_k, vf, key_mask)
-    return out.transpose(1, 2).to(dtype), name  # [B, N, H, D]
+            phi_q, phi_k = elu_features(q.float()).to(low), elu_features(k.float()).to(low)  # [B, H, N, D]
+            name = f"linear elu+1 ({_short(low)} products)"
+        out = linear_attention(phi_q, phi_k, v, key_mask)
+    return out.transpose(1, 2), name  # [B, N, H, D]
+
+
+def _short(dtype) -> str:
+    return str(dtype).replace("torch.", "").replace("bfloat16", "bf16").replace("float32", "fp32").replace(
+        "float16", "fp16")
 
 
 def register() -> str:

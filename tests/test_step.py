@@ -1,0 +1,151 @@
+"""The training step: static batches, padding-free flash, no host syncs, one graph, eager = compiled."""
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import attnpaper
+from attnpaper.attention import elu_features, favor_features, linear_attention, orthogonal_gaussian
+from attnpaper.config import SMOKE, RunConfig
+from attnpaper.packing import IGNORE, Collator, forward, real_tokens, slot_tokens
+from attnpaper.step import TrainStep, resolve_step_mode
+from attnpaper.train import train
+from conftest import tiny_bert, tiny_distilbert
+
+SEQS = [[1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 2], [1, 7, 2], [1, 5, 6, 7, 8, 2]]  # lengths 11, 3, 6
+
+
+def test_padded_static_batch():
+    b = Collator("padded", pad_id=0, max_length=16, batch_size=4, static=True)(SEQS, [0, 1, 1])
+    assert b["input_ids"].shape == (4, 16) and b["labels"].tolist() == [0, 1, 1, IGNORE]
+    assert b["attention_mask"].sum(1).tolist() == [11, 3, 6, 1]  # the dummy row holds one token
+    assert real_tokens(b) == 20 and slot_tokens(b) == 64
+    dynamic = Collator("padded", pad_id=0, max_length=16)(SEQS, [0, 1, 1])
+    assert dynamic["input_ids"].shape == (3, 11)
+    bucketed = Collator("padded", pad_id=0, max_length=16, batch_size=4, static=True, bucket=4)(SEQS[1:], [1, 1])
+    assert bucketed["input_ids"].shape == (4, 8)
+
+
+def test_packed_static_batch():
+    b = Collator("packed", pad_id=0, max_length=16, batch_size=4, static=True, bucket=8)(SEQS, [0, 1, 1])
+    assert b["input_ids"].shape == (24,)  # 20 real tokens rounded up to the bucket
+    assert b["cu_seqlens"].tolist() == [0, 11, 14, 20, 24, 24]  # then the filler, then an empty dummy row
+    assert b["cu_seqlens"].dtype == torch.int32 and b["max_seqlen"] == 16
+    assert b["cls_index"].tolist() == [0, 11, 14, 0] and b["labels"].tolist() == [0, 1, 1, IGNORE]
+    assert b["position_ids"].tolist() == list(range(11)) + list(range(3)) + list(range(6)) + list(range(4))
+    assert b["input_ids"][b["cls_index"][:3]].tolist() == [1, 1, 1]
+    assert real_tokens(b) == 20 and slot_tokens(b) == 24
+    dynamic = Collator("packed", pad_id=0, max_length=16)(SEQS, [0, 1, 1])
+    assert dynamic["cu_seqlens"].tolist() == [0, 11, 14, 20] and dynamic["max_seqlen"] == 11
+
+
+def test_bad_collator_arguments():
+    with pytest.raises(ValueError, match="unknown layout 'ragged'; valid: padded, packed"):
+        Collator("ragged")
+    with pytest.raises(ValueError, match="bucket must be in"):
+        Collator("packed", max_length=16, bucket=32)
+
+
+@pytest.mark.parametrize("config", [tiny_bert, tiny_distilbert])
+def test_flash_padding_free_equals_baseline_fp32(config):
+    """Every layer on real tokens only, dummy rows and filler included: same logits and loss as padded eager."""
+    base = attnpaper.build_model(config(), "baseline").eval()
+    flash = attnpaper.build_model(config(), "flash").eval()
+    padded = Collator("padded", max_length=16, batch_size=4, static=True)(SEQS, [0, 1, 1])
+    packed = Collator("packed", max_length=16, batch_size=4, static=True, bucket=8)(SEQS, [0, 1, 1])
+    with torch.no_grad():
+        loss_b, logits_b = forward(base, padded)
+        loss_f, logits_f = forward(flash, packed)
+    assert torch.allclose(logits_f[:3], logits_b[:3], atol=1e-5) and abs(loss_f - loss_b) < 1e-5
+    assert "padding-free" in attnpaper.kernels_used(flash)[0][0]
+
+
+@pytest.mark.parametrize("variant", ["flash", "linear", "hybrid"])
+def test_forward_and_backward_never_sync(variant):
+    """On the meta device any .item(), bool(tensor) or data-dependent shape raises: none may occur."""
+    model = attnpaper.build_model(tiny_bert(), variant, num_features=16).train().to("meta")
+    layout = "packed" if variant == "flash" else "padded"
+    b = Collator(layout, max_length=16, batch_size=4, static=True)(SEQS, [0, 1, 1])
+    b = {k: v.to("meta") if torch.is_tensor(v) else v for k, v in b.items()}
+    loss = forward(model, b)[0]
+    loss.backward()
+    assert loss.device.type == "meta"
+
+
+def _step(variant, mode, config=tiny_bert, layout=None):
+    model = attnpaper.build_model(config(), variant, num_features=16)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    step = TrainStep(model, opt, sched, scaler, "fp32", "cpu", mode, backend="aot_eager")
+    layout = layout or ("packed" if variant == "flash" else "padded")
+    bucket = 8 if layout == "packed" else None  # packed: several token counts; padded: always max_length
+    return step, Collator(layout, max_length=16, batch_size=4, static=True, bucket=bucket)
+
+
+BATCHES = [SEQS, SEQS[:2], [[1, 9, 9, 9, 2]] * 4, SEQS[1:]]
+
+
+@pytest.mark.parametrize("variant", attnpaper.VARIANTS)
+def test_one_graph_no_breaks_no_recompiles(variant):
+    """fullgraph=True fails on any graph break; token counts that vary (packed) share one dynamic graph."""
+    step, collate = _step(variant, "compiled")
+    counters.clear()
+    for i, seqs in enumerate(BATCHES):
+        step(collate(seqs, [i % 2] * len(seqs)))
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    assert not counters["graph_break"] and not counters["recompiles"]
+
+
+@pytest.mark.parametrize("variant", attnpaper.VARIANTS)
+def test_compiled_step_equals_eager(variant):
+    losses = {}
+    for mode in ("eager", "compiled"):
+        step, collate = _step(variant, mode)
+        losses[mode] = torch.stack([step(collate(s, [i % 2] * len(s))) for i, s in enumerate(BATCHES)])
+    assert torch.allclose(losses["compiled"], losses["eager"], atol=1e-5), losses
+
+
+def test_linear_fast_path_within_stated_tolerance():
+    """bf16 products (the GPU path) stay within 1e-2 of the float64 reference; float32 within 1e-5."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 96, 64, generator=g, dtype=torch.float64) for _ in range(3))
+    mask = torch.ones(2, 96, dtype=torch.bool)
+    mask[1, 40:] = False
+    proj = orthogonal_gaussian(266, 64, g).double()
+
+    def favor(dtype):
+        pq = favor_features(q.float() * 64**-0.25, proj.float(), is_query=True).to(dtype)
+        pk = favor_features(k.float() * 64**-0.25, proj.float(), mask, is_query=False).to(dtype)
+        return linear_attention(pq, pk, v.to(dtype), mask).double()
+
+    ref = linear_attention(favor_features(q * 64**-0.25, proj, is_query=True),
+                           favor_features(k * 64**-0.25, proj, mask, is_query=False), v, mask)
+    elu_ref = linear_attention(elu_features(q), elu_features(k), v, mask)
+    real = mask[:, None, :, None].expand_as(ref)
+
+    def rel(a, b):
+        return ((a - b)[real].norm() / b[real].norm()).item()
+
+    assert rel(favor(torch.float32), ref) < 1e-5 and rel(favor(torch.bfloat16), ref) < 1e-2
+    elu = linear_attention(elu_features(q).bfloat16(), elu_features(k).bfloat16(), v.bfloat16(), mask).double()
+    assert rel(elu, elu_ref) < 1e-2
+
+
+def test_captured_step_falls_back_on_cpu_with_one_line(capsys):
+    assert resolve_step_mode("captured", "cpu") == "eager"
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "step_mode='captured' needs a CUDA GPU of compute capability >= 7.0, not a CPU; running the eager step"]
+    assert resolve_step_mode("auto", "cpu", warn=False) == "eager"
+    with pytest.raises(ValueError, match="unknown step_mode 'graphs'; valid: auto, eager, compiled, captured"):
+        resolve_step_mode("graphs", "cpu")
+    res = train(RunConfig(**{**SMOKE, "step_mode": "captured", "epochs": 1, "train_samples": 64}), device="cpu",
+                progress=False)
+    assert res["step_mode"] == "eager" and res["step_mode_requested"] == "captured" and res["compile_time_s"] == 0
+
+
+def test_bad_step_settings_are_refused():
+    for changes, words in [({"step_mode": "graph"}, "valid: auto, eager, compiled, captured"),
+                           ({"layout": "packed"}, r"packed \(padding-free\) runs exact attention only"),
+                           ({"bucket": 512}, "bucket")]:
+        with pytest.raises(ValueError, match=words):
+            RunConfig(**changes).validate()
