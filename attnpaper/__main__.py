@@ -42,7 +42,11 @@ def main(argv=None):
 
     be = sub.add_parser("bench", help="training-step time and peak memory of variants, side by side")
     be.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    be.add_argument("--model", default="distilbert-base-random")
+    be.add_argument("--model", nargs="+", default=["distilbert-base-random"],
+                    help="one or more: distilbert-base-random, minilm-offline, bert-tiny-random, a directory or hub name")
+    be.add_argument("--step-modes", nargs="+", default=["eager", "captured"],
+                    help="from eager, compiled, captured (measured side by side)")
+    be.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
     be.add_argument("--lengths", nargs="+", type=int, default=[128])
     be.add_argument("--steps", type=int, default=40)
     be.add_argument("--repeats", type=int, default=2)
@@ -76,8 +80,9 @@ def main(argv=None):
         if args.cmd == "bench":
             from .bench import bench
 
-            bench(args.variants, args.model, args.lengths, args.steps, args.repeats, args.batch_size,
-                  args.data, args.out)
+            for model in args.model:
+                bench(args.variants, model, args.lengths, args.steps, args.repeats, args.batch_size,
+                      args.data, args.out, step_modes=tuple(args.step_modes), append=args.append or model != args.model[0])
         elif args.cmd == "bundle":
             from .bundle import make_bundle
 

@@ -66,11 +66,11 @@ def measure(variant, model, length, steps, batch_size, lengths, step_mode="auto"
 
 
 def bench(variants, model, lengths_list, steps, repeats, batch_size, source=None, out=None,
-          step_modes=("eager", "captured")) -> list[dict]:
+          step_modes=("eager", "captured"), append=False) -> list[dict]:
     """Measure every (length, variant, step mode) ``repeats`` times in one process; print a table.
 
     The order rotates between repeats, and the first pair of the last repeat is measured again at
-    the end, to show that memory does not creep from run to run.
+    the end, to show that memory does not creep from run to run. append: add the rows to ``out``.
     """
     source = source or D.default_source()
     pairs = [(v, m) for v in variants for m in step_modes]
@@ -92,6 +92,10 @@ def bench(variants, model, lengths_list, steps, repeats, batch_size, source=None
               "versions": device_info(), "rows": rows}
     print(table(report))
     if out:
+        if append and Path(out).exists():
+            old = json.loads(Path(out).read_text())
+            report = {**old, "model": sorted({old["model"], model} if isinstance(old["model"], str)
+                                             else {*old["model"], model}), "rows": old["rows"] + rows}
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=1, default=str))
     return rows
@@ -108,16 +112,18 @@ def table(report) -> str:
     if "step_mode" not in df:
         df["step_mode"] = "eager"
     df["gpu_busy_ms_per_step"] = df["gpu_busy_ms_per_step"].replace(0.0, float("nan"))  # a CPU: no GPU time
-    g = df.groupby(["max_length", "variant", "step_mode"]).agg(
+    if "model" not in df:
+        df["model"] = report["model"]
+    g = df.groupby(["model", "max_length", "variant", "step_mode"]).agg(
         wall_ms=("step_time_ms_median", "median"), gpu_busy_ms=("gpu_busy_ms_per_step", "median"),
         peak_mb=("peak_memory_mb", "max"), reserved_mb=("peak_reserved_mb", "max"))
     g["wall_over_busy"] = g["wall_ms"] / g["gpu_busy_ms"]
     ref = "sdpa" if "sdpa" in df["variant"].values else ("baseline" if "baseline" in df["variant"].values else None)
     if ref is not None:
         base = g.xs(ref, level="variant")
-        key = list(zip(g.index.get_level_values(0), g.index.get_level_values(2)))
+        key = [(m, n, mode) for m, n, _, mode in g.index]
         g[f"wall_vs_{ref}"] = g["wall_ms"].values / base["wall_ms"].reindex(key).values
         g[f"busy_vs_{ref}"] = g["gpu_busy_ms"].values / base["gpu_busy_ms"].reindex(key).values
         g[f"mem_vs_{ref}"] = g["peak_mb"].values / base["peak_mb"].reindex(key).values
-    head = f"{report['versions'].get('device')} | {report['model']} | batch {report['batch_size']}"
+    head = f"{report['versions'].get('device')} | batch {report['batch_size']}"
     return f"{head}\n{g.round(3).to_string()}"

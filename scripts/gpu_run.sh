@@ -2,6 +2,7 @@
 # Run on an offline GPU machine, from the repo root, with bundle/ (python -m attnpaper bundle) and
 # .whl/ (scripts/fetch_wheels.sh) beside it. Stages: check | bench | sweep SEED... (any sequence).
 #   bash scripts/gpu_run.sh check bench sweep 0
+#   BENCH_MODELS=bundle/all-MiniLM-L6-v2-fp16 bash scripts/gpu_run.sh gputest bench-step
 # Everything it makes goes under results/$TAG and is packed into $OUT/results-$TAG-<stage>.tgz.
 set -uo pipefail
 OUT=${OUT:-/tmp/attnpaper-out}; TAG=${TAG:-h100}; mkdir -p "$OUT" "results/$TAG"
@@ -25,6 +26,14 @@ while [ $# -gt 0 ]; do
       python3 -m attnpaper bench --model ${BENCH_MODEL:-distilbert-base-random} --variants ${BENCH_VARIANTS:-$VARIANTS} --lengths ${BENCH_LENGTHS:-128 256 512} \
         --steps ${BENCH_STEPS:-30} --repeats 2 --batch-size ${BENCH_BATCH:-32} --data $LENGTHS \
         --out "results/$TAG/bench-distilbert-base.json" 2>&1 | grep -v "Warning\|USDT" | tee "results/$TAG/bench.txt" | tail -25 ;;
+    gputest)  # the GPU-only tests and the step's tests (captured graphs, padding-free flash, no syncs)
+      python3 -m pytest -q -p no:cacheprovider tests/test_step.py tests/test_kernels.py tests/test_models.py 2>&1 \
+        | grep -v "USDT" | tee "results/$TAG/pytest-step.txt" | tail -15 ;;
+    bench-step)  # eager and captured side by side; appends to bench-step.json (BENCH_MODELS x BENCH_LENGTHS)
+      python3 -m attnpaper bench --model ${BENCH_MODELS:-distilbert-base-random} --variants ${BENCH_VARIANTS:-$VARIANTS} \
+        --lengths ${BENCH_LENGTHS:-128} --steps ${BENCH_STEPS:-40} --repeats ${BENCH_REPEATS:-1} --batch-size 32 \
+        --data $LENGTHS --step-modes eager captured --append --out "results/$TAG/bench-step.json" 2>&1 \
+        | grep -v "Warning\|USDT\|warn(" | tee -a "results/$TAG/bench-step.txt" | tail -${BENCH_TAIL:-30} ;;
     bench-minilm)  # the stand-in's own step: is the sweep's training bound by the GPU or by the host?
       python3 -m attnpaper bench --model $MODEL --variants ${BENCH_VARIANTS:-$VARIANTS} --lengths 128 \
         --steps ${BENCH_STEPS:-30} --repeats 2 --batch-size 32 --data $LENGTHS \
@@ -49,7 +58,7 @@ while [ $# -gt 0 ]; do
       done
       wait; pack parallel
       python3 -m attnpaper table "results/$TAG" ;;
-    *) echo "unknown stage $stage; valid: check bench bench-minilm sweep SEED... parallel V:S..."; exit 2 ;;
+    *) echo "unknown stage $stage; valid: check gputest bench bench-step bench-minilm sweep SEED... parallel V:S..."; exit 2 ;;
   esac
   pack "$stage"
 done
