@@ -79,8 +79,8 @@ class Collator:
         cu[len(seqs) + 1:] = total  # the filler, then empty sequences for dummy rows
         cls = torch.zeros(rows, dtype=torch.long)
         cls[: len(seqs)] = cu[: len(seqs)]  # each sequence's first token, its [CLS]
-        return {"input_ids": ids, "position_ids": pos, "cu_seqlens": cu, "cls_index": cls,
-                "max_seqlen": self.max_length if self.static else max(lengths)}
+        # max_seqlen is an upper bound for the kernel: max_length always, so no shape or int changes per batch
+        return {"input_ids": ids, "position_ids": pos, "cu_seqlens": cu, "cls_index": cls, "max_seqlen": self.max_length}
 
 
 def real_tokens(batch) -> int:
@@ -98,10 +98,11 @@ def slot_tokens(batch) -> int:
 
 def to_device(batch, device) -> dict:
     """Copy tensors to ``device`` from pinned memory without blocking the host; ints stay ints."""
+    device = torch.device(device)
     out = {}
     for k, v in batch.items():
         if torch.is_tensor(v) and device.type == "cuda":
-            v = v.pin_memory().to(device, non_blocking=True)
+            v = (v if v.is_pinned() else v.pin_memory()).to(device, non_blocking=True)
         elif torch.is_tensor(v):
             v = v.to(device)
         out[k] = v

@@ -90,4 +90,4 @@ class TrainStep:
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
+        return loss.detach().clone()  # a graph's output is overwritten by its next replay

@@ -136,6 +136,47 @@ def evaluate(model, split, cfg, device, precision, pad_id) -> float:
     return correct.item() / len(split)
 
 
+class _Rows(torch.utils.data.Dataset):
+    """A split as a map-style dataset: row i -> (token ids, label)."""
+
+    def __init__(self, split):
+        self.split = split
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitem__(self, i):
+        return self.split.ids[i], int(self.split.labels[i])
+
+
+class _CollateRows:
+    """DataLoader collate_fn: our Collator, plus the real and slot token counts (ints, kept on the CPU)."""
+
+    def __init__(self, collate):
+        self.collate = collate
+
+    def __call__(self, rows):
+        b = self.collate([r[0] for r in rows], [r[1] for r in rows])
+        return {**b, "_real": P.real_tokens(b), "_slots": P.slot_tokens(b)}
+
+
+def loader(split, plan, collate, device):
+    """Batches in the order of ``plan`` (lists of row indices). On a GPU two worker processes collate
+    and a pinning thread pins ahead of the step, so the host's only work per step is the launches."""
+    workers = 2 if device.type == "cuda" else 0
+    return torch.utils.data.DataLoader(_Rows(split), batch_sampler=plan, collate_fn=_CollateRows(collate),
+                                       num_workers=workers, pin_memory=device.type == "cuda",
+                                       prefetch_factor=8 if workers else None)
+
+
+def step_plan(n, batch_size, total, generator) -> list[list[int]]:
+    """The row indices of every training step: a fresh shuffle per epoch, cut at ``total`` steps."""
+    plan = []
+    while len(plan) < total:
+        plan += list(index_batches(n, batch_size, shuffle=True, generator=generator))
+    return plan[:total]
+
+
 WARMUP_CALLS = 3  # a captured shape runs compiled, then is recorded as a graph, then replays
 
 
@@ -198,39 +239,37 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
     prof = None
     sync(device)
     start = time.perf_counter()
-    while step < total:
-        for idx in index_batches(len(train_split), cfg.batch_size, shuffle=True, generator=generator):
-            if profile_steps and step == total - profile_steps:
-                prof = _start_profiler(device)
-            b = collate([train_split.ids[i] for i in idx], train_split.labels[idx])
-            real_tokens += P.real_tokens(b)
-            slot_tokens += P.slot_tokens(b)
-            shape = tuple(b["input_ids"].shape)
-            shapes[shape] = shapes.get(shape, 0) + 1
-            warming = step_mode != "eager" and shapes[shape] <= WARMUP_CALLS
+    layers = [m for m in model.modules() if getattr(m, "redraw_every", 0)]  # FAVOR+ layers that redraw
+    for b in loader(train_split, step_plan(len(train_split), cfg.batch_size, total, generator), collate, device):
+        if profile_steps and step == total - profile_steps:
+            prof = _start_profiler(device)
+        real_tokens += b.pop("_real")
+        slot_tokens += b.pop("_slots")
+        shape = tuple(b["input_ids"].shape)
+        shapes[shape] = shapes.get(shape, 0) + 1
+        warming = step_mode != "eager" and shapes[shape] <= WARMUP_CALLS
+        if layers:
             redraw_features(model, step)
-            if timed and prof is None:
-                starts.append(_mark(device))
-            if warming:
-                sync(device)
-                t0 = time.perf_counter()
-            probe = timed and device.type == "cuda" and not warming and len(sync_counts) < 3 and step >= 10
-            with _count_syncs(sync_counts) if probe else contextlib.nullcontext():
-                loss = step_fn(P.to_device(b, device))
-            if warming:
-                sync(device)
-                warm_s += time.perf_counter() - t0
-                warm_steps += 1
-            bad |= ~torch.isfinite(loss)
-            step += 1
-            if step % 50 == 0 or step == total:
-                losses.append(loss.float().clone())  # read at the end: no sync here
-            if step % 500 == 0 and bad.item():  # one sync every 500 steps
-                raise NonFiniteLoss(f"non-finite loss by step {step} of {total} "
-                                    f"(variant {cfg.variant}, lr {cfg.lr}, precision {precision})")
-            bar.update(1)
-            if step >= total:
-                break
+        if timed and prof is None:
+            starts.append(_mark(device))
+        if warming:
+            sync(device)
+            t0 = time.perf_counter()
+        probe = timed and device.type == "cuda" and not warming and len(sync_counts) < 3 and step >= 10
+        with _count_syncs(sync_counts) if probe else contextlib.nullcontext():
+            loss = step_fn(P.to_device(b, device))
+        if warming:
+            sync(device)
+            warm_s += time.perf_counter() - t0
+            warm_steps += 1
+        bad |= ~torch.isfinite(loss)
+        step += 1
+        if step % 50 == 0 or step == total:
+            losses.append(loss.float().clone())  # read at the end: no sync here
+        if step % 500 == 0 and bad.item():  # one sync every 500 steps
+            raise NonFiniteLoss(f"non-finite loss by step {step} of {total} "
+                                f"(variant {cfg.variant}, lr {cfg.lr}, precision {precision})")
+        bar.update(1)
     if timed:
         starts.append(_mark(device))
     sync(device)

@@ -19,14 +19,18 @@ FLASH_BACKENDS = ("auto", "varlen", "flash_attn", "sdpa", "math")
 """Names accepted by the ``flash_backend`` option; ``auto`` picks the best one available."""
 
 
+_HAS_VARLEN = importlib.util.find_spec("torch.nn.attention.varlen") is not None  # looked up once: a compiled
+_HAS_FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None  # step cannot trace find_spec
+
+
 def has_torch_varlen() -> bool:
     """True when this torch ships ``torch.nn.attention.varlen.varlen_attn`` (FlashAttention-2 varlen)."""
-    return importlib.util.find_spec("torch.nn.attention.varlen") is not None
+    return _HAS_VARLEN
 
 
 def has_flash_attn() -> bool:
     """True when the ``flash-attn`` package is importable."""
-    return importlib.util.find_spec("flash_attn") is not None
+    return _HAS_FLASH_ATTN
 
 
 @dataclass
