@@ -47,7 +47,7 @@ class RunConfig:
     hybrid_layers: int | None = None
     step_mode: str = "auto"  # captured (torch.compile + CUDA graphs) on a GPU, eager on a CPU; see attnpaper.step
     layout: str = "auto"  # flash: packed (padding-free end to end); the others: padded
-    bucket: int | None = None  # static shapes: lengths (padded) or token counts (packed) rounded up to this; None = max_length
+    bucket: int | None = None  # static shapes: lengths (padded) or token counts (packed) rounded up to this; see packing
     notes: dict = field(default_factory=dict)
 
     def validate(self, model_max_positions: int | None = None):
@@ -88,9 +88,11 @@ class RunConfig:
             bad("layout", f"valid: auto, {', '.join(LAYOUTS)}")
         if self.layout == "packed" and self.variant != "flash":
             bad("layout", "packed (padding-free) runs exact attention only: variant flash; valid here: auto, padded")
+        packed = self.layout == "packed" or (self.layout == "auto" and self.variant == "flash")
+        top = 64 * self.max_length if packed else self.max_length
         if self.bucket is not None and (isinstance(self.bucket, bool) or not isinstance(self.bucket, int)
-                                        or not 1 <= self.bucket <= self.max_length):
-            bad("bucket", f"must be None or an int in [1, max_length={self.max_length}]")
+                                        or not 1 <= self.bucket <= top):
+            bad("bucket", f"must be None or an int in [1, {top}] ({'token' if packed else 'length'} granularity)")
         for name in ("train_samples", "test_samples", "max_steps"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):

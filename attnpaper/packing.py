@@ -27,8 +27,10 @@ class Collator:
 
     layout: 'padded' -> input_ids/attention_mask [B, N]; 'packed' -> input_ids/position_ids [T],
     cu_seqlens [S+1] int32, cls_index [B], max_seqlen (int). static: pad to buckets and to
-    ``batch_size`` rows. bucket: length granularity (padded) or token granularity (packed);
-    default max_length (padded: always max_length; packed: total tokens rounded up to it).
+    ``batch_size`` rows. bucket: length granularity (padded; default max_length, so always
+    max_length) or token granularity (packed; default 2 * max_length: a batch of 32 IMDb reviews
+    then takes one of 2-4 token counts, each compiled once). Packed filler tokens form sequences
+    of at most max_length, so max_length bounds every sequence the kernel sees.
     """
 
     layout: str = "padded"
@@ -41,9 +43,11 @@ class Collator:
     def __post_init__(self):
         if self.layout not in LAYOUTS:
             raise ValueError(f"unknown layout {self.layout!r}; valid: {', '.join(LAYOUTS)}")
-        self.bucket = self.bucket or self.max_length
-        if not 1 <= self.bucket <= self.max_length:
-            raise ValueError(f"bucket must be in [1, max_length={self.max_length}], got {self.bucket}")
+        limit = self.max_length if self.layout == "padded" else 64 * self.max_length
+        self.bucket = self.bucket or (self.max_length if self.layout == "padded" else 2 * self.max_length)
+        if not 1 <= self.bucket <= limit:
+            raise ValueError(f"bucket must be in [1, {limit}] for the {self.layout} layout, got {self.bucket}")
+        self.fillers = math.ceil(self.bucket / self.max_length)  # filler sequences in a static packed batch
 
     def __call__(self, seqs, labels) -> dict:
         if self.static and len(seqs) > self.batch_size:
@@ -70,13 +74,15 @@ class Collator:
         lengths = [len(x) for x in seqs]
         real = sum(lengths)
         total = self.bucket * math.ceil(real / self.bucket) if self.static else real
-        filler = total - real  # < bucket <= max_length: one extra sequence of pad tokens
+        fill = [min(self.max_length, total - real - i * self.max_length) for i in range(self.fillers)]
+        fill = [n for n in fill if n > 0] if self.static else []  # pad tokens, in sequences <= max_length
         ids = torch.full((total,), self.pad_id, dtype=torch.long)
         ids[:real] = torch.as_tensor([t for x in seqs for t in x])
-        pos = torch.cat([torch.arange(n) for n in lengths] + [torch.arange(filler)])  # [T]
-        cu = torch.zeros(rows + 2 if self.static else len(seqs) + 1, dtype=torch.int32)
-        cu[1: len(seqs) + 1] = torch.cumsum(torch.as_tensor(lengths), 0)
-        cu[len(seqs) + 1:] = total  # the filler, then empty sequences for dummy rows
+        pos = torch.cat([torch.arange(n) for n in lengths + fill])  # [T]
+        cu = torch.full((rows + 1 + self.fillers if self.static else len(seqs) + 1,), total, dtype=torch.int32)
+        cu[0] = 0
+        cu[1: len(seqs) + len(fill) + 1] = torch.cumsum(torch.as_tensor(lengths + fill), 0)
+        # then empty sequences: unused fillers and dummy rows, so the size of cu_seqlens never changes
         cls = torch.zeros(rows, dtype=torch.long)
         cls[: len(seqs)] = cu[: len(seqs)]  # each sequence's first token, its [CLS]
         # max_seqlen is an upper bound for the kernel: max_length always, so no shape or int changes per batch

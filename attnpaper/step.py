@@ -69,16 +69,14 @@ class TrainStep:
         if mode != "eager":
             reset_compiler()
             kw = {"mode": "reduce-overhead"} if mode == "captured" and backend == "inductor" else {}
-            self.fwd = torch.compile(self._loss, backend=backend, fullgraph=True, **kw)
+            # static shapes, one graph per bucket: symbolic sizes would cost host time in every call
+            self.fwd = torch.compile(self._loss, backend=backend, fullgraph=True, dynamic=False, **kw)
 
     def _loss(self, batch):
         with autocast(self.precision, self.device):
             return forward(self.model, batch)[0]
 
     def __call__(self, batch):
-        if "cu_seqlens" in batch and self.mode != "eager":  # one graph for every token count (bucketed)
-            for name in ("input_ids", "position_ids"):
-                torch._dynamo.maybe_mark_dynamic(batch[name], 0)
         if self.mode == "captured":
             torch.compiler.cudagraph_mark_step_begin()
         loss = self.fwd(batch)

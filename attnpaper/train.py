@@ -222,8 +222,8 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     step_fn = TrainStep(model, optimizer, scheduler, scaler, precision, device, step_mode)
-    collate = P.Collator(layout, pad_id, cfg.max_length, cfg.batch_size, static=step_mode != "eager",
-                         bucket=cfg.bucket)
+    # static shapes in every mode, so eager and captured steps see the same batches
+    collate = P.Collator(layout, pad_id, cfg.max_length, cfg.batch_size, static=True, bucket=cfg.bucket)
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     train_split = splits["train"]
