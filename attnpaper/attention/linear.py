@@ -66,8 +66,9 @@ def linear_attention(phi_q, phi_k, v, key_mask=None, eps=1e-12):
     """
     if key_mask is not None:
         phi_k = phi_k * key_mask[:, None, :, None].to(phi_k.dtype)
+    acc = torch.promote_types(phi_k.dtype, torch.float32)  # float32, or float64 for a float64 reference
     kv = torch.einsum("bhnm,bhnd->bhmd", phi_k, v.to(phi_k.dtype))  # [B, H, M, D]: sum_j phi(k_j) v_j^T
-    z = phi_k.sum(dim=2, dtype=torch.float32)  # [B, H, M]: sum_j phi(k_j)
+    z = phi_k.sum(dim=2, dtype=acc)  # [B, H, M]: sum_j phi(k_j)
     num = torch.einsum("bhnm,bhmd->bhnd", phi_q, kv)  # [B, H, N, D]
     den = torch.einsum("bhnm,bhm->bhn", phi_q, z.to(phi_q.dtype))  # [B, H, N]
-    return (num.float() / den.float().clamp_min(eps)[..., None]).to(v.dtype)
+    return (num.to(acc) / den.to(acc).clamp_min(eps)[..., None]).to(v.dtype)
