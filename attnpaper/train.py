@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from . import data as D
 from . import packing as P
-from .attention import redraw_features
+from .attention import LayerAttention
 from .config import RunConfig
 from .models import build_model, kernels_used, resolve_model
 from .step import TrainStep, autocast, resolve_step_mode
@@ -239,7 +239,7 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
     prof = None
     sync(device)
     start = time.perf_counter()
-    layers = [m for m in model.modules() if getattr(m, "redraw_every", 0)]  # FAVOR+ layers that redraw
+    redrawing = [m for m in model.modules() if isinstance(m, LayerAttention) and m.redraws]
     for b in loader(train_split, step_plan(len(train_split), cfg.batch_size, total, generator), collate, device):
         if profile_steps and step == total - profile_steps:
             prof = _start_profiler(device)
@@ -248,8 +248,8 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
         shape = tuple(b["input_ids"].shape)
         shapes[shape] = shapes.get(shape, 0) + 1
         warming = step_mode != "eager" and shapes[shape] <= WARMUP_CALLS
-        if layers:
-            redraw_features(model, step)
+        for m in redrawing:  # FAVOR+ redraws happen here, outside the (compiled) forward
+            m.redraw_at(step)
         if timed and prof is None:
             starts.append(_mark(device))
         if warming:

@@ -56,6 +56,24 @@ class LayerAttention(nn.Module):
         """Draw a fresh FAVOR+ projection from this layer's generator (in place: a captured graph sees it)."""
         self.proj.copy_(orthogonal_gaussian(self.num_features, self.head_dim, self.generator))
 
+    @property
+    def redraws(self) -> bool:
+        """True when this layer draws new FAVOR+ features during training."""
+        return self._favor and self.redraw_every > 0
+
+    def redraw_at(self, step: int) -> bool:
+        """Before training step ``step``: redraw if ``redraw_every`` divides it (never at step 0)."""
+        if self.redraws and step and step % self.redraw_every == 0:
+            self.redraw()
+            return True
+        return False
+
+    def extra_repr(self):
+        if self.kind == "exact":
+            return f"kind=exact, flash_backend={self.flash_backend}"
+        extra = f", num_features={self.num_features}, redraw_every={self.redraw_every}" if self._favor else ""
+        return f"kind=linear, feature_map={self.feature_map}{extra}"
+
 
 def redraw_features(model, step: int) -> int:
     """Before training step ``step``: redraw FAVOR+ features in the layers whose ``redraw_every`` divides it.
@@ -63,18 +81,7 @@ def redraw_features(model, step: int) -> int:
     Called by the training loop, outside the forward pass, so a compiled or captured step never
     sees a counter change (that would recompile). Returns how many layers redrew.
     """
-    n = 0
-    for m in model.modules():
-        if isinstance(m, LayerAttention) and m._favor and m.redraw_every and step and step % m.redraw_every == 0:
-            m.redraw()
-            n += 1
-    return n
-
-    def extra_repr(self):
-        if self.kind == "exact":
-            return f"kind=exact, flash_backend={self.flash_backend}"
-        extra = f", num_features={self.num_features}, redraw_every={self.redraw_every}" if self._favor else ""
-        return f"kind=linear, feature_map={self.feature_map}{extra}"
+    return sum(m.redraw_at(step) for m in model.modules() if isinstance(m, LayerAttention))
 
 
 def padding_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None,
