@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from .attention import FEATURE_MAPS, FLASH_BACKENDS
 from .models import VARIANTS
-from .packing import LAYOUTS
+from .packing import LAYOUTS, bucket_range
 from .step import STEP_MODES
 
 SCHEDULES = ("linear", "constant")
@@ -88,16 +88,23 @@ class RunConfig:
             bad("layout", f"valid: auto, {', '.join(LAYOUTS)}")
         if self.layout == "packed" and self.variant != "flash":
             bad("layout", "packed (padding-free) runs exact attention only: variant flash; valid here: auto, padded")
-        packed = self.layout == "packed" or (self.layout == "auto" and self.variant == "flash")
-        top = 64 * self.max_length if packed else self.max_length
+        layout = self.resolved_layout()
+        _, low, high = bucket_range(layout, self.max_length)
         if self.bucket is not None and (isinstance(self.bucket, bool) or not isinstance(self.bucket, int)
-                                        or not 1 <= self.bucket <= top):
-            bad("bucket", f"must be None or an int in [1, {top}] ({'token' if packed else 'length'} granularity)")
+                                        or not low <= self.bucket <= high):
+            bad("bucket", f"must be None or an int in [{low}, {high}] "
+                          f"({'token' if layout == 'packed' else 'length'} granularity)")
         for name in ("train_samples", "test_samples", "max_steps"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
                 bad(name, "must be None or an int >= 1")
         return self
+
+    def resolved_layout(self) -> str:
+        """'packed' (padding-free end to end) for flash unless padded is asked for; 'padded' for the rest."""
+        if self.layout == "auto":
+            return "packed" if self.variant == "flash" else "padded"
+        return self.layout
 
     def model_options(self) -> dict:
         """The build_model options this variant takes."""

@@ -21,6 +21,14 @@ LAYOUTS = ("padded", "packed")
 IGNORE = -100  # labels of dummy rows: CrossEntropyLoss leaves them out of the mean
 
 
+def bucket_range(layout: str, max_length: int) -> tuple[int, int, int]:
+    """(default, lowest, highest) bucket for a layout: padded buckets are lengths (<= max_length),
+    packed buckets token counts (default 2 x max_length, at most 64 x max_length)."""
+    if layout == "padded":
+        return max_length, 1, max_length
+    return 2 * max_length, 1, 64 * max_length
+
+
 @dataclass
 class Collator:
     """Turn token-id lists and labels into one batch of tensors.
@@ -43,10 +51,10 @@ class Collator:
     def __post_init__(self):
         if self.layout not in LAYOUTS:
             raise ValueError(f"unknown layout {self.layout!r}; valid: {', '.join(LAYOUTS)}")
-        limit = self.max_length if self.layout == "padded" else 64 * self.max_length
-        self.bucket = self.bucket or (self.max_length if self.layout == "padded" else 2 * self.max_length)
-        if not 1 <= self.bucket <= limit:
-            raise ValueError(f"bucket must be in [1, {limit}] for the {self.layout} layout, got {self.bucket}")
+        default, low, high = bucket_range(self.layout, self.max_length)
+        self.bucket = self.bucket or default
+        if not low <= self.bucket <= high:
+            raise ValueError(f"bucket must be in [{low}, {high}] for the {self.layout} layout, got {self.bucket}")
         self.fillers = math.ceil(self.bucket / self.max_length)  # filler sequences in a static packed batch
 
     def __call__(self, seqs, labels) -> dict:

@@ -107,13 +107,6 @@ def _stop_profiler(prof, steps) -> dict:
             "top_gpu_ops": [[e.key[:80], round(e.self_device_time_total / 1000 / steps, 3)] for e in top]}
 
 
-def layout_for(cfg: RunConfig) -> str:
-    """'packed' (padding-free end to end) for flash unless padded is asked for; 'padded' for the rest."""
-    if cfg.layout == "auto":
-        return "packed" if cfg.variant == "flash" else "padded"
-    return cfg.layout
-
-
 def index_batches(n, batch_size, shuffle=False, generator=None):
     """Lists of row indices, batch_size at a time (the last may be shorter)."""
     order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
@@ -125,7 +118,7 @@ def evaluate(model, split, cfg, device, precision, pad_id) -> float:
     """Accuracy over the whole split (sorted by length, so batches carry little padding; eager)."""
     model.eval()
     order = sorted(range(len(split)), key=lambda i: len(split.ids[i]))
-    collate = P.Collator(layout_for(cfg), pad_id, cfg.max_length)
+    collate = P.Collator(cfg.resolved_layout(), pad_id, cfg.max_length)
     correct = torch.zeros((), dtype=torch.long, device=device)
     with torch.no_grad(), autocast(precision, device):
         for idx in tqdm(list(index_batches(len(order), cfg.eval_batch_size)), desc="eval", mininterval=5):
@@ -193,7 +186,7 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = precision_of(cfg, device)
     step_mode = resolve_step_mode(cfg.step_mode, device)
-    layout = layout_for(cfg)
+    layout = cfg.resolved_layout()
     tokenizer = load_tokenizer(cfg.model)
     model = build_model(cfg.model, cfg.variant, num_labels=2, **cfg.model_options())
     cfg.validate(getattr(model.config, "max_position_embeddings", None))
@@ -266,18 +259,15 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
         step += 1
         if step % 50 == 0 or step == total:
             losses.append(loss.float().clone())  # read at the end: no sync here
-        if step % 500 == 0 and bad.item():  # one sync every 500 steps
-            raise NonFiniteLoss(f"non-finite loss by step {step} of {total} "
-                                f"(variant {cfg.variant}, lr {cfg.lr}, precision {precision})")
+        if (step % 500 == 0 or step == total) and bad.item():  # one sync every 500 steps, and at the end
+            raise NonFiniteLoss(f"non-finite loss by step {step} of {total} (variant {cfg.variant}, lr {cfg.lr}, "
+                                f"precision {precision})")
         bar.update(1)
     if timed:
         starts.append(_mark(device))
     sync(device)
     train_time = time.perf_counter() - start
     bar.close()
-    if bad.item():
-        raise NonFiniteLoss(f"non-finite loss by step {step} of {total} (variant {cfg.variant}, lr {cfg.lr}, "
-                            f"precision {precision})")
     profile = _stop_profiler(prof, profile_steps) if prof else {}
 
     steady = (train_time - warm_s) / max(1, step - warm_steps)
