@@ -118,12 +118,12 @@ def evaluate(model, split, cfg, device, precision, pad_id) -> float:
     """Accuracy over the whole split (sorted by length, so batches carry little padding; eager)."""
     model.eval()
     order = sorted(range(len(split)), key=lambda i: len(split.ids[i]))
+    plan = [order[i:i + cfg.eval_batch_size] for i in range(0, len(order), cfg.eval_batch_size)]
     collate = P.Collator(cfg.resolved_layout(), pad_id, cfg.max_length)
     correct = torch.zeros((), dtype=torch.long, device=device)
     with torch.no_grad(), autocast(precision, device):
-        for idx in tqdm(list(index_batches(len(order), cfg.eval_batch_size)), desc="eval", mininterval=5):
-            rows = [order[i] for i in idx]
-            b = P.to_device(collate([split.ids[i] for i in rows], split.labels[rows]), device)
+        for b in tqdm(loader(split, plan, collate, device), desc="eval", total=len(plan), mininterval=5):
+            b = P.to_device({k: v for k, v in b.items() if not k.startswith("_")}, device)
             logits = P.forward(model, b, labels=False)[1]
             correct += (logits.argmax(-1) == b["labels"]).sum()
     return correct.item() / len(split)
