@@ -88,14 +88,13 @@ def bench(variants, model, lengths_list, steps, repeats, batch_size, source=None
                       f"gpu busy {m.get('gpu_busy_ms_per_step') or 0:7.2f} ms "
                       f"peak {m['peak_memory_mb'] or 0:8.0f} MB  pad {m['padding_fraction']:.2f} "
                       f"syncs {m.get('host_syncs_per_step')}", flush=True)
-    report = {"model": model, "batch_size": batch_size, "steps": steps, "repeats": repeats,
+    report = {"model": [model], "batch_size": batch_size, "steps": steps, "repeats": repeats,
               "versions": device_info(), "rows": rows}
     print(table(report))
     if out:
         if append and Path(out).exists():
-            old = json.loads(Path(out).read_text())
-            report = {**old, "model": sorted({old["model"], model} if isinstance(old["model"], str)
-                                             else {*old["model"], model}), "rows": old["rows"] + rows}
+            kept = json.loads(Path(out).read_text())["rows"] + rows
+            report.update(rows=kept, model=sorted({r["model"] for r in kept}))
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=1, default=str))
     return rows
@@ -106,14 +105,7 @@ def table(report) -> str:
     import pandas as pd
 
     df = pd.DataFrame(report["rows"])
-    for col in ("gpu_busy_ms_per_step", "peak_reserved_mb"):
-        if col not in df:
-            df[col] = float("nan")
-    if "step_mode" not in df:
-        df["step_mode"] = "eager"
     df["gpu_busy_ms_per_step"] = df["gpu_busy_ms_per_step"].replace(0.0, float("nan"))  # a CPU: no GPU time
-    if "model" not in df:
-        df["model"] = report["model"]
     g = df.groupby(["model", "max_length", "variant", "step_mode"]).agg(
         wall_ms=("step_time_ms_median", "median"), gpu_busy_ms=("gpu_busy_ms_per_step", "median"),
         peak_mb=("peak_memory_mb", "max"), reserved_mb=("peak_reserved_mb", "max"))
