@@ -73,8 +73,7 @@ def _scatter(out, u: Unpadded, b, n):
     return full.view(b, n, *out.shape[1:])
 
 
-def choose_backend(requested: str, device: torch.device, padded: bool, dropout: float,
-                   dtype=torch.bfloat16) -> str:
+def choose_backend(requested: str, device: torch.device) -> str:
     """Resolve ``requested`` (one of FLASH_BACKENDS) to the kernel that runs on the padded layout.
 
     ``auto`` is SDPA's fused kernels (FA2 without a mask, cuDNN or memory-efficient with one): no
@@ -148,7 +147,7 @@ def exact_attention(q, k, v, key_mask=None, scale=None, dropout=0.0, backend="au
     """
     b, h, n, d = q.shape
     scale = d**-0.5 if scale is None else scale
-    kernel = choose_backend(backend, q.device, key_mask is not None, dropout, q.dtype)
+    kernel = choose_backend(backend, q.device)
     if kernel in ("varlen", "flash_attn") and key_mask is not None:
         if q.device.type != "cuda":
             raise ValueError(f"flash_backend {kernel!r} needs a CUDA device; valid on CPU: 'math', 'sdpa', 'auto'")
