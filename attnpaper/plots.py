@@ -1,0 +1,71 @@
+"""The book's one palette and figure helpers: a colour per variant and per kernel, crisp SVG output."""
+from __future__ import annotations
+
+# Okabe-Ito colours (safe for the common colour-vision deficiencies), one per variant, used by every figure.
+PALETTE = {
+    "baseline": "#0072B2",  # blue: eager softmax
+    "sdpa": "#56B4E9",  # sky blue: transformers' default softmax
+    "flash": "#009E73",  # green: exact fused kernels
+    "linear": "#D55E00",  # vermillion: FAVOR+ / elu+1
+    "hybrid": "#CC79A7",  # reddish purple: flash then linear
+}
+"""Variant name -> colour."""
+
+KERNEL_COLORS = {
+    "softmax": PALETTE["baseline"],  # the reference / eager softmax attention
+    "math": PALETTE["baseline"],
+    "sdpa": PALETTE["sdpa"],
+    "exact": PALETTE["flash"],
+    "flash": PALETTE["flash"],
+    "varlen": "#004D38",  # a darker green: padding-free flash
+    "linear": PALETTE["linear"],
+    "favor+": PALETTE["linear"],
+    "elu": "#E69F00",  # orange: the other linear feature map
+}
+"""Attention mechanism (kernel) name -> colour, consistent with PALETTE."""
+
+PAPER_COLOR = "#000000"
+"""The paper's own numbers (drawn as black crosses)."""
+PAPER_MARKER = "x"
+REFERENCE_COLOR = "#999999"
+"""Guides: reference slopes, ridge points, unit lines."""
+
+
+def color(name: str) -> str:
+    """The colour of a variant or kernel name (KeyError for an unknown name)."""
+    return PALETTE[name] if name in PALETTE else KERNEL_COLORS[name]
+
+
+def setup(fmt: str = "svg") -> None:
+    """Notebook figures as SVG (or '2x' retina PNG), with the palette as the default colour cycle."""
+    import matplotlib as mpl
+    from cycler import cycler
+
+    mpl.rcParams.update({
+        "axes.prop_cycle": cycler(color=list(PALETTE.values()) + ["#E69F00", "#F0E442", "#000000"]),
+        "figure.figsize": (6.4, 3.4),
+        "figure.dpi": 100,
+        "savefig.dpi": 200,
+        "font.size": 10,
+        "axes.titlesize": 10,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "legend.frameon": False,
+        "svg.fonttype": "path",
+        "figure.autolayout": False,
+        "figure.constrained_layout.use": True,
+    })
+    try:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:  # plain Python: nothing to configure for inline display
+        return
+    set_matplotlib_formats("retina" if fmt == "2x" else fmt)
+
+
+def glue_figure(name: str, fig) -> None:
+    """Glue a figure for a numbered, captioned {glue:figure} and close it (so it is not shown twice)."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue
+
+    glue(name, fig, display=False)
+    plt.close(fig)
