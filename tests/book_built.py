@@ -30,3 +30,15 @@ def test_results_page_holds_the_table(results_page):
 def test_glued_numbers_rendered(results_page):
     """A glue key that failed to resolve leaves its raw role in the page."""
     assert "{glue:text}" not in results_page and "glue:text" not in results_page
+
+
+def test_code_lines_fit():
+    """Every code line in a chapter notebook is at most 88 characters (longer ones are clipped on the page)."""
+    import json
+
+    long = []
+    for nb in sorted((HTML.parent.parent / "chapters").glob("*.ipynb")):
+        for cell in json.loads(nb.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                long += [f"{nb.name}: {line}" for line in "".join(cell["source"]).splitlines() if len(line) > 88]
+    assert not long, "\n".join(long)
