@@ -3,6 +3,9 @@
 # .whl/ (scripts/fetch_wheels.sh) beside it. Stages: check | bench | sweep SEED... (any sequence).
 #   bash scripts/gpu_run.sh check bench sweep 0
 #   BENCH_MODELS=bundle/all-MiniLM-L6-v2-fp16 bash scripts/gpu_run.sh gputest bench-step
+#   bash scripts/gpu_run.sh scaling-kernels scaling-model        # where attention starts to matter
+#   TAG=h100-512 DATA=bundle/imdb-512.npz SWEEP_SET="--set max_length=512" bash scripts/gpu_run.sh parallel "baseline:0 ..."
+# STAGE_TIMEOUT=seconds stops each scaling stage in time; their JSON is rewritten after every length.
 # Everything it makes goes under results/$TAG and is packed into $OUT/results-$TAG-<stage>.tgz.
 set -uo pipefail
 OUT=${OUT:-/tmp/attnpaper-out}; TAG=${TAG:-h100}; mkdir -p "$OUT" "results/$TAG"
@@ -12,7 +15,10 @@ if [ -d .whl ] && ! python3 -c "import papermill, ipykernel" 2>/dev/null; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export ATTNPAPER_GIT_SHA=$(cat bundle/GIT_SHA) ATTNPAPER_TOKENIZER=$PWD/bundle/all-MiniLM-L6-v2-fp16
-MODEL=bundle/all-MiniLM-L6-v2-fp16; DATA=bundle/imdb-128.npz; LENGTHS=bundle/imdb-train-lengths.npy
+MODEL=bundle/all-MiniLM-L6-v2-fp16; DATA=${DATA:-bundle/imdb-128.npz}; LENGTHS=bundle/imdb-train-lengths.npy
+for f in bundle/*.npz.xz; do  # token ids too large for zlib within the 64 MiB a call carries (bundle --xz)
+  [ -f "$f" ] && [ ! -f "${f%.xz}" ] && python3 -c "from attnpaper.bundle import unxz; unxz('$f')"
+done
 VARIANTS=${VARIANTS:-baseline sdpa flash linear hybrid}
 pack() { tar czf "$OUT/results-$TAG-$1.tgz" "results/$TAG"; }
 while [ $# -gt 0 ]; do
@@ -52,13 +58,22 @@ while [ $# -gt 0 ]; do
       for s in "${streams[@]}"; do
         ( for vs in $s; do
             python3 -m attnpaper sweep --variants ${vs%%:*} --seeds ${vs##*:} --out "results/$TAG" \
-              --set model=$MODEL --set data=$DATA --set "notes={'concurrent_runs': ${#streams[@]}}" 2>&1 \
+              --set model=$MODEL --set data=$DATA ${SWEEP_SET:-} --set "notes={'concurrent_runs': ${#streams[@]}}" 2>&1 \
               | grep -v "IPKernelApp\|Warning" | grep '"status"\|FAILED'
           done ) &
       done
       wait; pack parallel
       python3 -m attnpaper table "results/$TAG" ;;
-    *) echo "unknown stage $stage; valid: check gputest bench bench-step bench-minilm sweep SEED... parallel V:S..."; exit 2 ;;
+    scaling-kernels)  # each attention mechanism alone over N (python -m attnpaper.scaling kernels --help)
+      ${STAGE_TIMEOUT:+timeout $STAGE_TIMEOUT} python3 -m attnpaper.scaling kernels ${SCALING_ARGS:-} \
+        --out "results/$TAG/scaling-kernels.json" 2>&1 | grep -v "Warning\|USDT\|warn(" \
+        | tee "results/$TAG/scaling-kernels.txt" | tail -${SCALING_TAIL:-20} ;;
+    scaling-model)  # the captured step of each variant over N, DistilBERT-base's shape
+      ${STAGE_TIMEOUT:+timeout $STAGE_TIMEOUT} python3 -m attnpaper.scaling model --data $LENGTHS ${SCALING_ARGS:-} \
+        --out "results/$TAG/scaling-model.json" 2>&1 | grep -v "Warning\|USDT\|warn(" \
+        | tee "results/$TAG/scaling-model.txt" | tail -${SCALING_TAIL:-40} ;;
+    *) echo "unknown stage $stage; valid: check gputest bench bench-step bench-minilm sweep SEED... parallel V:S..." \
+         "scaling-kernels scaling-model"; exit 2 ;;
   esac
   pack "$stage"
 done

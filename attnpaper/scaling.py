@@ -1,0 +1,235 @@
+"""Where attention starts to matter: `python -m attnpaper.scaling kernels|model|all` over sequence length.
+
+kernels: each attention mechanism alone (attnpaper.scaling_kernels), fwd and fwd+bwd, bf16, 12 x 64
+heads, tokens per batch constant. model: the captured training step of each variant at DistilBERT's
+shape (attnpaper.scaling_model). Both write a JSON report (rows plus device, versions, git commit),
+rewritten after every length, so a run cut short keeps what it measured.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+KERNEL_LENGTHS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+MODEL_LENGTHS = (128, 256, 512, 1024, 2048, 4096, 8192)
+KERNEL_TOKENS, MODEL_TOKENS = 32768, 16384
+MODEL_VARIANTS = ("baseline", "sdpa", "flash", "linear", "hybrid")
+
+
+def check_lengths(lengths, tokens, min_batch=1) -> list[int]:
+    """Each length a positive int that divides ``tokens`` into at least ``min_batch`` sequences."""
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise ValueError(f"tokens per batch must be a positive int, got {tokens!r}")
+    bad = [n for n in lengths if isinstance(n, bool) or not isinstance(n, int) or n < 1
+           or tokens % n or tokens // n < min_batch]
+    if bad or not lengths:
+        raise ValueError(f"bad lengths {bad or '(none)'}: each must be a positive int dividing tokens per batch "
+                         f"({tokens}) into at least {min_batch} sequences; e.g. {' '.join(map(str, KERNEL_LENGTHS[:4]))}")
+    return sorted(set(lengths))
+
+
+def check_names(names, valid, what) -> list[str]:
+    unknown = [n for n in names if n not in valid]
+    if unknown or not names:
+        raise ValueError(f"unknown {what} {', '.join(unknown) or '(none given)'}; valid: {', '.join(valid)}")
+    return list(names)
+
+
+def check_count(value, name, low=1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return value
+
+
+def header(kind, **settings) -> dict:
+    """What every report starts with: what was measured, where, with which code."""
+    from .records import git_sha
+    from .train import device_info
+
+    return {"kind": kind, **settings, "versions": device_info(), "git_sha": git_sha(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": []}
+
+
+def write(report, out):
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=1, default=str))
+
+
+def _device(device=None) -> torch.device:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type != "cuda":
+        print(f"no CUDA GPU ({device}): timing with the host clock; SDPA's fused GPU backends are "
+              "unavailable here, and the numbers say nothing about a GPU", file=sys.stderr, flush=True)
+    return device
+
+
+def run_kernels(lengths=KERNEL_LENGTHS, tokens=KERNEL_TOKENS, mechanisms=None, passes=("fwd", "fwd_bwd"),
+                warmup=5, repeats=20, out=None, device=None, log=print) -> dict:
+    """Every (length, mechanism, pass): median ms, TFLOP/s of exact kernels, peak MB, status."""
+    from . import scaling_kernels as K
+    from .step import reset_compiler
+
+    lengths = check_lengths(list(lengths), tokens)
+    mechanisms = check_names(list(mechanisms or K.MECHANISMS), list(K.MECHANISMS), "mechanism(s)")
+    passes = check_names(list(passes), K.PASSES, "pass(es)")
+    warmup, repeats = check_count(warmup, "warmup", 0), check_count(repeats, "repeats")
+    device = _device(device)
+    torch.backends.cuda.matmul.allow_tf32 = True  # as in training: FAVOR+'s float32 w.x runs as TF32
+    reset_compiler()
+    report = header("scaling-kernels", heads=K.HEADS, head_dim=K.HEAD_DIM, dtype="bf16" if device.type == "cuda"
+                    else "fp32", tokens_per_batch=tokens, warmup=warmup, repeats=repeats, rotations=K.ROTATIONS,
+                    flops="4*B*H*N^2*d forward, x(1+2.5) forward+backward, non-causal",
+                    mechanisms={m: K.MECHANISMS[m].what for m in mechanisms},
+                    matmul_tflops=K.matmul_tflops(device))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    for n in lengths:
+        sets = K.input_sets(tokens // n, n, device, dtype=dtype, seed=n)
+        for name in mechanisms:
+            for row in K.measure(K.MECHANISMS[name], tokens // n, n, passes, device, warmup, repeats, sets):
+                if row.get("tflops") and report["matmul_tflops"]:
+                    row["tflops_of_matmul"] = row["tflops"] / report["matmul_tflops"]
+                report["rows"].append(row)
+                log(_kernel_line(row))
+        del sets
+        write(report, out)
+    return report
+
+
+def _kernel_line(r) -> str:
+    ms = f"{r['ms']:9.3f} ms" if r.get("ms") is not None else f"{r['status']:>12s}"
+    tf = f"{r['tflops']:6.0f} TFLOP/s" if r.get("tflops") else " " * 14
+    mb = f"{r['peak_mb']:9.0f} MB" if r.get("peak_mb") is not None else ""
+    return f"N={r['seq_len']:6d} B={r['batch']:4d} {r['mechanism']:16s} {r['pass']:8s} {ms} {tf} {mb}"
+
+
+def check_model(lengths, tokens, variants, model, steps, data, step_mode):
+    """Validated (lengths, variants, steps) for run_model; raises ValueError/FileNotFoundError first."""
+    from . import scaling_model as S
+    from .models import VARIANTS
+    from .step import STEP_MODES
+
+    lengths = check_lengths(list(lengths), tokens, min_batch=2)
+    variants = check_names(list(variants), VARIANTS, "variant(s)")
+    check_names([step_mode], STEP_MODES[1:], "step mode")
+    S.model_config(model, 1)  # a bad model name fails here, before anything is measured
+    if any(n <= S.IMDB_MAX for n in lengths):
+        if data is None:
+            raise ValueError("lengths up to 512 follow IMDb's: pass --data (a lengths .npy or an IMDb folder)")
+        if not Path(data).exists():
+            raise FileNotFoundError(f"--data {data} does not exist; expected a lengths .npy (python -m attnpaper "
+                                    "bundle writes bundle/imdb-train-lengths.npy) or an IMDb folder")
+    return lengths, variants, check_count(steps, "steps")
+
+
+def run_model(lengths=MODEL_LENGTHS, tokens=MODEL_TOKENS, variants=MODEL_VARIANTS, model="distilbert-base-random",
+              steps=20, data=None, step_mode="captured", out=None, append=False, device=None, log=print) -> dict:
+    """Every (length, variant): the training step's wall and GPU-busy ms, peak memory, attention kernels' ms.
+
+    The variants' order rotates from one length to the next. A variant that runs out of memory is
+    recorded as 'oom' and not tried at longer lengths (recorded as 'skipped').
+    """
+    from . import scaling_model as S
+    from .bench import imdb_lengths
+
+    lengths, variants, steps = check_model(lengths, tokens, variants, model, steps, data, step_mode)
+    short = [n for n in lengths if n <= S.IMDB_MAX]
+    imdb = imdb_lengths(data, max(short)) if short else None
+    device = _device(device)
+    report = header("scaling-model", model=model, tokens_per_batch=tokens, steps=steps,
+                    profile_steps=S.PROFILE_STEPS, step_mode_requested=step_mode,
+                    data=f"random ids; IMDb lengths ({data}) up to {S.IMDB_MAX} tokens, full length beyond",
+                    attention_kernel_pattern=S.ATTENTION_KERNEL.pattern)
+    if append and out and Path(out).exists():
+        report["rows"] = json.loads(Path(out).read_text())["rows"]
+    failed: set = set()
+    for i, n in enumerate(lengths):
+        order = variants[i % len(variants):] + variants[: i % len(variants)]
+        for v in order:
+            row = {"variant": v, "seq_len": n, "batch_size": tokens // n, "model": model}
+            if v in failed:
+                row.update(status="skipped", error="out of memory at a shorter length")
+            else:
+                try:
+                    row.update(S.measure_step(v, model, n, tokens // n, tokens, imdb, steps, device, step_mode),
+                               status="ok")
+                except torch.OutOfMemoryError as err:
+                    failed.add(v)
+                    row.update(status="oom", error=str(err).strip().splitlines()[0][:300])
+                S.free(device)
+            report["rows"].append(row)
+            log(_model_line(row))
+            write(report, out)
+    return report
+
+
+def _model_line(r) -> str:
+    if r["status"] != "ok":
+        return f"N={r['seq_len']:5d} B={r['batch_size']:4d} {r['variant']:9s} {r['status']}"
+    busy, attn = r["gpu_busy_ms_per_step"] or 0.0, r.get("attention_ms_per_step")
+    share = f"attn {attn / busy:5.1%}" if attn and busy else ""
+    return (f"N={r['seq_len']:5d} B={r['batch_size']:4d} {r['variant']:9s} {r['step_mode']:8s} "
+            f"wall {r['step_time_ms_median']:8.2f} ms  busy {busy:8.2f} ms  "
+            f"peak {r.get('peak_memory_mb') or 0:8.0f} MB  {share}")
+
+
+def main(argv=None) -> int:
+    """Command line; returns the exit status (2 for bad input, with one line saying what is valid)."""
+    from . import scaling_kernels as K
+    from .models import VARIANTS
+
+    ap = argparse.ArgumentParser(prog="python -m attnpaper.scaling", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    ke = sub.add_parser("kernels", help="each attention mechanism alone over N")
+    mo = sub.add_parser("model", help="the captured training step of each variant over N")
+    al = sub.add_parser("all", help="kernels, then model; reports in --out-dir")
+    for p in (ke, al):
+        p.add_argument("--kernel-lengths" if p is al else "--lengths", dest="kernel_lengths", nargs="+", type=int,
+                       default=list(KERNEL_LENGTHS))
+        p.add_argument("--kernel-tokens" if p is al else "--tokens", dest="kernel_tokens", type=int,
+                       default=KERNEL_TOKENS, help="tokens per batch (batch = tokens / N)")
+        p.add_argument("--mechanisms", nargs="+", default=list(K.MECHANISMS), help=f"from {', '.join(K.MECHANISMS)}")
+        p.add_argument("--passes", nargs="+", default=list(K.PASSES), help="fwd, fwd_bwd")
+        p.add_argument("--warmup", type=int, default=5)
+        p.add_argument("--repeats", type=int, default=20)
+    for p in (mo, al):
+        p.add_argument("--model-lengths" if p is al else "--lengths", dest="model_lengths", nargs="+", type=int,
+                       default=list(MODEL_LENGTHS))
+        p.add_argument("--model-tokens" if p is al else "--tokens", dest="model_tokens", type=int,
+                       default=MODEL_TOKENS, help="tokens per batch (batch = tokens / N)")
+        p.add_argument("--variants", nargs="+", default=list(MODEL_VARIANTS), help=f"from {', '.join(VARIANTS)}")
+        p.add_argument("--model", default="distilbert-base-random",
+                       help="a random-init alias: distilbert-base-random (default) or bert-tiny-random")
+        p.add_argument("--steps", type=int, default=20, help="timed steps per (variant, N)")
+        p.add_argument("--data", default=None, help="IMDb lengths: a .npy of token counts or an IMDb folder")
+        p.add_argument("--step-mode", default="captured", help="captured (default), compiled or eager")
+    for p in (ke, mo):
+        p.add_argument("--out", default=None, help="write the report (JSON) here")
+    mo.add_argument("--append", action="store_true", help="keep the rows already in --out")
+    al.add_argument("--out-dir", default="results/local", help="scaling-kernels.json and scaling-model.json go here")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd in ("model", "all"):  # bad model arguments fail before the kernels are measured
+            check_model(args.model_lengths, args.model_tokens, args.variants, args.model, args.steps, args.data,
+                        args.step_mode)
+        out_dir = Path(getattr(args, "out_dir", "."))
+        if args.cmd in ("kernels", "all"):
+            run_kernels(args.kernel_lengths, args.kernel_tokens, args.mechanisms, args.passes, args.warmup,
+                        args.repeats, args.out if args.cmd == "kernels" else out_dir / "scaling-kernels.json")
+        if args.cmd in ("model", "all"):
+            run_model(args.model_lengths, args.model_tokens, args.variants, args.model, args.steps, args.data,
+                      args.step_mode, args.out if args.cmd == "model" else out_dir / "scaling-model.json",
+                      append=getattr(args, "append", False))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

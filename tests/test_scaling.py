@@ -1,0 +1,156 @@
+"""The scaling benchmark on a CPU: input checks, row schemas, each mechanism against exact attention, OOM rows."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from attnpaper import scaling as SC
+from attnpaper import scaling_kernels as K
+from attnpaper import scaling_model as S
+from attnpaper.attention import LayerAttention
+from attnpaper.attention.linear import favor_features
+from attnpaper.attention.softmax import softmax_attention
+from attnpaper.bundle import _xz_cache, unxz
+
+KERNEL_KEYS = {"mechanism", "seq_len", "batch", "pass", "ms", "tflops", "peak_mb", "status"}
+MODEL_KEYS = {"variant", "seq_len", "batch_size", "step_mode", "step_time_ms_median", "gpu_busy_ms_per_step",
+              "peak_memory_mb", "status"}
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def lengths_npy(tmp_path):
+    path = tmp_path / "lengths.npy"
+    np.save(path, np.array([10, 20, 40, 70], dtype=np.int32))
+    return str(path)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["kernels", "--lengths", "100", "--tokens", "256"], "dividing tokens per batch"),
+    (["kernels", "--mechanisms", "eager", "fast"], "valid: eager, sdpa-flash"),
+    (["kernels", "--passes", "bwd"], "valid: fwd, fwd_bwd"),
+    (["kernels", "--repeats", "0"], "repeats must be an int >= 1"),
+    (["model", "--variants", "turbo"], "valid: baseline, sdpa"),
+    (["model", "--lengths", "128", "--tokens", "128"], "at least 2 sequences"),
+    (["model", "--lengths", "1024", "--model", "bert-base-uncased"], "random-init alias"),
+    (["model", "--lengths", "128"], "pass --data"),
+    (["model", "--lengths", "128", "--data", "/nonexistent/lengths.npy"], "does not exist"),
+    (["all", "--model-lengths", "1024", "--step-mode", "fast"], "valid: eager, compiled, captured"),
+])
+def test_bad_input_is_one_line_before_any_work(argv, says, capsys, monkeypatch):
+    def expensive(*a, **k):
+        raise AssertionError("measured before the input was checked")
+
+    monkeypatch.setattr(K, "matmul_tflops", expensive)
+    monkeypatch.setattr(S, "measure_step", expensive)
+    assert SC.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and says in err
+
+
+def test_exact_flops_follow_the_flashattention_papers():
+    assert K.exact_flops(2, 128, "fwd") == 4 * 2 * 12 * 128**2 * 64
+    assert K.exact_flops(2, 128, "fwd_bwd") == 3.5 * K.exact_flops(2, 128, "fwd")
+
+
+def _linear_reference(q, k, v, mech):
+    """The mechanism's own kernel phi(q).phi(k), written out as an N x N matrix, in float64. [B, N, H, D]."""
+    q, k, v = (x.double().transpose(1, 2) for x in (q, k, v))  # [B, H, N, D]
+    if mech.startswith("elu"):
+        fq, fk = torch.nn.functional.elu(q) + 1, torch.nn.functional.elu(k) + 1
+    else:  # the library's features (stabilised, eps), in float64: checks the factorised products and layouts
+        m = int(mech.removeprefix("favor+").removesuffix("-eager"))
+        w = LayerAttention("linear", K.HEAD_DIM, feature_map="favor+", num_features=m).proj.double()  # same seed
+        fq = favor_features(q * K.HEAD_DIM**-0.25, w, is_query=True)  # [B, H, N, M]
+        fk = favor_features(k * K.HEAD_DIM**-0.25, w, is_query=False)
+    a = fq @ fk.transpose(-1, -2)  # [B, H, N, N]
+    return ((a @ v) / a.sum(-1, keepdim=True)).transpose(1, 2)
+
+
+@pytest.mark.parametrize("name", list(K.MECHANISMS))
+def test_each_mechanism_computes_its_attention(name, monkeypatch):
+    monkeypatch.setattr(K, "COMPILE_BACKEND", "aot_eager")  # the same graph, no kernel compilation
+    mech = K.MECHANISMS[name]
+    if not mech.available(CPU):
+        pytest.skip(f"{name} needs a GPU")
+    b, n = 2, 16
+    q, k, v, _ = K.input_sets(b, n, CPU, rotations=1, dtype=torch.float32, seed=3)[0]
+    out = mech.build(b, n, CPU)(q, k, v)
+    assert out.shape == (b, n, K.HEADS, K.HEAD_DIM)
+    if mech.exact:
+        ref = softmax_attention(*(x.double().transpose(1, 2) for x in (q, k, v))).transpose(1, 2)
+    else:
+        ref = _linear_reference(q, k, v, name)
+    err = (out.double() - ref).norm() / ref.norm()
+    assert err < 1e-5, f"{name}: relative error {err:.2e}"
+
+
+def test_kernel_rows_and_report(tmp_path, monkeypatch):
+    monkeypatch.setattr(K, "COMPILE_BACKEND", "aot_eager")
+    out = tmp_path / "k.json"
+    mechs = ["eager", "sdpa-flash", "sdpa-cudnn", "attnpaper-flash", "elu", "favor+266-eager"]
+    rep = SC.run_kernels([16, 32], 64, mechs, ["fwd", "fwd_bwd"], warmup=1, repeats=2, out=out, device="cpu",
+                         log=lambda s: None)
+    assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(rep["rows"]))
+    assert len(rep["rows"]) == 2 * len(mechs) * 2 and rep["tokens_per_batch"] == 64 and rep["git_sha"]
+    for r in rep["rows"]:
+        assert KERNEL_KEYS <= set(r) and r["batch"] * r["seq_len"] == 64
+        if r["mechanism"] == "sdpa-cudnn":
+            assert r["status"] == "unavailable" and r["ms"] is None  # a GPU backend, recorded as such
+            continue
+        assert r["status"] == "ok" and r["ms"] > 0
+        assert (r["tflops"] is not None) == K.MECHANISMS[r["mechanism"]].exact
+
+
+def test_out_of_memory_is_a_row(monkeypatch):
+    def build(batch, seq_len, device):
+        def run(q, k, v):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 96.00 GiB")
+        return run
+
+    mech = K.Mechanism("hungry", True, False, build)
+    sets = K.input_sets(1, 8, CPU, rotations=1, dtype=torch.float32)
+    rows = K.measure(mech, 1, 8, ["fwd", "fwd_bwd"], CPU, 1, 2, sets)
+    assert [r["status"] for r in rows] == ["oom", "oom"] and "96.00 GiB" in rows[0]["error"]
+    assert all(r["ms"] is None and r["tflops"] is None for r in rows)
+
+
+def test_model_rows_oom_then_skipped(tmp_path, lengths_npy, monkeypatch):
+    real = S.measure_step
+
+    def measure(variant, *args, **kw):
+        if variant == "sdpa" and args[1] >= 64:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(variant, *args, **kw)
+
+    monkeypatch.setattr(S, "measure_step", measure)
+    out = tmp_path / "m.json"
+    rep = SC.run_model([32, 64, 128], 256, ["sdpa", "flash"], "bert-tiny-random", steps=2, data=lengths_npy,
+                       out=out, device="cpu", log=lambda s: None)
+    status = {(r["variant"], r["seq_len"]): r["status"] for r in rep["rows"]}
+    assert status == {("sdpa", 32): "ok", ("flash", 32): "ok", ("sdpa", 64): "oom", ("flash", 64): "ok",
+                      ("sdpa", 128): "skipped", ("flash", 128): "ok"}
+    for r in rep["rows"]:
+        if r["status"] == "ok":
+            assert MODEL_KEYS <= set(r) and r["step_time_ms_median"] > 0 and r["batch_size"] * r["seq_len"] == 256
+            assert r["layout"] == ("packed" if r["variant"] == "flash" else "padded")
+            assert r["step_mode"] == "eager"  # captured falls back on a CPU, and the row says so
+    assert len(json.loads(out.read_text())["rows"]) == 6
+
+
+def test_batches_follow_imdb_lengths_then_full_length():
+    imdb = np.array([10, 20, 40, 70])
+    short = S.make_batches(32, 4, imdb, "padded", 128, n_batches=2)
+    assert {len(b["input_ids"][0]) for b in short} == {32} and any((b["attention_mask"] == 0).any() for b in short)
+    full = S.make_batches(1024, 2, imdb, "packed", 2048, n_batches=2)  # beyond 512 tokens: full length
+    assert all(b["cu_seqlens"][:3].tolist() == [0, 1024, 2048] and b["input_ids"].numel() == 2048 for b in full)
+
+
+def test_xz_token_cache_round_trip(tmp_path):
+    npz = tmp_path / "ids.npz"
+    np.savez_compressed(npz, ids=np.arange(1000, dtype=np.uint16), meta=np.array('{"a": 1}'))
+    packed = _xz_cache(npz)
+    assert packed.name == "ids.npz.xz" and not npz.exists()
+    with np.load(unxz(packed)) as z:
+        assert (z["ids"] == np.arange(1000)).all() and str(z["meta"]) == '{"a": 1}'
