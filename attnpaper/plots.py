@@ -24,6 +24,18 @@ KERNEL_COLORS = {
 }
 """Attention mechanism (kernel) name -> colour, consistent with PALETTE."""
 
+COMPONENT_COLORS = {
+    "qkv_proj": "#9ecae1", "out_proj": "#6baed6", "ffn": "#3182bd",  # dense, linear in N: blues
+    "scores": "#fdae6b", "softmax": "#e6550d", "pv": "#a63603",  # the N^2 attention core: oranges
+}
+"""Cost component (attnpaper.cost.layer_flops keys) -> colour: the dense parts blue, the core orange."""
+
+MEMORY_COLORS = {
+    "weights": "#d9d9d9", "gradients": "#bdbdbd", "optimizer": "#969696",
+    "activations and temporaries": "#E69F00",
+}
+"""Parts of the peak GPU memory: the static parts grey, the activations orange."""
+
 PAPER_COLOR = "#000000"
 """The paper's own numbers (drawn as black crosses)."""
 PAPER_MARKER = "x"
@@ -60,6 +72,16 @@ def setup(fmt: str = "svg") -> None:
     except ImportError:  # plain Python: nothing to configure for inline display
         return
     set_matplotlib_formats("retina" if fmt == "2x" else fmt)
+
+
+def log_ticks(axis, values, fmt="{:g}") -> None:
+    """Label a log axis at exactly these values, with no minor labels (they overlap)."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    axis.set_major_locator(FixedLocator(list(values)))
+    axis.set_ticklabels([fmt.format(v) for v in values])
+    axis.set_minor_locator(NullLocator())
+    axis.set_minor_formatter(NullFormatter())
 
 
 def glue_figure(name: str, fig) -> None:

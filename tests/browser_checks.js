@@ -40,7 +40,8 @@
       .filter((m) => m.scrollWidth > m.clientWidth + 1 || m.getBoundingClientRect().width > width + 1)
       .map((m) => snip(m.textContent)),
     wide_tables: [...article.querySelectorAll("table")]
-      .filter((t) => t.getBoundingClientRect().width > width + 1)
+      .filter((t) => t.getBoundingClientRect().width > width + 1
+        || t.parentElement.scrollWidth > t.parentElement.clientWidth + 1)
       .map((t) => snip(t.textContent)),
     uncaptioned_images: images.filter((i) => !i.closest("figure")?.querySelector(".caption-number"))
       .map((i) => i.getAttribute("src")),
