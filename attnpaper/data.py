@@ -56,22 +56,36 @@ def _read_parquet(root: Path, split: str):
     import pyarrow.parquet as pq
 
     if not root.is_dir():
-        raise FileNotFoundError(f"IMDb data directory {root} does not exist; expected a directory holding "
-                                f"train.parquet and test.parquet (columns text, label), 'hub' or '{SYNTHETIC}'")
+        raise ValueError(f"IMDb data directory {root} does not exist; expected a directory holding "
+                         f"train.parquet and test.parquet (columns text, label), 'hub', '{SYNTHETIC}' "
+                         "or a token cache .npz")
     path = root / f"{split}.parquet"
     if not path.exists():
-        raise FileNotFoundError(f"missing split {split!r}: expected {path} (columns text, label)")
-    table = pq.read_table(path)
+        raise ValueError(f"missing split {split!r}: expected {path} (columns text, label)")
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow's errors name no file
+        raise ValueError(f"{path} is not a readable parquet file ({type(err).__name__}: {err})") from None
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"{path} lacks column(s) {', '.join(missing)}: expected text (string) and label (0/1); "
                          f"found {', '.join(table.column_names)}")
+    if table.num_rows == 0:
+        raise ValueError(f"{path} has no rows; expected reviews with columns text and label")
+    for col in COLUMNS:
+        nulls = table.column(col).null_count
+        if nulls:
+            row = table.column(col).is_null().to_numpy(zero_copy_only=False).nonzero()[0][0]
+            raise ValueError(f"{path}: column {col} has {nulls} empty (null) value(s), the first in row {row}")
+    texts = table.column("text")
+    if str(texts.type) not in ("string", "large_string"):
+        raise ValueError(f"{path}: column text must hold strings, found {texts.type}")
     raw = np.asarray(table.column("label").to_numpy())
     found = sorted(set(np.unique(raw).tolist()))
     if not set(found) <= {0, 1}:  # checked before any cast, so 0.9 is not read as 0
         raise ValueError(f"{path}: labels must be 0 or 1, found {found[:5]}")
     labels = raw.astype(np.int64)
-    return table.column("text").to_pylist(), labels
+    return texts.to_pylist(), labels
 
 
 def subsample(texts, labels, n, seed=1234):
@@ -114,13 +128,28 @@ def save_token_cache(path, splits: dict, tokenizer, max_length):
     np.savez_compressed(path, **arrays)
 
 
+def load_token_cache_meta(path):
+    """Open a token cache and check it is whole: (the npz, its meta dict); ValueError naming the file if not."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"token cache {path} does not exist; make one with `python -m attnpaper bundle`")
+    try:
+        z = np.load(path)
+        meta = json.loads(str(z["meta"]))
+        missing = [f"{s}_{k}" for s in SPLITS for k in ("ids", "offsets", "labels") if f"{s}_{k}" not in z]
+        empty = [s for s in SPLITS if not missing and len(z[f"{s}_labels"]) == 0]
+    except Exception as err:
+        raise ValueError(f"token cache {path} is unreadable ({type(err).__name__}: {err}); "
+                         "make a new one with `python -m attnpaper bundle`") from None
+    if missing or empty:
+        raise ValueError(f"token cache {path} lacks {', '.join(missing) or 'rows in ' + ', '.join(empty)}; "
+                         "make a new one with `python -m attnpaper bundle`")
+    return z, meta
+
+
 def load_token_cache(path, tokenizer, max_length) -> dict:
     """Read a cache written by save_token_cache, checking it fits this tokenizer and max_length."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"token cache {path} does not exist")
-    z = np.load(path)
-    meta = json.loads(str(z["meta"]))
+    z, meta = load_token_cache_meta(path)
     if meta["vocab_size"] != len(tokenizer):
         raise ValueError(f"token cache {path} was made with a vocabulary of {meta['vocab_size']}, "
                          f"the tokenizer has {len(tokenizer)}")

@@ -51,7 +51,16 @@ def resolve_model(model):
         model = os.fspath(model)
     if not isinstance(model, str) or not model:
         raise ValueError(f"model must be a hub name, a directory, a transformers config or one of {MODEL_ALIASES}")
+    if looks_like_path(model) and not Path(model).is_dir():
+        raise ValueError(f"model directory {model} does not exist; valid: a directory holding config.json, "
+                         f"a hub name such as distilbert-base-uncased, or one of {', '.join(MODEL_ALIASES)}")
     return model
+
+
+def looks_like_path(name: str) -> bool:
+    """True for names that can only be local paths (hub names are 'name' or 'org/name')."""
+    return (name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1)
+            or Path(name).exists())
 
 
 def _set_attention_dropout(config, p):
@@ -97,6 +106,10 @@ def _check_options(variant, options):
         raise ValueError(f"attention_dropout must be a float in [0, 1), got {p!r}")
     if p > 0 and variant in ("linear", "hybrid"):
         raise ValueError("linear attention has no probability matrix to drop: use attention_dropout=0")
+    for name in ("num_features", "redraw_every", "hybrid_layers", "seed"):
+        v = options.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise ValueError(f"{name} must be None or an int >= 0, got {v!r}")
 
 
 def build_model(model, variant, num_labels=2, **options):
@@ -107,6 +120,8 @@ def build_model(model, variant, num_labels=2, **options):
     num_features, redraw_every, hybrid_layers (hybrid: how many leading layers are flash), seed.
     """
     _check_options(variant, options)
+    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
+        raise ValueError(f"num_labels must be an int >= 1 (2 for IMDb), got {num_labels!r}")
     source = resolve_model(model)
     impl = BUILTIN.get(variant, ATTN_NAME)
     if impl == ATTN_NAME:

@@ -53,14 +53,14 @@ def test_read_texts_small_dir(tmp_path):
 
 
 def test_missing_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"does not exist.*expected a directory.*train\.parquet.*test\.parquet"):
+    with pytest.raises(ValueError, match=r"does not exist.*expected a directory.*train\.parquet.*test\.parquet"):
         D.read_texts(str(tmp_path / "nowhere"))
 
 
 def test_missing_split_file(tmp_path):
     root = tmp_path / "imdb"
     write_split(root, "train", text=["a", "b"], label=[0, 1])
-    with pytest.raises(FileNotFoundError, match=r"missing split 'test'.*expected .*test\.parquet"):
+    with pytest.raises(ValueError, match=r"missing split 'test'.*expected .*test\.parquet"):
         D.read_texts(str(root))
 
 
@@ -239,7 +239,7 @@ def test_token_cache_refuses_other_vocabulary(cached):
 
 
 def test_token_cache_missing_file(tokenizer, tmp_path):
-    with pytest.raises(FileNotFoundError, match="token cache .* does not exist"):
+    with pytest.raises(ValueError, match="token cache .* does not exist"):
         D.load_splits(str(tmp_path / "none.npz"), tokenizer, 64)
 
 
