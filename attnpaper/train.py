@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from . import data as D
 from . import packing as P
+from . import checkpoint as C
 from .attention import LayerAttention
 from .config import RunConfig
 from .models import build_model, kernels_used, resolve_model
@@ -155,11 +156,13 @@ class _CollateRows:
 
 def loader(split, plan, collate, device):
     """Batches in the order of ``plan`` (lists of row indices). On a GPU two worker processes collate
-    and a pinning thread pins ahead of the step, so the host's only work per step is the launches."""
+    and a pinning thread pins ahead of the step, so the host's only work per step is the launches.
+    Its own generator: the global random stream (dropout) is left as it was, so a resumed run matches."""
     workers = 2 if device.type == "cuda" else 0
     return torch.utils.data.DataLoader(_Rows(split), batch_sampler=plan, collate_fn=_CollateRows(collate),
                                        num_workers=workers, pin_memory=device.type == "cuda",
-                                       prefetch_factor=8 if workers else None)
+                                       prefetch_factor=8 if workers else None,
+                                       generator=torch.Generator().manual_seed(0))
 
 
 def step_plan(n, batch_size, total, generator) -> list[list[int]]:
@@ -173,7 +176,7 @@ def step_plan(n, batch_size, total, generator) -> list[list[int]]:
 WARMUP_CALLS = 3  # a captured shape runs compiled, then is recorded as a graph, then replays
 
 
-def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps=0) -> dict:
+def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps=0, checkpoint=None) -> dict:
     """Fine-tune one variant and measure it. Returns the record's measurements (see records.py).
 
     The step is eager or captured (``cfg.step_mode``; see attnpaper.step). The first calls of each
@@ -181,6 +184,8 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
     With ``cfg.max_steps`` (benchmarks) every step is timed with CUDA events, without syncing.
     profile_steps > 0 runs the last that many steps under torch.profiler and reports the GPU's busy
     time per step beside the wall time (a step far longer than its GPU time is bound by the host).
+    With ``checkpoint`` (an attnpaper.checkpoint.Checkpoint) the run saves its state when due and
+    resumes from a saved state (``resumed_from_step``); time spent writing is kept out of train time.
     Raises NonFiniteLoss (with the step) if the loss stops being finite.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -189,7 +194,7 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
     layout = cfg.resolved_layout()
     tokenizer = load_tokenizer(cfg.model)
     model = build_model(cfg.model, cfg.variant, num_labels=2, **cfg.model_options())
-    cfg.validate(getattr(model.config, "max_position_embeddings", None))
+    cfg.validate(getattr(model.config, "max_position_embeddings", None), model.config.num_hidden_layers)
     splits = splits or D.load_splits(cfg.data, tokenizer, cfg.max_length, cfg.train_samples, cfg.test_samples)
     pad_id = tokenizer.pad_token_id or 0
     if device.type == "cuda" and precision != "fp32":
@@ -214,16 +219,32 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    step_fn = TrainStep(model, optimizer, scheduler, scaler, precision, device, step_mode)
+    step_fn = TrainStep(model, optimizer, scheduler, scaler, precision, device, step_mode,
+                        max_grad_norm=cfg.max_grad_norm)
     # static shapes in every mode, so eager and captured steps see the same batches
     collate = P.Collator(layout, pad_id, cfg.max_length, cfg.batch_size, static=True, bucket=cfg.bucket)
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     train_split = splits["train"]
 
+    plan = step_plan(len(train_split), cfg.batch_size, total, generator)
+    digest = C.plan_digest(plan)
+    generators = [m.generator for m in model.modules() if isinstance(m, LayerAttention)]
+
     _probe_kernels(model, collate, train_split, device, precision)
     model.train()
-    step, real_tokens, slot_tokens, losses = 0, 0, 0, []
+    step, real_tokens, slot_tokens, losses, before_s = 0, 0, 0, [], 0.0
+    saved = checkpoint.load(digest) if checkpoint else None
+    if saved:  # resume: the state after step saved["step"], then the rest of the same data order
+        C.load_model_state(model, saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        C.set_random_states(saved["random"], generators)
+        step, real_tokens, slot_tokens = saved["step"], saved["real_tokens"], saved["slot_tokens"]
+        losses, before_s = list(saved["losses"]), saved["train_time_s"]
+    resumed_from = step
+    ckpt_s = 0.0
     shapes: dict = {}  # batch shape -> calls so far
     warm_s, warm_steps, starts, sync_counts = 0.0, 0, [], []
     timed = cfg.max_steps is not None
@@ -233,7 +254,7 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
     sync(device)
     start = time.perf_counter()
     redrawing = [m for m in model.modules() if isinstance(m, LayerAttention) and m.redraws]
-    for b in loader(train_split, step_plan(len(train_split), cfg.batch_size, total, generator), collate, device):
+    for b in loader(train_split, plan[step:], collate, device):
         if profile_steps and step == total - profile_steps:
             prof = _start_profiler(device)
         real_tokens += b.pop("_real")
@@ -259,26 +280,37 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
         step += 1
         if step % 50 == 0 or step == total:
             losses.append(loss.float().clone())  # read at the end: no sync here
-        if (step % 500 == 0 or step == total) and bad.item():  # one sync every 500 steps, and at the end
+        due = checkpoint is not None and checkpoint.due(step, steps_per_epoch)
+        if (step % 500 == 0 or step == total or due) and bad.item():  # one sync per 500 steps and checkpoint
             raise NonFiniteLoss(f"non-finite loss by step {step} of {total} (variant {cfg.variant}, lr {cfg.lr}, "
                                 f"precision {precision})")
+        if due:
+            t0 = time.perf_counter()
+            checkpoint.save({
+                "step": step, "plan": digest, "model": C.model_state(model), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "random": C.random_states(generators), "real_tokens": real_tokens, "slot_tokens": slot_tokens,
+                "losses": [float(x) for x in losses],
+                "train_time_s": before_s + time.perf_counter() - start - ckpt_s})
+            ckpt_s += time.perf_counter() - t0
         bar.update(1)
     if timed:
         starts.append(_mark(device))
     sync(device)
-    train_time = time.perf_counter() - start
+    train_time = time.perf_counter() - start - ckpt_s  # this process's training, checkpoint writes left out
     bar.close()
     profile = _stop_profiler(prof, profile_steps) if prof else {}
 
-    steady = (train_time - warm_s) / max(1, step - warm_steps)
+    steady = (train_time - warm_s) / max(1, step - resumed_from - warm_steps)
     compile_s = max(0.0, warm_s - warm_steps * steady)
+    train_time += before_s  # a resumed run: the time of the steps before its checkpoint too
     out = {"train_time_s": train_time, "compile_time_s": compile_s, "train_time_excl_compile_s": train_time - compile_s,
-           "steps": step, "precision": precision, "step_mode": step_mode, "step_mode_requested": cfg.step_mode,
+           "steps": step, "resumed_from_step": resumed_from, "checkpoint_time_s": ckpt_s, "precision": precision, "step_mode": step_mode, "step_mode_requested": cfg.step_mode,
            "layout": layout, "batch_shapes": len(shapes),
            "train_samples": len(train_split), "test_samples": len(splits["test"]) if cfg.eval else 0,
            "tokens_per_s": real_tokens / train_time, "padded_tokens_per_s": slot_tokens / train_time,
            "padding_fraction": 1 - real_tokens / slot_tokens,
-           "loss_every_50_steps": [x.item() for x in losses],
+           "loss_every_50_steps": [float(x) for x in losses],
            "kernels": kernels_used(model), **memory_breakdown(model, optimizer), **profile}
     if sync_counts:
         out["host_syncs_per_step"] = sum(sync_counts) / len(sync_counts)

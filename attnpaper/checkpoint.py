@@ -1,0 +1,118 @@
+"""Resumable runs: the whole state of a training run, saved every N steps and at each epoch end.
+
+A checkpoint holds what the next step depends on: weights and every buffer (the FAVOR+
+projections included), AdamW's moments, the scheduler, the gradient scaler, the random states
+(torch, CUDA, Python, NumPy and each layer's feature generator), and where the run is in its fixed
+data order. Restored, a CPU run continues bitwise as if it had never stopped. Files are written to
+a temporary name and renamed, so a kill leaves the previous checkpoint whole.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .records import temp_path
+
+FORMAT = 1
+
+
+def plan_digest(plan) -> str:
+    """A short hash of the data order (every step's row indices): a resumed run must see the same."""
+    return hashlib.sha256(repr(plan).encode()).hexdigest()[:16]
+
+
+def _same_config(a: dict, b: dict) -> bool:
+    skip = ("notes", "checkpoint_every")
+    return {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
+
+
+class Checkpoint:
+    """One run's checkpoint file: ``save`` when ``due``, ``load`` at the start, ``remove`` when done."""
+
+    def __init__(self, path, config: dict, every: int, fresh=False, keep=False):
+        self.path, self.config, self.every, self.keep = Path(path), config, every, keep
+        if fresh:
+            self.remove()
+
+    def due(self, step: int, steps_per_epoch: int) -> bool:
+        """After ``step`` steps: every ``every`` steps and at each epoch's end."""
+        return self.every > 0 and step > 0 and (step % self.every == 0 or step % steps_per_epoch == 0)
+
+    def save(self, state: dict) -> None:
+        """Write ``state`` atomically (temporary file in the same folder, fsync, rename)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path(self.path)
+        try:
+            with open(tmp, "wb") as f:
+                torch.save({"format": FORMAT, "config": self.config, **state}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def load(self, plan: str) -> dict | None:
+        """The saved state, or None to start at step 0.
+
+        A checkpoint that cannot be read, or that belongs to another configuration or data order,
+        is reported in one line and set aside (``*.corrupt``); the run then starts over.
+        """
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+            if not isinstance(state, dict) or state.get("format") != FORMAT:
+                raise ValueError("not an attnpaper checkpoint")
+            if not _same_config(state["config"], self.config) or state["plan"] != plan:
+                raise ValueError("it belongs to another configuration or data order")
+        except Exception as err:  # torch raises many types for a damaged file
+            aside = self.path.with_suffix(".corrupt")
+            os.replace(self.path, aside)
+            print(f"checkpoint {self.path} cannot be used ({type(err).__name__}: {str(err)[:100]}); "
+                  f"moved to {aside.name}, starting from step 0", file=sys.stderr, flush=True)
+            return None
+        return state
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def finish(self) -> None:
+        """The run is recorded: remove its checkpoint unless asked to keep it."""
+        if not self.keep:
+            self.remove()
+
+
+def random_states(generators) -> dict:
+    """Every random stream a step draws from."""
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "generators": [g.get_state() for g in generators]}
+
+
+def set_random_states(states: dict, generators) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    if states["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    for g, s in zip(generators, states["generators"]):
+        g.set_state(s)
+
+
+def model_state(model) -> dict:
+    """Parameters and every buffer, persistent or not (the FAVOR+ projections are not persistent)."""
+    return {"params": model.state_dict(), "buffers": {n: b.detach().cpu().clone() for n, b in model.named_buffers()}}
+
+
+def load_model_state(model, state: dict) -> None:
+    model.load_state_dict(state["params"])
+    buffers = dict(model.named_buffers())
+    with torch.no_grad():
+        for name, value in state["buffers"].items():
+            buffers[name].copy_(value)
