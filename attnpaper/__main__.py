@@ -13,7 +13,7 @@ def parse_set(items) -> dict:
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise SystemExit(f"--set takes name=value, got {item!r}")
+            raise ValueError(f"--set takes name=value, got {item!r}")
         name, value = item.split("=", 1)
         try:
             out[name] = ast.literal_eval(value)
@@ -22,10 +22,18 @@ def parse_set(items) -> dict:
     return out
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (and exit code 2)."""
+
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv=None):
     from .models import VARIANTS
 
-    ap = argparse.ArgumentParser(prog="python -m attnpaper", description=__doc__)
+    ap = _Parser(prog="python -m attnpaper", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     sw = sub.add_parser("sweep", help="run the experiment notebook per (variant, seed) with papermill")
@@ -34,7 +42,9 @@ def main(argv=None):
     sw.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     sw.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a parameter (repeatable)")
     sw.add_argument("--smoke", action="store_true", help="tiny random model on synthetic data (CPU, seconds)")
-    sw.add_argument("--force", action="store_true", help="rerun even when a record exists")
+    sw.add_argument("--force", action="store_true", help="rerun even when a record exists (a failed rerun keeps it)")
+    sw.add_argument("--fresh", action="store_true", help="ignore checkpoints of unfinished runs and start them over")
+    sw.add_argument("--keep-checkpoints", action="store_true", help="keep each run's last checkpoint after its record")
     sw.add_argument("--out", default="results/local", help="folder for records/ and notebooks/")
     sw.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
     sw.add_argument("--notebook", default=None,
@@ -66,15 +76,19 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         if args.cmd == "sweep":
-            from .sweep import sweep
-
-            from .sweep import NOTEBOOK
+            from .sweep import NOTEBOOK, SweepStopped, sweep
 
             notebook = Path(args.notebook) if args.notebook else NOTEBOOK
-            if not notebook.exists():
-                raise FileNotFoundError(f"experiment notebook {notebook} not found; pass --notebook PATH")
-            res = sweep(args.variants, args.seeds, args.out, parse_set(args.set), args.smoke, args.force,
-                        notebook=notebook, kernel_name=args.kernel)
+            if not notebook.is_file():
+                raise ValueError(f"experiment notebook {notebook} not found; pass --notebook PATH")
+            try:
+                res = sweep(args.variants, args.seeds, args.out, parse_set(args.set), args.smoke, args.force,
+                            notebook=notebook, kernel_name=args.kernel, fresh=args.fresh,
+                            keep_checkpoints=args.keep_checkpoints,
+                            log=lambda msg: print(msg, file=sys.stderr, flush=True))
+            except SweepStopped as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 1
             print(json.dumps(res, indent=1))
             return 1 if any(r["status"] == "failed" for r in res) else 0
         if args.cmd == "bench":

@@ -19,15 +19,33 @@ GROUP = ["config_hash", "device", "model", "max_length"]
 ORDER = ["baseline", "sdpa", "flash", "linear", "hybrid"]
 
 
-def load_records(*dirs) -> pd.DataFrame:
-    """Every records/*.json (or *.json) under the given folders, one row each."""
+def load_records(*dirs, warn=None) -> pd.DataFrame:
+    """Every record (records/*.json, or *.json) under the given folders, one row each.
+
+    Hidden files (temporary writes) are not records. A damaged record is reported in one line
+    naming its path (``warn``, default stderr) and left out; the sweep reruns it.
+    """
+    import sys
+
+    from .records import is_record_path
+
+    warn = warn or (lambda msg: print(msg, file=sys.stderr))
     paths = []
     for d in dirs:
         d = Path(d)
-        paths += sorted((d / "records").glob("*.json")) if (d / "records").is_dir() else sorted(d.glob("*.json"))
+        found = (d / "records").glob("*.json") if (d / "records").is_dir() else d.glob("*.json")
+        paths += sorted(p for p in found if is_record_path(p))
     if not paths:
-        raise FileNotFoundError(f"no records (*.json) under {', '.join(map(str, dirs))}")
-    df = pd.DataFrame([read_record(p) | {"path": str(p)} for p in paths])
+        raise ValueError(f"no records (*.json) under {', '.join(map(str, dirs))}")
+    rows = []
+    for p in paths:
+        try:
+            rows.append(read_record(p) | {"path": str(p)})
+        except (ValueError, OSError) as err:
+            warn(f"skipped: {err}")
+    if not rows:
+        raise ValueError(f"no readable records under {', '.join(map(str, dirs))}")
+    df = pd.DataFrame(rows)
     dup = df[df.duplicated(GROUP + ["variant", "seed"], keep=False)]
     if len(dup):
         raise ValueError(f"the same (configuration, variant, seed) recorded twice: {sorted(dup['path'])}")
@@ -44,7 +62,10 @@ def t_quantile(df: int) -> float:
 def timed(records: pd.DataFrame) -> pd.Series:
     """True for runs that had the GPU to themselves: only their wall times are comparable."""
     notes = records["notes"] if "notes" in records else pd.Series([{}] * len(records), index=records.index)
-    return notes.map(lambda n: not (isinstance(n, dict) and n.get("concurrent_runs")))
+    solo = notes.map(lambda n: not (isinstance(n, dict) and (n.get("concurrent_runs") or 1) > 1))
+    if "resumed_from_step" in records:  # a resumed run compiled twice and lost the work after its checkpoint
+        solo &= records["resumed_from_step"].fillna(0).eq(0)
+    return solo
 
 
 def summarise(records: pd.DataFrame) -> pd.DataFrame:

@@ -1,68 +1,229 @@
-"""Run the experiment notebook once per (variant, seed) with papermill, each in its own kernel process."""
+"""Run the experiment notebook once per (variant, seed) with papermill, each in its own kernel process.
+
+Layout of an output folder ``out``: ``records/`` (one JSON per run), ``notebooks/`` (the executed
+notebooks), ``checkpoints/`` (of unfinished runs), ``claims/`` (runs in progress), ``corrupt/``
+(damaged records set aside) and ``.staging/`` (a run's files until they are complete). A run is
+claimed before it starts, writes into its staging folder, and only a whole, ok record and notebook
+are moved into place; a failed rerun never replaces an ok record.
+"""
 from __future__ import annotations
 
-import json
+import errno
+import os
+import shutil
+import socket
 import time
 from pathlib import Path
 
+from .claims import Claim
 from .config import SMOKE, RunConfig
-from .records import new_record, read_record, record_name, write_record
+from .records import clean_temp, new_record, read_record, record_name, save_result, write_atomic, write_record
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "chapters" / "07_experiment.ipynb"
+PLAN_KEYS = ("variant", "seed")  # set by --variants/--seeds, never by overrides
+FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+"""Write errors that every later run would hit too: the sweep stops cleanly on them."""
+FOLDERS = ("records", "notebooks", "checkpoints", "claims", ".staging")
 
 
-def plan(variants, seeds, overrides=None, smoke=False) -> list[RunConfig]:
-    """Validated configurations for every (variant, seed); raises before anything runs."""
-    base = {**(SMOKE if smoke else {}), **(overrides or {})}
-    configs = [RunConfig.from_dict({**base, "variant": v, "seed": s}).validate() for v in variants for s in seeds]
-    if not configs:
+class SweepStopped(RuntimeError):
+    """The sweep cannot go on (the output folder cannot be written); results so far are intact."""
+
+
+def plan(variants, seeds, overrides=None, smoke=False, check=True) -> list[RunConfig]:
+    """Validated configurations for every (variant, seed); raises ValueError before anything runs.
+
+    check: also check the data source, the model and the device for the whole plan (attnpaper.checks).
+    """
+    overrides = dict(overrides or {})
+    for key in PLAN_KEYS:
+        if key in overrides:
+            raise ValueError(f"--set {key}=... is not allowed: give {key}s with --{key}s")
+    variants, seeds = list(variants or []), list(seeds or [])
+    if not variants or not seeds:
         raise ValueError("nothing to run: give at least one variant and one seed")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ValueError(f"bad seed {s!r}: seeds are ints >= 0")
+    base = {**(SMOKE if smoke else {}), **overrides}
+    configs = [RunConfig.from_dict({**base, "variant": v, "seed": s}).validate() for v in variants for s in seeds]
+    if check:
+        from .checks import check_plan
+
+        check_plan(configs)
     return configs
 
 
+def prepare_out(out) -> Path:
+    """Create the output folders and check they can be written (ValueError in one line if not)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder (it will hold records/ and notebooks/)")
+    for name in FOLDERS:
+        d = out / name
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            probe = write_atomic(d / f".probe-{os.getpid()}", "ok")
+            probe.unlink()
+        except OSError as err:
+            raise ValueError(f"cannot write to {d}: {err.strerror or err}; give a writable --out folder") from None
+    for name in FOLDERS[:3]:
+        clean_temp(out / name)
+    for d in (out / ".staging").iterdir():  # staging folders of dead processes on this host
+        pid, _, host = d.name.partition("@")
+        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
+def _alive(pid):
+    from .records import pid_alive
+
+    return pid_alive(pid)
+
+
+def _done(rec_path, out, log) -> bool:
+    """True when an ok record exists; a corrupt one is set aside (corrupt/) and reported."""
+    if not rec_path.exists():
+        return False
+    try:
+        return read_record(rec_path)["status"] == "ok"
+    except (ValueError, OSError) as err:
+        aside = out / "corrupt" / rec_path.name
+        aside.parent.mkdir(exist_ok=True)
+        os.replace(rec_path, aside)
+        log(f"corrupt record {rec_path} ({str(err)[:120]}): moved to {aside}; running it again")
+        return False
+
+
+def _write_error(err) -> OSError | None:
+    """The OSError behind ``err`` if it is one every later write would hit too (disk full, permissions)."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in FATAL_ERRNOS:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    text = str(err)
+    for code in FATAL_ERRNOS:
+        if f"[Errno {code}]" in text:
+            return OSError(code, os.strerror(code))
+    return None
+
+
+def _last_line(err) -> str:
+    text = str(err).strip()
+    return text.splitlines()[-1] if text else type(err).__name__
+
+
 def sweep(variants, seeds, out, overrides=None, smoke=False, force=False, notebook=NOTEBOOK,
-          kernel_name=None, log=print) -> list[dict]:
+          kernel_name=None, log=print, fresh=False, keep_checkpoints=False) -> list[dict]:
     """Execute ``notebook`` for each configuration; records go to out/records, notebooks to out/notebooks.
 
-    A run whose record exists with status ok is skipped unless force. A failed run is recorded as
-    failed with its error, and the sweep goes on. Returns one summary dict per run.
+    A run whose record exists with status ok is skipped unless force; a run another live process
+    has claimed is skipped. A killed run resumes from its checkpoint (unless ``fresh``). A failed
+    run is recorded as failed with its error (never over an ok record) and the sweep goes on; a
+    write error that every run would hit stops it (SweepStopped). Returns one summary dict per run.
     """
     import papermill as pm
 
-    out = Path(out)
+    configs = plan(variants, seeds, overrides, smoke)
+    out = prepare_out(out)
     summary = []
-    for cfg in plan(variants, seeds, overrides, smoke):
+    for cfg in configs:
         rec_path = out / "records" / record_name(cfg)
         nb_path = out / "notebooks" / rec_path.with_suffix(".ipynb").name
-        if rec_path.exists() and not force and read_record(rec_path)["status"] == "ok":
+        if not force and _done(rec_path, out, log):
             log(f"skip {rec_path.name}: already recorded (use --force to rerun)")
             summary.append({"record": str(rec_path), "status": "skipped"})
             continue
-        params = {**cfg.to_dict(), "smoke": False, "output_dir": str((out / "records").resolve())}
-        log(f"run  {cfg.variant} seed {cfg.seed} -> {nb_path}")
-        t0 = time.perf_counter()
-        nb_path.parent.mkdir(parents=True, exist_ok=True)
+        claim = Claim(out / "claims", rec_path.stem)
+        if not claim.acquire():
+            log(f"skip {rec_path.name}: claimed by {claim.holder} (another sweep is running it)")
+            summary.append({"record": str(rec_path), "status": "claimed"})
+            continue
+        if claim.took_over:
+            log(f"took over the stale claim of {claim.took_over} on {rec_path.name}")
+        stage = out / ".staging" / f"{os.getpid()}@{socket.gethostname()}"
         try:
-            pm.execute_notebook(str(notebook), str(nb_path), parameters=params, kernel_name=kernel_name,
-                                progress_bar=False)  # the kernel runs in this cwd: relative paths hold
-            status = read_record(rec_path)["status"]
-        except Exception as err:  # the run failed: keep its error, go on with the next
-            status = "failed"
-            _record_failure(cfg, rec_path, err)
-            log(f"FAILED {cfg.variant} seed {cfg.seed}: {str(err).strip().splitlines()[-1] if str(err).strip() else err}")
-        summary.append({"record": str(rec_path), "notebook": str(nb_path), "status": status,
-                        "wall_s": round(time.perf_counter() - t0, 1)})
+            summary.append(_run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_name,
+                                    log, fresh, keep_checkpoints))
+        finally:
+            claim.release()
+            shutil.rmtree(stage, ignore_errors=True)
     return summary
 
 
-def _record_failure(cfg, rec_path, err):
-    """Keep the notebook's own failed record if it wrote one; otherwise write one from the error."""
-    if rec_path.exists():
+def _run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_name, log, fresh, keep):
+    """One run through papermill into ``stage``; moved into place when whole."""
+    stage.mkdir(parents=True, exist_ok=True)
+    staged_rec, staged_nb = stage / rec_path.name, stage / nb_path.name
+    ckpt_dir = out / "checkpoints"
+    params = {**cfg.to_dict(), "smoke": False, "output_dir": str(stage.resolve()),
+              "checkpoint_dir": str(ckpt_dir.resolve()), "fresh": fresh, "keep_checkpoint": True}
+    log(f"run  {cfg.variant} seed {cfg.seed} -> {nb_path}")
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(notebook), str(staged_nb), parameters=params, kernel_name=kernel_name,
+                            progress_bar=False)  # the kernel runs in this cwd: relative paths hold
+        rec = read_record(staged_rec)
+        if rec["status"] != "ok":
+            raise RuntimeError(f"the notebook finished but its record says {rec['status']}")
+    except Exception as err:  # the run failed: keep its error, never over an ok record, go on
+        fatal = _write_error(err)
+        if fatal is not None:
+            raise SweepStopped(f"cannot write under {out}: {fatal.strerror}; stopped before "
+                               f"{cfg.variant} seed {cfg.seed} was recorded (earlier results are intact)") from None
+        rec = _failed_record(cfg, staged_rec, err)
+        _note_sharing(rec, claim)
         try:
-            if read_record(rec_path)["status"] == "failed":
-                return
-        except (ValueError, json.JSONDecodeError):
-            pass
-    rec = new_record(cfg)
-    rec.update(status="failed", error=f"{type(err).__name__}: {err}"[-2000:])
-    write_record(rec, rec_path)
+            what = save_result(rec, rec_path)
+            if staged_nb.exists():
+                os.replace(staged_nb, nb_path.with_suffix(".failed.ipynb"))
+        except OSError as werr:
+            if _write_error(werr) is not None:
+                raise SweepStopped(f"cannot write {rec_path}: {werr.strerror}; stopped (earlier results are intact)") from None
+            raise
+        log(f"FAILED {cfg.variant} seed {cfg.seed}: {_last_line(err)} ({what})")
+        return {"record": str(rec_path), "notebook": str(nb_path.with_suffix('.failed.ipynb')),
+                "status": "failed", "wall_s": round(time.perf_counter() - t0, 1)}
+    _note_sharing(rec, claim)
+    try:
+        write_record(rec, staged_rec)
+        os.replace(staged_nb, nb_path)  # the notebook first: a record in place means a whole run
+        os.replace(staged_rec, rec_path)
+        nb_path.with_suffix(".failed.ipynb").unlink(missing_ok=True)
+    except OSError as err:
+        if _write_error(err) is not None:
+            raise SweepStopped(f"cannot write under {out}: {err.strerror}; stopped before {rec_path.name} "
+                               "was recorded (earlier results are intact; its checkpoint is kept)") from None
+        raise
+    if not keep:
+        (out / "checkpoints" / rec_path.with_suffix(".ckpt").name).unlink(missing_ok=True)
+    return {"record": str(rec_path), "notebook": str(nb_path), "status": "ok",
+            "resumed_from_step": rec.get("resumed_from_step", 0), "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def _failed_record(cfg, staged_rec, err) -> dict:
+    """The notebook's own record if it wrote one (marked failed if a later cell failed), else a new one."""
+    rec = None
+    if staged_rec.exists():
+        try:
+            rec = read_record(staged_rec)
+        except (ValueError, OSError):
+            rec = None
+    if rec is None:
+        rec = new_record(cfg)
+    if rec["status"] == "ok":  # the record was written, then a later cell failed
+        rec["error"] = f"a notebook cell after the record failed: {type(err).__name__}: {_last_line(err)}"
+    else:
+        rec["error"] = rec.get("error") or f"{type(err).__name__}: {err}"[-2000:]
+    rec["status"] = "failed"
+    return rec
+
+
+def _note_sharing(rec: dict, claim: Claim):
+    """Mark a run that shared its device with another claimed run: its times are not solo times."""
+    claim.concurrent = max(claim.concurrent, 1 + len(claim.sharing()))
+    if claim.concurrent > 1:
+        for notes in (rec.setdefault("notes", {}), rec.get("config", {}).setdefault("notes", {})):
+            notes["concurrent_runs"] = max(claim.concurrent, notes.get("concurrent_runs", 1) or 1)
