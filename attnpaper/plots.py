@@ -74,6 +74,15 @@ def setup(fmt: str = "svg") -> None:
     set_matplotlib_formats("retina" if fmt == "2x" else fmt)
 
 
+def shades(name: str, n: int) -> list[str]:
+    """n shades of a variant's or kernel's colour, light to full (for curves of one mechanism)."""
+    from matplotlib.colors import to_hex, to_rgb
+
+    full = to_rgb(color(name))
+    mix = [0.45 + 0.55 * i / max(1, n - 1) for i in range(n)]
+    return [to_hex(tuple(1 - t * (1 - c) for c in full)) for t in mix]
+
+
 def log_ticks(axis, values, fmt="{:g}") -> None:
     """Label a log axis at exactly these values, with no minor labels (they overlap)."""
     from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
