@@ -46,7 +46,7 @@
     uncaptioned_images: images.filter((i) => !i.closest("figure")?.querySelector(".caption-number"))
       .map((i) => i.getAttribute("src")),
     broken_images: images.filter((i) => !(i.complete && i.naturalWidth > 0)).map((i) => i.getAttribute("src")),
-    nan_cells: [...article.querySelectorAll("td")].filter((td) => /^(NaN|nan|None|<NA>)$/.test(td.textContent.trim()))
+    nan_cells: [...article.querySelectorAll("td")].filter((td) => /^(NaN|nan|<NA>)$/.test(td.textContent.trim()))
       .map((td) => snip(td.closest("table").textContent)),
   };
 })()
