@@ -46,13 +46,28 @@ def check_count(value, name, low=1) -> int:
     return value
 
 
-def header(kind, **settings) -> dict:
-    """What every report starts with: what was measured, where, with which code."""
+def header(kind, lengths, out=None, append=False, **settings) -> dict:
+    """What every report starts with: what was measured, where, with which code.
+
+    append: keep the rows of ``out`` at other lengths (each row's ``run`` indexes ``runs``, one entry
+    per process, so every comparison at one length stays within one process)."""
     from .records import git_sha
     from .train import device_info
 
-    return {"kind": kind, **settings, "versions": device_info(), "git_sha": git_sha(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": []}
+    run = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git_sha": git_sha(), "lengths": lengths,
+           "versions": device_info()}
+    old = json.loads(Path(out).read_text()) if append and out and Path(out).exists() else None
+    if old is not None and old.get("kind") != kind:
+        raise ValueError(f"--append: {out} holds a {old.get('kind')!r} report, not {kind!r}")
+    for key in ("tokens_per_batch", "model", "dtype", "head_dim"):
+        if old is not None and key in settings and old.get(key, settings[key]) != settings[key]:
+            raise ValueError(f"--append: {out} was measured with {key}={old[key]!r}, not {settings[key]!r}")
+    runs, rows = [], []
+    if old is not None:
+        runs = old.get("runs") or [{k: old.get(k) for k in ("started", "git_sha", "versions", "matmul_tflops")}
+                                   | {"lengths": sorted({r["seq_len"] for r in old["rows"]})}]  # a one-run report
+        rows = [{"run": 0, **r} for r in old["rows"] if r["seq_len"] not in lengths]
+    return {"kind": kind, **settings, **run, "runs": runs + [run], "rows": rows}
 
 
 def write(report, out):
@@ -70,7 +85,7 @@ def _device(device=None) -> torch.device:
 
 
 def run_kernels(lengths=KERNEL_LENGTHS, tokens=KERNEL_TOKENS, mechanisms=None, passes=("fwd", "fwd_bwd"),
-                warmup=5, repeats=20, out=None, device=None, log=print) -> dict:
+                warmup=5, repeats=20, out=None, append=False, device=None, log=print) -> dict:
     """Every (length, mechanism, pass): median ms, TFLOP/s of exact kernels, peak MB, status."""
     from . import scaling_kernels as K
     from .step import reset_compiler
@@ -82,11 +97,13 @@ def run_kernels(lengths=KERNEL_LENGTHS, tokens=KERNEL_TOKENS, mechanisms=None, p
     device = _device(device)
     torch.backends.cuda.matmul.allow_tf32 = True  # as in training: FAVOR+'s float32 w.x runs as TF32
     reset_compiler()
-    report = header("scaling-kernels", heads=K.HEADS, head_dim=K.HEAD_DIM, dtype="bf16" if device.type == "cuda"
-                    else "fp32", tokens_per_batch=tokens, warmup=warmup, repeats=repeats, rotations=K.ROTATIONS,
+    report = header("scaling-kernels", lengths, out, append, heads=K.HEADS, head_dim=K.HEAD_DIM,
+                    dtype="bf16" if device.type == "cuda" else "fp32", tokens_per_batch=tokens, warmup=warmup,
+                    repeats=repeats, rotations=K.ROTATIONS,
                     flops="4*B*H*N^2*d forward, x(1+2.5) forward+backward, non-causal",
                     mechanisms={m: K.MECHANISMS[m].what for m in mechanisms},
                     matmul_tflops=K.matmul_tflops(device))
+    report["runs"][-1]["matmul_tflops"] = report["matmul_tflops"]
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     for n in lengths:
         sets = K.input_sets(tokens // n, n, device, dtype=dtype, seed=n)
@@ -94,7 +111,7 @@ def run_kernels(lengths=KERNEL_LENGTHS, tokens=KERNEL_TOKENS, mechanisms=None, p
             for row in K.measure(K.MECHANISMS[name], tokens // n, n, passes, device, warmup, repeats, sets):
                 if row.get("tflops") and report["matmul_tflops"]:
                     row["tflops_of_matmul"] = row["tflops"] / report["matmul_tflops"]
-                report["rows"].append(row)
+                report["rows"].append({**row, "run": len(report["runs"]) - 1})
                 log(_kernel_line(row))
         del sets
         write(report, out)
@@ -141,17 +158,15 @@ def run_model(lengths=MODEL_LENGTHS, tokens=MODEL_TOKENS, variants=MODEL_VARIANT
     short = [n for n in lengths if n <= S.IMDB_MAX]
     imdb = imdb_lengths(data, max(short)) if short else None
     device = _device(device)
-    report = header("scaling-model", model=model, tokens_per_batch=tokens, steps=steps,
+    report = header("scaling-model", lengths, out, append, model=model, tokens_per_batch=tokens, steps=steps,
                     profile_steps=S.PROFILE_STEPS, step_mode_requested=step_mode,
                     data=f"random ids; IMDb lengths ({data}) up to {S.IMDB_MAX} tokens, full length beyond",
                     attention_kernel_pattern=S.ATTENTION_KERNEL.pattern)
-    if append and out and Path(out).exists():
-        report["rows"] = json.loads(Path(out).read_text())["rows"]
     failed: set = set()
     for i, n in enumerate(lengths):
         order = variants[i % len(variants):] + variants[: i % len(variants)]
         for v in order:
-            row = {"variant": v, "seq_len": n, "batch_size": tokens // n, "model": model}
+            row = {"variant": v, "seq_len": n, "batch_size": tokens // n, "model": model, "run": len(report["runs"]) - 1}
             if v in failed:
                 row.update(status="skipped", error="out of memory at a shorter length")
             else:
@@ -210,7 +225,7 @@ def main(argv=None) -> int:
         p.add_argument("--step-mode", default="captured", help="captured (default), compiled or eager")
     for p in (ke, mo):
         p.add_argument("--out", default=None, help="write the report (JSON) here")
-    mo.add_argument("--append", action="store_true", help="keep the rows already in --out")
+        p.add_argument("--append", action="store_true", help="keep the rows of --out at other lengths")
     al.add_argument("--out-dir", default="results/local", help="scaling-kernels.json and scaling-model.json go here")
     args = ap.parse_args(argv)
     try:
@@ -220,7 +235,8 @@ def main(argv=None) -> int:
         out_dir = Path(getattr(args, "out_dir", "."))
         if args.cmd in ("kernels", "all"):
             run_kernels(args.kernel_lengths, args.kernel_tokens, args.mechanisms, args.passes, args.warmup,
-                        args.repeats, args.out if args.cmd == "kernels" else out_dir / "scaling-kernels.json")
+                        args.repeats, args.out if args.cmd == "kernels" else out_dir / "scaling-kernels.json",
+                        append=getattr(args, "append", False))
         if args.cmd in ("model", "all"):
             run_model(args.model_lengths, args.model_tokens, args.variants, args.model, args.steps, args.data,
                       args.step_mode, args.out if args.cmd == "model" else out_dir / "scaling-model.json",

@@ -154,3 +154,15 @@ def test_xz_token_cache_round_trip(tmp_path):
     assert packed.name == "ids.npz.xz" and not npz.exists()
     with np.load(unxz(packed)) as z:
         assert (z["ids"] == np.arange(1000)).all() and str(z["meta"]) == '{"a": 1}'
+
+
+def test_append_keeps_other_lengths_and_names_each_run(tmp_path, monkeypatch):
+    out = tmp_path / "k.json"
+    kw = dict(tokens=64, mechanisms=["eager", "elu-eager"], passes=["fwd"], warmup=0, repeats=1, out=out,
+              device="cpu", log=lambda s: None)
+    SC.run_kernels([16, 32], **kw)
+    rep = SC.run_kernels([32, 64], append=True, **kw)  # 32 measured again, 16 kept
+    assert [(r["seq_len"], r["run"]) for r in rep["rows"] if r["mechanism"] == "eager"] == [(16, 0), (32, 1), (64, 1)]
+    assert [r["lengths"] for r in rep["runs"]] == [[16, 32], [32, 64]]
+    with pytest.raises(ValueError, match="tokens_per_batch=64"):
+        SC.run_kernels([32], append=True, **{**kw, "tokens": 128})
