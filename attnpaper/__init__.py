@@ -1,11 +1,29 @@
-"""attnpaper: the attention variants of the paper, plugged into transformers, and the experiment around them."""
-from .models import (
-    MODEL_ALIASES, OFFLINE_MODEL, RANDOM_DISTILBERT, VARIANTS, attention_modules, build_model, kernels_used,
-    layer_plan, offline_model_dir,
-)
+"""attnpaper: the attention variants of the paper, plugged into transformers, and the experiment around them.
+
+Importing the package registers its model types with transformers' Auto classes (attnpaper.hub),
+so ``AutoModelForSequenceClassification.from_pretrained`` reloads a saved attnpaper model. The
+command line (``python -m attnpaper``, ``attnpaper``) skips that import: its --help stays instant,
+and each command imports what it needs.
+"""
+import importlib
+import sys
+from pathlib import Path
+
+from .names import MODEL_ALIASES, OFFLINE_MODEL, RANDOM_DISTILBERT, VARIANTS
 
 __version__ = "0.1.0"
-__all__ = [
-    "MODEL_ALIASES", "OFFLINE_MODEL", "RANDOM_DISTILBERT", "VARIANTS", "attention_modules", "build_model",
-    "kernels_used", "layer_plan", "offline_model_dir",
-]
+_LAZY = {"attention_modules": "models", "build_model": "models", "kernels_used": "models",
+         "layer_plan": "models", "offline_model_dir": "models"}
+__all__ = ["MODEL_ALIASES", "OFFLINE_MODEL", "RANDOM_DISTILBERT", "VARIANTS", *_LAZY]
+
+
+def __getattr__(name):
+    """Import the heavy parts (torch, transformers) on first use."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# While `python -m attnpaper ...` locates its module, sys.argv[0] is "-m"; the console script is "attnpaper".
+if sys.argv[:1] != ["-m"] and Path(sys.argv[0] if sys.argv else "").name != "attnpaper":
+    from . import hub  # noqa: F401  (registers attnpaper-bert and attnpaper-distilbert)

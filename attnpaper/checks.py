@@ -85,7 +85,7 @@ def check_plan(configs, device=None) -> list:
         if cfg.model not in models:
             models[cfg.model] = model_config(cfg.model)
         conf = models[cfg.model]
-        if cfg.variant not in ("baseline", "sdpa") and conf.model_type not in SUPPORTED_MODEL_TYPES:
+        if conf.model_type.removeprefix("attnpaper-") not in SUPPORTED_MODEL_TYPES:
             raise ValueError(f"bad parameter model={cfg.model!r}: a {conf.model_type} model; the attnpaper "
                              f"variants support {', '.join(SUPPORTED_MODEL_TYPES)} encoders")
         cfg.validate(getattr(conf, "max_position_embeddings", None), getattr(conf, "num_hidden_layers", None))

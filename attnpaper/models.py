@@ -5,25 +5,14 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, DistilBertConfig, PretrainedConfig
+from transformers import AutoConfig, BertConfig, DistilBertConfig, PretrainedConfig
 
-from .attention import ATTN_NAME, LayerAttention, register
+from .attention import ATTN_NAME, register
+from .hub import BUILTIN, LAYER_OPTIONS, MODELS, attach, wrap_config
+from .names import MODEL_ALIASES, OFFLINE_MODEL, RANDOM_DISTILBERT, TINY_RANDOM, VARIANTS  # noqa: F401
 
-VARIANTS = ("baseline", "sdpa", "flash", "linear", "hybrid")
-"""baseline: eager softmax as DistilBERT computes it; sdpa: transformers' default; flash: exact
-fused kernels in every layer; linear: FAVOR+ (or elu+1) in every layer; hybrid: the first k
-layers flash, the rest linear."""
-
-BUILTIN = {"baseline": "eager", "sdpa": "sdpa"}
 OPTIONS = ("attention_dropout", "flash_backend", "feature_map", "num_features", "redraw_every",
            "hybrid_layers", "seed")
-
-OFFLINE_MODEL = "minilm-offline"
-RANDOM_DISTILBERT = "distilbert-base-random"
-TINY_RANDOM = "bert-tiny-random"
-MODEL_ALIASES = (OFFLINE_MODEL, RANDOM_DISTILBERT, TINY_RANDOM)
-"""Model names that need no hub: the packaged all-MiniLM-L6-v2, a random DistilBERT-base, and a tiny
-random BERT (2 layers, hidden 64) for smoke runs; all use the uncased 30,522-token vocabulary."""
 
 
 def offline_model_dir() -> Path:
@@ -126,29 +115,23 @@ def build_model(model, variant, num_labels=2, **options):
     impl = BUILTIN.get(variant, ATTN_NAME)
     if impl == ATTN_NAME:
         register()
-    config = source if isinstance(source, PretrainedConfig) else AutoConfig.from_pretrained(source)
-    config = config.__class__.from_dict(config.to_dict())  # never mutate the caller's config
+    base = source if isinstance(source, PretrainedConfig) else AutoConfig.from_pretrained(source)
+    layers = layer_plan(variant, base.num_hidden_layers, options.get("hybrid_layers")) if impl == ATTN_NAME else None
+    spec = {"variant": variant, "layers": layers, "seed": options.get("seed", 0),
+            "options": {k: options[k] for k in LAYER_OPTIONS if k in options}}
+    config = wrap_config(base, spec)  # a copy: the caller's config is never mutated
     config.num_labels = num_labels
     if num_labels > 1:  # set now: transformers sets it in the first forward, which would recompile a compiled step
         config.problem_type = "single_label_classification"
     _set_attention_dropout(config, float(options.get("attention_dropout", 0.0)))
+    cls = MODELS[type(config)]
     torch.manual_seed(options.get("seed", 0))  # same seed, same initial weights for every variant
     if isinstance(source, PretrainedConfig):
-        clf = AutoModelForSequenceClassification.from_config(config, attn_implementation=impl, dtype=torch.float32)
+        clf = cls(config)
     else:
-        clf = AutoModelForSequenceClassification.from_pretrained(
-            source, config=config, attn_implementation=impl, dtype=torch.float32
-        )
-    clf.config.attnpaper_variant = variant
-    if impl == ATTN_NAME:
-        mods = attention_modules(clf)
-        plan = layer_plan(variant, len(mods), options.get("hybrid_layers"))
-        head_dim = clf.config.hidden_size // clf.config.num_attention_heads
-        layer_opts = {k: options[k] for k in ("flash_backend", "feature_map", "num_features", "redraw_every")
-                      if k in options}
-        for i, (mod, kind) in enumerate(zip(mods, plan)):
-            mod.attnpaper = LayerAttention(kind, head_dim, seed=options.get("seed", 0) * 1000 + i, **layer_opts)
-        clf.config.attnpaper_layers = plan
+        clf = cls.from_pretrained(source, config=config, attn_implementation=impl, dtype=torch.float32)
+        attach(clf)  # the pretrained file holds no random features: draw them from the seed
+    clf.config._attn_implementation = impl
     return clf
 
 

@@ -130,7 +130,7 @@ def packed_forward(model, input_ids, position_ids, cu_seqlens, cls_index, max_se
     gets ``cu_seq_lens_q/k`` and ``max_length_q/k`` through transformers' attention kwargs; the [CLS]
     rows are gathered for the head. Returns (loss or None, logits [B, num_labels]).
     """
-    kind = model.config.model_type
+    kind = model.config.model_type.removeprefix("attnpaper-")  # attnpaper-bert is a bert
     kw = {"cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens, "max_length_q": max_seqlen,
           "max_length_k": max_seqlen}
     if kind == "bert":

@@ -45,8 +45,9 @@ class LayerAttention(nn.Module):
         self.num_features, self.redraw_every, self.head_dim = num_features, redraw_every, head_dim
         self.generator = torch.Generator().manual_seed(seed)
         self.kernels: set[str] = set()
+        # [M, D] FAVOR+ projection, saved with the model (a reloaded model computes the same features)
         proj = orthogonal_gaussian(num_features, head_dim, self.generator) if self._favor else torch.empty(0)
-        self.register_buffer("proj", proj, persistent=False)  # [M, D] FAVOR+ projection
+        self.register_buffer("proj", proj, persistent=self._favor)
 
     @property
     def _favor(self):
