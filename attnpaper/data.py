@@ -5,6 +5,7 @@ padded dynamically to their longest member, never to a fixed length unless asked
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -88,13 +89,20 @@ def _read_parquet(root: Path, split: str):
     return texts.to_pylist(), labels
 
 
-def subsample(texts, labels, n, seed=1234):
-    """A fixed random subset of n rows (the same for every run); all rows when n is None."""
-    if n is None or n >= len(labels):
-        return texts, labels
+def sample_indices(total, n, seed=1234) -> np.ndarray | None:
+    """Sorted indices of a fixed random subset of n rows (the same for every run); None for all rows."""
+    if n is None or n >= total:
+        return None
     if n < 1:
         raise ValueError(f"sample limit must be >= 1, got {n}")
-    keep = np.sort(np.random.default_rng(seed).permutation(len(labels))[:n])
+    return np.sort(np.random.default_rng(seed).permutation(total)[:n])
+
+
+def subsample(texts, labels, n, seed=1234):
+    """A fixed random subset of n rows (the same for every run); all rows when n is None."""
+    keep = sample_indices(len(labels), n, seed)
+    if keep is None:
+        return texts, labels
     return [texts[i] for i in keep], labels[keep]
 
 
@@ -104,18 +112,68 @@ def tokenize(texts, labels, tokenizer, max_length) -> Split:
     return Split(enc["input_ids"], np.asarray(labels, dtype=np.int64))
 
 
+def load_imdb(source):
+    """IMDb as a ``datasets.DatasetDict``: the hub's, or local parquet (checked first: clear errors)."""
+    from datasets import load_dataset
+
+    if source == "hub":
+        return load_dataset(HUB_NAME)
+    root = Path(source)
+    for split in SPLITS:
+        _read_parquet(root, split)  # schema, rows, nulls and labels, each named with its file
+    return load_dataset("parquet", data_files={s: str(root / f"{s}.parquet") for s in SPLITS})
+
+
+def tokenizer_fingerprint(tokenizer, max_length) -> str:
+    """What a tokenised copy depends on: the tokenizer's vocabulary and rules, and max_length."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # truncation/padding are call-time state that the last call left behind
+        rules = json.dumps({k: v for k, v in json.loads(backend.to_str()).items()
+                            if k not in ("truncation", "padding")}, sort_keys=True)
+    else:
+        rules = json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(f"{rules}|{max_length}".encode()).hexdigest()[:16]
+
+
+def tokenize_dataset(ds, tokenizer, max_length):
+    """A batched ``map`` that truncates to max_length, cached by datasets between runs.
+
+    The cache key is the data's own fingerprint plus the tokenizer's and max_length (an explicit
+    fingerprint: hashing a fast tokenizer object is not stable across processes).
+    """
+    key = f"{ds._fingerprint}|{ds.split}|{tokenizer_fingerprint(tokenizer, max_length)}"  # splits share a folder
+    fp = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=max_length), batched=True,
+                  remove_columns=["text"], new_fingerprint=fp, desc=f"tokenising to {max_length} tokens")
+
+
 def load_splits(source, tokenizer, max_length, train_samples=None, test_samples=None) -> dict:
-    """{'train': Split, 'test': Split} from a source (see read_texts) or a token cache (.npz)."""
+    """{'train': Split, 'test': Split} from 'hub', a parquet folder, 'synthetic' or a token cache (.npz).
+
+    The hub and parquet go through ``datasets`` (tokenised once per tokenizer and max_length, then
+    read from its cache); a token cache is the compact form for offline GPU machines.
+    """
     limits = {"train": train_samples, "test": test_samples}
-    if str(source).endswith(".npz"):
+    source = str(source)
+    if source.endswith(".npz"):
         cache = load_token_cache(source, tokenizer, max_length)
         out = {}
         for s, sp in cache.items():
             ids, labels = subsample(sp.ids, sp.labels, limits[s])
             out[s] = Split([x if len(x) <= max_length else x[: max_length - 1] + x[-1:] for x in ids], labels)
         return out
-    raw = read_texts(source)
-    return {s: tokenize(*subsample(*raw[s], limits[s]), tokenizer, max_length) for s in SPLITS}
+    if source == SYNTHETIC:
+        raw = read_texts(source)
+        return {s: tokenize(*subsample(*raw[s], limits[s]), tokenizer, max_length) for s in SPLITS}
+    ds = load_imdb(source)
+    out = {}
+    for s in SPLITS:
+        keep = sample_indices(len(ds[s]), limits[s])
+        tok = tokenize_dataset(ds[s], tokenizer, max_length)
+        tok = tok if keep is None else tok.select(keep)
+        rows = tok[:]  # plain lists (a column access alone is lazy)
+        out[s] = Split(rows["input_ids"], np.asarray(rows["label"], dtype=np.int64))
+    return out
 
 
 def save_token_cache(path, splits: dict, tokenizer, max_length):
@@ -183,17 +241,17 @@ def synthetic_corpus(n, seed=0):
     return texts, np.asarray(labels)
 
 
-def batches(split: Split, batch_size, pad_id=0, shuffle=False, generator=None, fixed_length=None):
-    """Yield {'input_ids', 'attention_mask', 'labels'} padded to the batch's longest (or fixed_length)."""
-    order = torch.randperm(len(split), generator=generator).tolist() if shuffle else range(len(split))
-    order = list(order)
+def batches(split: Split, batch_size, tokenizer, shuffle=False, generator=None, fixed_length=None):
+    """Yield {'input_ids', 'attention_mask', 'labels'} padded to the batch's longest (or fixed_length).
+
+    The padding is transformers' ``DataCollatorWithPadding``, as a Trainer user's batches would be.
+    """
+    from transformers import DataCollatorWithPadding
+
+    collate = DataCollatorWithPadding(tokenizer, padding="max_length" if fixed_length else "longest",
+                                      max_length=fixed_length, return_tensors="pt")
+    order = torch.randperm(len(split), generator=generator).tolist() if shuffle else list(range(len(split)))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        seqs = [split.ids[i] for i in idx]
-        n = fixed_length or max(len(x) for x in seqs)
-        ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), n), dtype=torch.long)
-        for row, seq in enumerate(seqs):
-            ids[row, : len(seq)] = torch.as_tensor(seq)
-            mask[row, : len(seq)] = 1
-        yield {"input_ids": ids, "attention_mask": mask, "labels": torch.as_tensor(split.labels[idx])}
+        yield collate([{"input_ids": split.ids[i], "attention_mask": [1] * len(split.ids[i]),
+                        "labels": int(split.labels[i])} for i in idx])

@@ -142,9 +142,16 @@ def toy_split():
     return D.Split(ids, np.array([0, 1, 0, 1, 1]))
 
 
-def test_batches_pad_to_longest_in_batch():
+@pytest.fixture(scope="module")
+def tok():
+    from attnpaper.train import load_tokenizer
+
+    return load_tokenizer("bert-tiny-random")
+
+
+def test_batches_pad_to_longest_in_batch(tok):
     sp = toy_split()
-    out = list(D.batches(sp, 2, pad_id=0))
+    out = list(D.batches(sp, 2, tok))
     assert [b["input_ids"].shape for b in out] == [(2, 3), (2, 5), (1, 4)]
     for b, idx in zip(out, [[0, 1], [2, 3], [4]]):
         lengths = [len(sp.ids[i]) for i in idx]
@@ -152,29 +159,29 @@ def test_batches_pad_to_longest_in_batch():
         for row, i in enumerate(idx):
             L = len(sp.ids[i])
             assert b["input_ids"][row, :L].tolist() == sp.ids[i]
-            assert (b["input_ids"][row, L:] == 0).all()
+            assert (b["input_ids"][row, L:] == tok.pad_token_id).all()
             assert (b["attention_mask"][row, :L] == 1).all() and (b["attention_mask"][row, L:] == 0).all()
         assert b["labels"].tolist() == sp.labels[idx].tolist()
 
 
-def test_batches_fixed_length_and_pad_id():
-    out = list(D.batches(toy_split(), 2, pad_id=99, fixed_length=8))
+def test_batches_fixed_length_and_pad_id(tok):
+    out = list(D.batches(toy_split(), 2, tok, fixed_length=8))
     assert all(b["input_ids"].shape[1] == 8 for b in out)
-    assert out[0]["input_ids"][1].tolist() == [4, 5] + [99] * 6
+    assert out[0]["input_ids"][1].tolist() == [4, 5] + [tok.pad_token_id] * 6
     assert out[0]["attention_mask"][1].tolist() == [1, 1] + [0] * 6
 
 
-def test_batches_shuffle_is_seeded():
+def test_batches_shuffle_is_seeded(tok):
     sp = D.Split([[i] * (i % 4 + 1) for i in range(40)], np.arange(40) % 2)
 
     def order(seed):
-        return [x for b in D.batches(sp, 8, shuffle=True, generator=torch.Generator().manual_seed(seed))
+        return [x for b in D.batches(sp, 8, tok, shuffle=True, generator=torch.Generator().manual_seed(seed))
                 for x in b["input_ids"][:, 0].tolist()]
 
     assert order(3) == order(3)
     assert sorted(order(3)) == list(range(40))  # a permutation: every row once
     assert order(3) != list(range(40)) and order(3) != order(4)
-    assert [b["input_ids"][:, 0].tolist() for b in D.batches(sp, 40)][0] == list(range(40))  # no shuffle: in order
+    assert [b["input_ids"][:, 0].tolist() for b in D.batches(sp, 40, tok)][0] == list(range(40))  # no shuffle: in order
 
 
 # --- token cache -------------------------------------------------------------------------------------
