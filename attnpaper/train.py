@@ -173,6 +173,14 @@ def step_plan(n, batch_size, total, generator) -> list[list[int]]:
     return plan[:total]
 
 
+def make_scheduler(optimizer, schedule: str, warmup_ratio: float, total: int):
+    """transformers' schedule helpers, with Trainer's warm-up count (ceil(warmup_ratio x steps))."""
+    from transformers import get_scheduler
+
+    name = {"linear": "linear", "constant": "constant_with_warmup"}[schedule]
+    return get_scheduler(name, optimizer, num_warmup_steps=math.ceil(warmup_ratio * total), num_training_steps=total)
+
+
 WARMUP_CALLS = 3  # a captured shape runs compiled, then is recorded as a graph, then replays
 
 
@@ -210,14 +218,7 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
     total = math.ceil(cfg.epochs * steps_per_epoch)
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
-    warmup = int(cfg.warmup_ratio * total)
-
-    def lr_factor(step):
-        if step < warmup:
-            return (step + 1) / warmup
-        return 1.0 if cfg.schedule == "constant" else max(0.0, (total - step) / max(1, total - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    scheduler = make_scheduler(optimizer, cfg.schedule, cfg.warmup_ratio, total)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     step_fn = TrainStep(model, optimizer, scheduler, scaler, precision, device, step_mode,
                         max_grad_norm=cfg.max_grad_norm)
