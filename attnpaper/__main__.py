@@ -1,4 +1,4 @@
-"""Command line: `python -m attnpaper sweep|bench|bundle|table ...` (see --help of each)."""
+"""Command line: `python -m attnpaper sweep|bench|bundle|table|scaling ...` (see --help of each)."""
 from __future__ import annotations
 
 import argparse
@@ -31,16 +31,27 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv=None):
-    from .models import VARIANTS
+    from . import __version__
+    from .names import MODEL_ALIASES, VARIANTS
 
-    ap = _Parser(prog="python -m attnpaper", description=__doc__)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["scaling"]:  # its own options: python -m attnpaper scaling --help
+        from .scaling import main as scaling_main
+
+        return scaling_main(argv[1:])
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    ap = _Parser(prog="python -m attnpaper", description=__doc__, formatter_class=fmt)
+    ap.add_argument("--version", action="version", version=f"attnpaper {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
+    models = f"{', '.join(MODEL_ALIASES)}, a local directory or a hub name"
 
-    sw = sub.add_parser("sweep", help="run the experiment notebook per (variant, seed) with papermill")
+    sw = sub.add_parser("sweep", help="run the experiment notebook per (variant, seed) with papermill",
+                        formatter_class=fmt)
     sw.add_argument("--variants", nargs="+", default=["baseline", "flash", "linear", "hybrid"],
                     help=f"from {', '.join(VARIANTS)}")
     sw.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    sw.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a parameter (repeatable)")
+    sw.add_argument("--set", action="append", metavar="NAME=VALUE",
+                    help="override a notebook parameter (repeatable), e.g. --set lr=1e-4 --set data=DIR")
     sw.add_argument("--smoke", action="store_true", help="tiny random model on synthetic data (CPU, seconds)")
     sw.add_argument("--force", action="store_true", help="rerun even when a record exists (a failed rerun keeps it)")
     sw.add_argument("--fresh", action="store_true", help="ignore checkpoints of unfinished runs and start them over")
@@ -49,29 +60,37 @@ def main(argv=None):
     sw.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
     sw.add_argument("--notebook", default=None,
                     help="the experiment notebook (default: chapters/07_experiment.ipynb of this checkout)")
+    sw.add_argument("--quiet", action="store_true", help="one line per run instead of streaming its progress")
 
-    be = sub.add_parser("bench", help="training-step time and peak memory of variants, side by side")
-    be.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    be.add_argument("--model", nargs="+", default=["distilbert-base-random"],
-                    help="one or more: distilbert-base-random, minilm-offline, bert-tiny-random, a directory or hub name")
+    be = sub.add_parser("bench", help="training-step time and peak memory of variants, side by side",
+                        formatter_class=fmt)
+    be.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"from {', '.join(VARIANTS)}")
+    be.add_argument("--model", nargs="+", default=["distilbert-base-random"], help=f"one or more of: {models}")
     be.add_argument("--step-modes", nargs="+", default=["eager", "captured"],
                     help="from eager, compiled, captured (measured side by side)")
     be.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
-    be.add_argument("--lengths", nargs="+", type=int, default=[128])
-    be.add_argument("--steps", type=int, default=40)
-    be.add_argument("--repeats", type=int, default=2)
+    be.add_argument("--lengths", nargs="+", type=int, default=[128], help="max_length of each measurement")
+    be.add_argument("--steps", type=int, default=40, help="timed training steps per measurement")
+    be.add_argument("--repeats", type=int, default=2, help="measurements per (variant, length, mode)")
     be.add_argument("--batch-size", type=int, default=32)
-    be.add_argument("--data", default=None, help="token source (default: $ATTNPAPER_IMDB or hub)")
+    be.add_argument("--data", default=None,
+                    help="review lengths: an IMDb folder, a .npy of token counts (default: $ATTNPAPER_IMDB or hub)")
     be.add_argument("--out", default=None, help="write the measurements to this JSON file")
 
-    bu = sub.add_parser("bundle", help="prepare a self-contained folder for an offline GPU machine")
+    bu = sub.add_parser("bundle", help="prepare a self-contained folder for an offline GPU machine",
+                        formatter_class=fmt)
     bu.add_argument("--out", default="bundle")
     bu.add_argument("--data", default=None, help="IMDb source (default: $ATTNPAPER_IMDB or hub)")
     bu.add_argument("--max-length", type=int, default=128)
     bu.add_argument("--wheels", default=".whl", help="folder of wheels the GPU machine lacks")
 
-    tb = sub.add_parser("table", help="summarise records into the results table")
+    tb = sub.add_parser("table", help="summarise records into the results table", formatter_class=fmt)
     tb.add_argument("dirs", nargs="+", help="folders holding records/*.json")
+    tb.add_argument("--format", default="text", choices=("text", "markdown", "latex", "csv"),
+                    help="text for the terminal; markdown, latex (booktabs) or csv to paste")
+
+    sub.add_parser("scaling", help="attention kernels and the training step over sequence length "
+                                   "(python -m attnpaper scaling --help)", add_help=False)
 
     args = ap.parse_args(argv)
     try:
@@ -84,7 +103,7 @@ def main(argv=None):
             try:
                 res = sweep(args.variants, args.seeds, args.out, parse_set(args.set), args.smoke, args.force,
                             notebook=notebook, kernel_name=args.kernel, fresh=args.fresh,
-                            keep_checkpoints=args.keep_checkpoints,
+                            keep_checkpoints=args.keep_checkpoints, stream=not args.quiet,
                             log=lambda msg: print(msg, file=sys.stderr, flush=True))
             except SweepStopped as err:
                 print(f"error: {err}", file=sys.stderr)
@@ -102,9 +121,10 @@ def main(argv=None):
 
             make_bundle(args.out, args.data, args.max_length, args.wheels)
         elif args.cmd == "table":
-            from .results import load_records, summarise
+            from .results import load_records
+            from .tables import format_table
 
-            print(summarise(load_records(*args.dirs)).to_string())
+            print(format_table(load_records(*args.dirs), args.format))
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ import errno
 import os
 import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -116,20 +117,24 @@ def _last_line(err) -> str:
 
 
 def sweep(variants, seeds, out, overrides=None, smoke=False, force=False, notebook=NOTEBOOK,
-          kernel_name=None, log=print, fresh=False, keep_checkpoints=False) -> list[dict]:
+          kernel_name=None, log=print, fresh=False, keep_checkpoints=False, stream=False) -> list[dict]:
     """Execute ``notebook`` for each configuration; records go to out/records, notebooks to out/notebooks.
 
     A run whose record exists with status ok is skipped unless force; a run another live process
     has claimed is skipped. A killed run resumes from its checkpoint (unless ``fresh``). A failed
     run is recorded as failed with its error (never over an ok record) and the sweep goes on; a
-    write error that every run would hit stops it (SweepStopped). Returns one summary dict per run.
+    write error that every run would hit stops it (SweepStopped). Before each run a line says how
+    far the sweep is (runs done and left, elapsed, an estimate of the rest); ``stream`` also passes
+    each run's own output (its progress bars) through as it comes. Returns one summary dict per run.
     """
     import papermill as pm
 
     configs = plan(variants, seeds, overrides, smoke)
     out = prepare_out(out)
-    summary = []
-    for cfg in configs:
+    if stream:
+        _stream_papermill_output()
+    summary, start, ran = [], time.perf_counter(), []
+    for i, cfg in enumerate(configs):
         rec_path = out / "records" / record_name(cfg)
         nb_path = out / "notebooks" / rec_path.with_suffix(".ipynb").name
         if not force and _done(rec_path, out, log):
@@ -144,16 +149,45 @@ def sweep(variants, seeds, out, overrides=None, smoke=False, force=False, notebo
         if claim.took_over:
             log(f"took over the stale claim of {claim.took_over} on {rec_path.name}")
         stage = out / ".staging" / f"{os.getpid()}@{socket.gethostname()}"
+        log(_progress(i, len(configs), summary, time.perf_counter() - start, ran))
         try:
             summary.append(_run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_name,
-                                    log, fresh, keep_checkpoints))
+                                    log, fresh, keep_checkpoints, stream))
+            ran.append(summary[-1]["wall_s"])
         finally:
             claim.release()
             shutil.rmtree(stage, ignore_errors=True)
     return summary
 
 
-def _run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_name, log, fresh, keep):
+def _progress(i, total, summary, elapsed, walls) -> str:
+    """'[3/10] 2 ok, 0 failed, 0 skipped; 4m10s elapsed, about 9m left'."""
+    def fmt(s):
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+
+    count = {k: sum(r["status"] == k for r in summary) for k in ("ok", "failed", "skipped", "claimed")}
+    left = total - i
+    eta = f", about {fmt(left * sum(walls) / len(walls))} left" if walls else ""
+    done = ", ".join(f"{n} {k}" for k, n in count.items() if n or k in ("ok", "failed"))
+    return f"[{i + 1}/{total}] {done}; {fmt(elapsed)} elapsed{eta}"
+
+
+def _stream_papermill_output():
+    """Send papermill's log (each run's cell output, as it comes) to stderr."""
+    import logging
+
+    logger = logging.getLogger("papermill")
+    if not any(getattr(h, "_attnpaper", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler._attnpaper = True
+        handler.setFormatter(logging.Formatter("  | %(message)s"))
+        handler.addFilter(lambda r: not r.getMessage().startswith(("Executing Cell", "Ending Cell")))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def _run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_name, log, fresh, keep, stream):
     """One run through papermill into ``stage``; moved into place when whole."""
     stage.mkdir(parents=True, exist_ok=True)
     staged_rec, staged_nb = stage / rec_path.name, stage / nb_path.name
@@ -164,7 +198,7 @@ def _run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_nam
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(str(notebook), str(staged_nb), parameters=params, kernel_name=kernel_name,
-                            progress_bar=False)  # the kernel runs in this cwd: relative paths hold
+                            progress_bar=False, log_output=stream)  # the kernel runs in this cwd
         rec = read_record(staged_rec)
         if rec["status"] != "ok":
             raise RuntimeError(f"the notebook finished but its record says {rec['status']}")

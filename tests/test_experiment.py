@@ -142,7 +142,7 @@ def test_sweep_writes_records_and_notebooks(smoke_sweep):
         assert all(k in rec for k in REQUIRED)
         assert rec["variant"] == variant and rec["seed"] == 0 and rec["status"] == "ok" and rec["error"] is None
         assert rec["model"] == SMOKE["model"] and rec["data"] == "synthetic"
-        assert 0 <= rec["accuracy"] <= 1 and rec["train_time_s"] > 0
+        assert rec["accuracy"] > 0.75 and rec["train_time_s"] > 0  # the smoke preset learns (chance: 0.5)
         assert rec["config_hash"] == RunConfig(**SMOKE).config_hash()
         assert len(rec["kernels"]) == 2
         nb = nbformat.read(s["notebook"], as_version=4)

@@ -1,0 +1,78 @@
+"""The results table as a reader pastes it: rounded, with n and paired 95% intervals, in several formats."""
+from __future__ import annotations
+
+import pandas as pd
+
+from .results import GROUP, paired_vs_baseline, summarise
+
+FORMATS = ("text", "markdown", "latex", "csv")
+
+
+def paper_table(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per (configuration, variant): n, accuracy mean and sd, the paired difference to baseline
+    with its 95% t interval (accuracy points), time and memory, rounded for print."""
+    summary = summarise(records)
+    rows = []
+    for key, group in summary.groupby(GROUP, sort=False, dropna=False):
+        recs = records
+        for col, value in zip(GROUP, key):
+            recs = recs[recs[col].isna()] if pd.isna(value) else recs[recs[col] == value]
+        try:
+            paired = paired_vs_baseline(recs).set_index("variant")
+        except ValueError:  # no baseline in this configuration: no paired column
+            paired = pd.DataFrame(columns=["n_pairs", "diff_mean", "ci_low", "ci_high"])
+        for _, r in group.iterrows():
+            p = paired.loc[r["variant"]] if r["variant"] in paired.index else None
+            rows.append({
+                "model": r["model"], "max_length": int(r["max_length"]), "device": r["device"],
+                "variant": r["variant"], "n": int(r["n"]), "failed": int(r["failed"]),
+                "accuracy": round(r["acc_mean"], 4), "sd": _round(r["acc_std"], 4),
+                "diff_pts": None if p is None else _round(100 * p["diff_mean"], 2),
+                "ci95_low": None if p is None else _round(100 * p["ci_low"], 2),
+                "ci95_high": None if p is None else _round(100 * p["ci_high"], 2),
+                "n_pairs": None if p is None else int(p["n_pairs"]),
+                "train_time_s": _round(r["train_time_s"], 1), "n_timed": int(r["n_timed"]),
+                "peak_memory_mb": _round(r["peak_memory_mb"], 0),
+            })
+    return pd.DataFrame(rows)
+
+
+def _round(x, digits):
+    return None if x is None or pd.isna(x) else round(float(x), digits)
+
+
+def _display(table: pd.DataFrame) -> pd.DataFrame:
+    """Human formats: the interval in one column, '-' for what does not apply."""
+    def interval(r):
+        if r["diff_pts"] is None or pd.isna(r["diff_pts"]):
+            return "-"
+        if r["ci95_low"] is None or pd.isna(r["ci95_low"]):
+            return f"{r['diff_pts']:+.2f} (n={r['n_pairs']})"
+        return f"{r['diff_pts']:+.2f} [{r['ci95_low']:+.2f}, {r['ci95_high']:+.2f}]"
+
+    out = pd.DataFrame({
+        "model": table["model"], "N": table["max_length"], "variant": table["variant"], "n": table["n"],
+        "accuracy": [f"{a:.4f} ± {s:.4f}" if s is not None and not pd.isna(s) else f"{a:.4f}"
+                     for a, s in zip(table["accuracy"], table["sd"])],
+        "vs baseline, pts [95% CI]": table.apply(interval, axis=1),
+        "train s": [("-" if t is None or pd.isna(t) else f"{t:.1f}") for t in table["train_time_s"]],
+        "peak MB": [("-" if m is None or pd.isna(m) else f"{m:.0f}") for m in table["peak_memory_mb"]],
+    })
+    if table["failed"].any():
+        out["failed"] = table["failed"]
+    return out
+
+
+def format_table(records: pd.DataFrame, fmt: str = "text") -> str:
+    """The table in ``fmt``: text, markdown, latex (booktabs) or csv (numbers, one column each)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown table format {fmt!r}; valid: {', '.join(FORMATS)}")
+    table = paper_table(records)
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    shown = _display(table)
+    if fmt == "markdown":
+        return shown.to_markdown(index=False)
+    if fmt == "latex":
+        return shown.to_latex(index=False, escape=True).replace("±", r"$\pm$")
+    return shown.to_string(index=False)
