@@ -33,38 +33,48 @@ def export_fp16(src: Path, dst: Path) -> Path:
     return dst
 
 
-def unxz(path) -> Path:
-    """Decompress ``name.npz.xz`` (written with ``xz=True``) beside it as ``name.npz``; returns that path."""
-    import lzma
-
-    path = Path(path)
-    if path.suffix != ".xz":
-        raise ValueError(f"{path} is not an .xz file")
-    out = path.with_suffix("")
-    with lzma.open(path) as src, open(out, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    return out
+XZ_DIRNAME = "xz"
+"""bundle/xz/ mirrors the bundle with its two large files xz-compressed: what a call carries when the
+512-token ids and the model must fit in 64 MiB together (scripts/gpu_run.sh unpacks it)."""
 
 
-def _xz_cache(npz: Path) -> Path:
-    """Rewrite a compressed .npz as an uncompressed one inside xz (512-token ids: 12 MiB instead of 17)."""
+def _xz(src: Path, dst: Path, preset=6) -> Path:
+    """Write ``dst`` (.xz) from ``src``; an .npz is stored uncompressed inside (xz packs it tighter)."""
     import io
     import lzma
 
-    with np.load(npz) as z:
-        arrays = {k: z[k] for k in z.files}
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    out = npz.with_name(npz.name + ".xz")
-    out.write_bytes(lzma.compress(buf.getvalue(), preset=9 | lzma.PRESET_EXTREME))
-    npz.unlink()
+    data = src.read_bytes()
+    if src.suffix == ".npz":
+        with np.load(src) as z:
+            buf = io.BytesIO()
+            np.savez(buf, **{k: z[k] for k in z.files})
+            data = buf.getvalue()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(lzma.compress(data, preset=preset))
+    return dst
+
+
+def unpack_xz(src="bundle/xz", dst="bundle") -> list[Path]:
+    """Restore every file of ``src`` under ``dst`` (``*.xz`` decompressed, the rest copied); returns them."""
+    import lzma
+
+    src, dst, out = Path(src), Path(dst), []
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src} is not a folder; make it with make_bundle(..., xz=True)")
+    for f in sorted(p for p in src.rglob("*") if p.is_file()):
+        target = dst / f.relative_to(src)
+        target = target.with_suffix("") if f.suffix == ".xz" else target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with (lzma.open(f) if f.suffix == ".xz" else open(f, "rb")) as a, open(target, "wb") as b:
+            shutil.copyfileobj(a, b)
+        out.append(target)
     return out
 
 
 def make_bundle(out="bundle", source=None, max_length=128, wheels=".whl", xz=False) -> Path:
     """Write the bundle and check that what one call carries (the model, these token ids, the lengths,
-    the git sha and the wheels) stays under the device's 64 MiB. xz: store the ids as .npz.xz
-    (``unxz`` restores the .npz; scripts/gpu_run.sh does it)."""
+    the git sha and the wheels) stays under the device's 64 MiB. xz: also write bundle/xz/ (model
+    weights and token ids xz-compressed) and check that instead."""
     from transformers import AutoTokenizer
 
     from .models import offline_model_dir
@@ -78,16 +88,27 @@ def make_bundle(out="bundle", source=None, max_length=128, wheels=".whl", xz=Fal
     splits = {s: D.tokenize(*raw[s], tok, max_length) for s in D.SPLITS}
     ids = out / f"imdb-{max_length}.npz"
     D.save_token_cache(ids, splits, tok, max_length)
-    if xz:
-        ids = _xz_cache(ids)
     full = tok(raw["train"][0], truncation=False)["input_ids"]
     np.save(out / "imdb-train-lengths.npy", np.array([len(x) for x in full], dtype=np.int32))
     (out / "GIT_SHA").write_text(git_sha() + "\n")
     carried = [*model_dir.rglob("*"), ids, out / "imdb-train-lengths.npy", out / "GIT_SHA"]
+    if xz:
+        packed = out / XZ_DIRNAME
+        shutil.rmtree(packed, ignore_errors=True)
+        big = {model_dir / "model.safetensors", ids}
+        for f in big | {p for p in model_dir.iterdir() if p.is_file()}:
+            rel = f.relative_to(out)
+            if f in big:
+                _xz(f, packed / rel.with_name(rel.name + ".xz"))
+            else:
+                (packed / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(f, packed / rel)
+        carried = [*packed.rglob("*"), out / "GIT_SHA"]
     size = sum(p.stat().st_size for p in carried if p.is_file())
     wheel_size = sum(p.stat().st_size for p in Path(wheels).glob("*.whl")) if Path(wheels).is_dir() else 0
-    print(f"bundle {out}: model, {ids.name} and lengths {size / 2**20:.1f} MiB + wheels {wheel_size / 2**20:.1f} MiB")
+    what = f"{out / XZ_DIRNAME} and GIT_SHA" if xz else f"model, {ids.name}, lengths and GIT_SHA"
+    print(f"bundle {out}: {what} {size / 2**20:.1f} MiB + wheels {wheel_size / 2**20:.1f} MiB")
     if size + wheel_size > LIMIT_MB * 2**20:
         raise ValueError(f"bundle and wheels are {(size + wheel_size) / 2**20:.1f} MiB, over {LIMIT_MB} MiB"
-                         + ("" if xz else "; store the ids with xz (make_bundle(..., xz=True))"))
+                         + ("" if xz else "; try make_bundle(..., xz=True)"))
     return out

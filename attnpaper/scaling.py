@@ -3,7 +3,7 @@
 kernels: each attention mechanism alone (attnpaper.scaling_kernels), fwd and fwd+bwd, bf16, 12 x 64
 heads, tokens per batch constant. model: the captured training step of each variant at DistilBERT's
 shape (attnpaper.scaling_model). Both write a JSON report (rows plus device, versions, git commit),
-rewritten after every length, so a run cut short keeps what it measured.
+rewritten after every measurement, so a run cut short keeps what it measured.
 """
 from __future__ import annotations
 
@@ -113,8 +113,8 @@ def run_kernels(lengths=KERNEL_LENGTHS, tokens=KERNEL_TOKENS, mechanisms=None, p
                     row["tflops_of_matmul"] = row["tflops"] / report["matmul_tflops"]
                 report["rows"].append({**row, "run": len(report["runs"]) - 1})
                 log(_kernel_line(row))
+            write(report, out)  # after every mechanism: a run cut short keeps what it measured
         del sets
-        write(report, out)
     return report
 
 

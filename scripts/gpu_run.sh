@@ -5,7 +5,7 @@
 #   BENCH_MODELS=bundle/all-MiniLM-L6-v2-fp16 bash scripts/gpu_run.sh gputest bench-step
 #   bash scripts/gpu_run.sh scaling-kernels scaling-model        # where attention starts to matter
 #   TAG=h100-512 DATA=bundle/imdb-512.npz SWEEP_SET="--set max_length=512" bash scripts/gpu_run.sh parallel "baseline:0 ..."
-# STAGE_TIMEOUT=seconds stops each scaling stage in time; their JSON is rewritten after every length.
+# STAGE_TIMEOUT=seconds stops each scaling stage in time; their JSON is rewritten after every measurement.
 # Everything it makes goes under results/$TAG and is packed into $OUT/results-$TAG-<stage>.tgz.
 set -uo pipefail
 OUT=${OUT:-/tmp/attnpaper-out}; TAG=${TAG:-h100}; mkdir -p "$OUT" "results/$TAG"
@@ -16,9 +16,9 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export ATTNPAPER_GIT_SHA=$(cat bundle/GIT_SHA) ATTNPAPER_TOKENIZER=$PWD/bundle/all-MiniLM-L6-v2-fp16
 MODEL=bundle/all-MiniLM-L6-v2-fp16; DATA=${DATA:-bundle/imdb-128.npz}; LENGTHS=bundle/imdb-train-lengths.npy
-for f in bundle/*.npz.xz; do  # token ids too large for zlib within the 64 MiB a call carries (bundle --xz)
-  [ -f "$f" ] && [ ! -f "${f%.xz}" ] && python3 -c "from attnpaper.bundle import unxz; unxz('$f')"
-done
+if [ -d bundle/xz ]; then  # model and 512-token ids, xz-compressed to fit the 64 MiB a call carries
+  python3 -c "from attnpaper.bundle import unpack_xz; print(len(unpack_xz('bundle/xz', 'bundle')), 'files unpacked')" || exit 1
+fi
 VARIANTS=${VARIANTS:-baseline sdpa flash linear hybrid}
 pack() { tar czf "$OUT/results-$TAG-$1.tgz" "results/$TAG"; }
 while [ $# -gt 0 ]; do

@@ -11,7 +11,7 @@ from attnpaper import scaling_model as S
 from attnpaper.attention import LayerAttention
 from attnpaper.attention.linear import favor_features
 from attnpaper.attention.softmax import softmax_attention
-from attnpaper.bundle import _xz_cache, unxz
+from attnpaper.bundle import _xz, unpack_xz
 
 KERNEL_KEYS = {"mechanism", "seq_len", "batch", "pass", "ms", "tflops", "peak_mb", "status"}
 MODEL_KEYS = {"variant", "seq_len", "batch_size", "step_mode", "step_time_ms_median", "gpu_busy_ms_per_step",
@@ -147,13 +147,19 @@ def test_batches_follow_imdb_lengths_then_full_length():
     assert all(b["cu_seqlens"][:3].tolist() == [0, 1024, 2048] and b["input_ids"].numel() == 2048 for b in full)
 
 
-def test_xz_token_cache_round_trip(tmp_path):
-    npz = tmp_path / "ids.npz"
+def test_xz_bundle_round_trip(tmp_path):
+    npz, weights = tmp_path / "b" / "ids.npz", tmp_path / "b" / "m" / "w.bin"
+    weights.parent.mkdir(parents=True)
     np.savez_compressed(npz, ids=np.arange(1000, dtype=np.uint16), meta=np.array('{"a": 1}'))
-    packed = _xz_cache(npz)
-    assert packed.name == "ids.npz.xz" and not npz.exists()
-    with np.load(unxz(packed)) as z:
+    weights.write_bytes(bytes(range(256)) * 10)
+    _xz(npz, tmp_path / "xz" / "ids.npz.xz")
+    _xz(weights, tmp_path / "xz" / "m" / "w.bin.xz")
+    (tmp_path / "xz" / "m" / "config.json").write_text("{}")
+    got = unpack_xz(tmp_path / "xz", tmp_path / "out")
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in got) == ["ids.npz", "m/config.json", "m/w.bin"]
+    with np.load(tmp_path / "out" / "ids.npz") as z:
         assert (z["ids"] == np.arange(1000)).all() and str(z["meta"]) == '{"a": 1}'
+    assert (tmp_path / "out" / "m" / "w.bin").read_bytes() == weights.read_bytes()
 
 
 def test_append_keeps_other_lengths_and_names_each_run(tmp_path, monkeypatch):
