@@ -73,7 +73,10 @@ class Checkpoint:
                 raise ValueError("it belongs to another configuration or data order")
         except Exception as err:  # torch raises many types for a damaged file
             aside = self.path.with_suffix(".corrupt")
-            os.replace(self.path, aside)
+            try:
+                os.replace(self.path, aside)
+            except FileNotFoundError:  # another rank of a data-parallel run moved it first
+                pass
             print(f"checkpoint {self.path} cannot be used ({type(err).__name__}: {str(err)[:100]}); "
                   f"moved to {aside.name}, starting from step 0", file=sys.stderr, flush=True)
             return None

@@ -54,6 +54,7 @@ class RunConfig:
     bucket: int | None = None  # static shapes: lengths (padded) or token counts (packed) rounded up to this; see packing
     max_grad_norm: float | None = None  # None: no clipping, as the paper's setup (Trainer's default is 1.0)
     checkpoint_every: int = 500  # save a resumable checkpoint every this many steps (and at each epoch end); 0: never
+    nproc_per_node: int = 1  # >1: data-parallel over this many GPUs (torchrun + DDP), same global batch and lr
     notes: dict = field(default_factory=dict)
 
     def validate(self, model_max_positions: int | None = None, num_layers: int | None = None):
@@ -98,6 +99,10 @@ class RunConfig:
                                                or not isinstance(self.max_grad_norm, (int, float))
                                                or not math.isfinite(self.max_grad_norm) or self.max_grad_norm <= 0):
             bad("max_grad_norm", "must be None (no clipping) or a finite number > 0")
+        if not is_int(self.nproc_per_node) or self.nproc_per_node < 1:
+            bad("nproc_per_node", "must be an int >= 1 (1: one process, no DDP)")
+        if self.batch_size % self.nproc_per_node:
+            bad("nproc_per_node", f"must divide batch_size={self.batch_size} (each process takes an equal share)")
         if not is_int(self.checkpoint_every) or self.checkpoint_every < 0:
             bad("checkpoint_every", "must be an int >= 0 (0: no checkpoints)")
         if self.schedule not in SCHEDULES:
@@ -192,7 +197,7 @@ class RunConfig:
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 NOT_HASHED = ("variant", "seed", "notes", "checkpoint_every")
 """Left out of the configuration hash: what a table row pools over, and what cannot change a result."""
-HASHED_UNLESS_DEFAULT = {"max_grad_norm": None}
+HASHED_UNLESS_DEFAULT = {"max_grad_norm": None, "nproc_per_node": 1}
 """Fields added after records existed: at their default they leave the hash as it was."""
 
 

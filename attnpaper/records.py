@@ -167,6 +167,12 @@ def run_and_record(cfg: RunConfig, out_dir, checkpoint_dir=None, fresh=False, ke
     from .checkpoint import Checkpoint
     from .train import train
 
+    from . import ddp
+
+    if cfg.nproc_per_node > 1 and not ddp.launched():  # start the processes; rank 0 writes the record
+        check_plan([cfg])
+        return ddp.launch(cfg, out_dir, checkpoint_dir, fresh, keep_checkpoint)
+    rank = ddp.world()[0]
     rec = new_record(cfg)
     path = Path(out_dir) / record_name(cfg)
     ckpt = None
@@ -182,9 +188,11 @@ def run_and_record(cfg: RunConfig, out_dir, checkpoint_dir=None, fresh=False, ke
         rec["status"] = "ok"
     except Exception as err:
         rec.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
-        save_result(rec, path)
+        if rank == 0:
+            save_result(rec, path)
         raise
-    save_result(rec, path)
-    if ckpt:
-        ckpt.finish()
+    if rank == 0:  # one record per run: data-parallel ranks 1.. trained the same model
+        save_result(rec, path)
+        if ckpt:
+            ckpt.finish()
     return rec

@@ -52,6 +52,17 @@ def autocast(precision, device):
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+class LossModule(torch.nn.Module):
+    """The classifier's loss on a collated batch as a module's forward, for DDP to wrap."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        return forward(self.model, batch)[0]
+
+
 class TrainStep:
     """forward + backward + optimizer step for one collated batch; returns the loss (a device tensor).
 
@@ -60,21 +71,23 @@ class TrainStep:
     """
 
     def __init__(self, model, optimizer, scheduler, scaler, precision, device, mode="eager",
-                 backend="inductor", max_grad_norm=None):
+                 backend="inductor", max_grad_norm=None, ddp=None):
         if mode not in STEP_MODES[1:]:
             raise ValueError(f"unknown step mode {mode!r}; valid: {', '.join(STEP_MODES[1:])}")
         self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
         self.precision, self.device, self.mode, self.max_grad_norm = precision, torch.device(device), mode, max_grad_norm
+        self.ddp = ddp  # a DistributedDataParallel(LossModule(model)): gradients averaged over ranks
         self.fwd = self._loss
         if mode != "eager":
             reset_compiler()
             kw = {"mode": "reduce-overhead"} if mode == "captured" and backend == "inductor" else {}
-            # static shapes, one graph per bucket: symbolic sizes would cost host time in every call
-            self.fwd = torch.compile(self._loss, backend=backend, fullgraph=True, dynamic=False, **kw)
+            # static shapes, one graph per bucket: symbolic sizes would cost host time in every call.
+            # Under DDP, dynamo splits the graph at gradient-bucket boundaries (so not fullgraph).
+            self.fwd = torch.compile(self._loss, backend=backend, fullgraph=ddp is None, dynamic=False, **kw)
 
     def _loss(self, batch):
         with autocast(self.precision, self.device):
-            return forward(self.model, batch)[0]
+            return self.ddp(batch) if self.ddp is not None else forward(self.model, batch)[0]
 
     def __call__(self, batch):
         if self.mode == "captured":

