@@ -22,6 +22,19 @@ def parse_set(items) -> dict:
     return out
 
 
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """argv with ``name VALUE`` / ``name=VALUE`` left out."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(name + "="):
+            out.append(a)
+    return out
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error as one line (and exit code 2)."""
 
@@ -61,6 +74,8 @@ def main(argv=None):
     sw.add_argument("--notebook", default=None,
                     help="the experiment notebook (default: chapters/07_experiment.ipynb of this checkout)")
     sw.add_argument("--quiet", action="store_true", help="one line per run instead of streaming its progress")
+    sw.add_argument("--gpus", default=None, metavar="N|all",
+                    help="run on N GPUs at once, one run per GPU (workers split the runs through claims)")
 
     be = sub.add_parser("bench", help="training-step time and peak memory of variants, side by side",
                         formatter_class=fmt)
@@ -100,6 +115,19 @@ def main(argv=None):
             notebook = Path(args.notebook) if args.notebook else NOTEBOOK
             if not notebook.is_file():
                 raise ValueError(f"experiment notebook {notebook} not found; pass --notebook PATH")
+            if args.gpus:
+                from .sweep import gpu_ids, plan, sweep_on_gpus
+
+                gpus = gpu_ids(args.gpus)
+                plan(args.variants, args.seeds, parse_set(args.set), args.smoke)  # bad input: once, here
+                worker_argv = _without_option(argv[1:], "--gpus")
+                try:
+                    res = sweep_on_gpus(worker_argv, gpus, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                except SweepStopped as err:
+                    print(f"error: {err}", file=sys.stderr)
+                    return 1
+                print(json.dumps(res, indent=1))
+                return 1 if any(r["status"] == "failed" for r in res) else 0
             try:
                 res = sweep(args.variants, args.seeds, args.out, parse_set(args.set), args.smoke, args.force,
                             notebook=notebook, kernel_name=args.kernel, fresh=args.fresh,

@@ -256,8 +256,66 @@ def _failed_record(cfg, staged_rec, err) -> dict:
 
 
 def _note_sharing(rec: dict, claim: Claim):
-    """Mark a run that shared its device with another claimed run: its times are not solo times."""
+    """Mark a run that shared its device with another claimed run: its times are not solo times.
+    Every record also says which device slot (CUDA_VISIBLE_DEVICES, 'gpu' or 'cpu') it ran on."""
+    rec["device_slot"] = claim.slot
     claim.concurrent = max(claim.concurrent, 1 + len(claim.sharing()))
     if claim.concurrent > 1:
         for notes in (rec.setdefault("notes", {}), rec.get("config", {}).setdefault("notes", {})):
             notes["concurrent_runs"] = max(claim.concurrent, notes.get("concurrent_runs", 1) or 1)
+
+
+def gpu_ids(requested: str) -> list[str]:
+    """The GPUs ``--gpus N|all`` names: the first N visible ones (ValueError when there are fewer)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip():
+        ids = [x.strip() for x in visible.split(",") if x.strip()]
+    else:
+        import torch
+
+        ids = [str(i) for i in range(torch.cuda.device_count())]
+    if not ids:
+        raise ValueError("--gpus needs CUDA GPUs and none is visible here; drop --gpus to run on this machine")
+    if requested == "all":
+        return ids
+    if not requested.isdigit() or not 1 <= int(requested) <= len(ids):
+        raise ValueError(f"--gpus {requested}: valid: all, or 1 to {len(ids)} (GPUs visible here: {', '.join(ids)})")
+    return ids[: int(requested)]
+
+
+def sweep_on_gpus(worker_argv: list[str], gpus: list[str], log=print) -> list[dict]:
+    """One sweep process per GPU, each pinned to its GPU (CUDA_VISIBLE_DEVICES), all on one plan.
+
+    The workers share the output folder and split the runs through claims: each run executes
+    once, on one GPU, and no two runs share a GPU, so every time is a solo time. Their progress is
+    passed through prefixed with the GPU; returns the runs each worker executed or skipped.
+    """
+    import json
+    import subprocess
+    import threading
+
+    procs = []
+    for gpu in gpus:
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+        procs.append(subprocess.Popen([sys.executable, "-m", "attnpaper", "sweep", *worker_argv], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+
+    def relay(gpu, stream):
+        for line in stream:
+            log(f"[gpu {gpu}] {line.rstrip()}")
+
+    relays = [threading.Thread(target=relay, args=(g, p.stderr), daemon=True) for g, p in zip(gpus, procs)]
+    for t in relays:
+        t.start()
+    outputs = [p.communicate()[0] for p in procs]
+    for t in relays:
+        t.join()
+    merged = {}
+    for gpu, proc, out in zip(gpus, procs, outputs):
+        if proc.returncode not in (0, 1):
+            raise SweepStopped(f"the sweep on GPU {gpu} stopped (exit {proc.returncode}); rerun to resume")
+        for entry in json.loads(out or "[]"):
+            entry["gpu"] = gpu
+            if entry["status"] in ("ok", "failed") or entry["record"] not in merged:
+                merged[entry["record"]] = entry  # the worker that ran it, not the ones that skipped it
+    return list(merged.values())
