@@ -18,9 +18,10 @@ def paper_table(records: pd.DataFrame) -> pd.DataFrame:
         for col, value in zip(GROUP, key):
             recs = recs[recs[col].isna()] if pd.isna(value) else recs[recs[col] == value]
         try:
-            paired = paired_vs_baseline(recs).set_index("variant")
+            paired = paired_vs_baseline(recs)
         except ValueError:  # no baseline in this configuration: no paired column
-            paired = pd.DataFrame(columns=["n_pairs", "diff_mean", "ci_low", "ci_high"])
+            paired = pd.DataFrame()
+        paired = paired.set_index("variant") if len(paired) else pd.DataFrame(index=pd.Index([], name="variant"))
         for _, r in group.iterrows():
             p = paired.loc[r["variant"]] if r["variant"] in paired.index else None
             rows.append({
@@ -47,7 +48,7 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
         if r["diff_pts"] is None or pd.isna(r["diff_pts"]):
             return "-"
         if r["ci95_low"] is None or pd.isna(r["ci95_low"]):
-            return f"{r['diff_pts']:+.2f} (n={r['n_pairs']})"
+            return f"{r['diff_pts']:+.2f} (n={int(r['n_pairs'])})"
         return f"{r['diff_pts']:+.2f} [{r['ci95_low']:+.2f}, {r['ci95_high']:+.2f}]"
 
     out = pd.DataFrame({

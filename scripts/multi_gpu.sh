@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Several GPUs of one host: the same sweep on N GPUs and on one (same machine, same runs, each with a
+# cold compiler cache), then data-parallel runs at the paper's setup and at 512 tokens.
+# Run from the repo root with bundle/ (or bundle/xz) and .whl/ beside it:
+#   bash scripts/multi_gpu.sh            # results under results/$TAG, packed into $OUT/results-$TAG.tgz
+#   REHEARSE=1 CUDA_VISIBLE_DEVICES=0,1 bash scripts/multi_gpu.sh   # on a CPU: the smoke preset, same steps
+set -uo pipefail
+OUT=${OUT:-/tmp/attnpaper-out}; TAG=${TAG:-h100x2}; mkdir -p "$OUT" "results/$TAG"
+if [ -d .whl ] && ! python3 -c "import papermill, ipykernel" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # no NVLink multicast
+[ -f bundle/GIT_SHA ] && export ATTNPAPER_GIT_SHA=$(cat bundle/GIT_SHA)
+if [ -d bundle/xz ] && [ ! -f bundle/imdb-512.npz ]; then
+  python3 -c "from attnpaper.bundle import unpack_xz; print(len(unpack_xz('bundle/xz', 'bundle')), 'files unpacked')" || exit 1
+fi
+export ATTNPAPER_TOKENIZER=$PWD/bundle/all-MiniLM-L6-v2-fp16
+VARIANTS=${VARIANTS:-baseline sdpa linear hybrid}; SEEDS=${SEEDS:-0}
+if [ -n "${REHEARSE:-}" ]; then
+  SET=(--smoke); NGPU=$(echo "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | wc -l); LONG=(--set max_length=128)
+else
+  SET=(--set model=bundle/all-MiniLM-L6-v2-fp16 --set data=bundle/imdb-512.npz)  # 512-token ids cut to 128
+  NGPU=$(nvidia-smi -L | wc -l); LONG=(--set max_length=512 --set train_samples=8192 --set epochs=1)
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "results/$TAG/gpu.txt"
+fi
+pack() { tar czf "$OUT/results-$TAG.tgz" "results/$TAG"; }
+quiet() { grep -v "Warning\|IPKernelApp\|warn(\|USDT" | tail -${1:-6}; }
+
+timed_sweep() {  # NAME GPUS: the sweep of VARIANTS x SEEDS on GPUS workers; its wall time in sweep-walls.txt
+  local t0=$(date +%s.%N)
+  TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-$1 timeout ${SWEEP_TIMEOUT:-260} python3 -m attnpaper sweep \
+    --variants $VARIANTS --seeds $SEEDS "${SET[@]}" --out "results/$TAG/$1" --gpus $2 --quiet 2>&1 | quiet 4
+  local rc=${PIPESTATUS[0]}
+  echo "$1 gpus=$2 runs=$(ls results/$TAG/$1/records/*.json 2>/dev/null | wc -l) rc=$rc" \
+       "wall_s=$(python3 -c "print(round($(date +%s.%N) - $t0, 1))")" | tee -a "results/$TAG/sweep-walls.txt"
+  pack
+}
+
+timed_sweep sweep-${NGPU}gpu $NGPU
+timed_sweep sweep-1gpu 1
+for run in paper long; do  # data-parallel over every GPU: the paper's setup, then 512 tokens
+  extra=(); [ $run = long ] && extra=("${LONG[@]}")
+  timeout ${DDP_TIMEOUT:-120} python3 -m attnpaper sweep --variants baseline --seeds 0 "${SET[@]}" "${extra[@]}" \
+    --set nproc_per_node=$NGPU --out "results/$TAG/ddp-$run" --quiet 2>&1 | quiet 6
+  pack
+done
+for d in results/$TAG/*/; do
+  echo "== $d"; python3 -m attnpaper table "$d" 2>&1
+done | tee "results/$TAG/table.txt" | tail -30
+pack
