@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -172,3 +173,15 @@ def test_append_keeps_other_lengths_and_names_each_run(tmp_path, monkeypatch):
     assert [r["lengths"] for r in rep["runs"]] == [[16, 32], [32, 64]]
     with pytest.raises(ValueError, match="tokens_per_batch=64"):
         SC.run_kernels([32], append=True, **{**kw, "tokens": 128})
+
+
+def test_crossover_is_where_a_stays_below_b():
+    from attnpaper.scaling_read import crossover, first_at_least
+
+    idx = [128, 256, 512, 1024]
+    a, b = pd.Series([5.0, 1.0, 3.0, 2.0], idx), pd.Series([4.0, 2.0, 2.5, 3.0], idx)
+    assert crossover(a, b) == 1024  # below at 256, above again at 512
+    assert crossover(b, a) is None
+    assert crossover(a, pd.Series([9.0, 9.0, 9.0], idx[:3])) == 128  # b ran out of memory at 1024
+    assert first_at_least(pd.Series([0.1, 0.5, 0.7], idx[:3]), 0.5) == 256
+    assert first_at_least(pd.Series([0.1], [128]), 0.5) is None

@@ -1,0 +1,69 @@
+"""Reading the scaling reports: tables by length, crossover lengths, and chapter 2's predicted share."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from . import cost
+
+PUBLISHED_4K = pd.DataFrame({"fwd": [321, 408, 476], "bwd": [279, 417, 453]},
+                            index=["FlashAttention-2", "cuDNN", "FlashAttention-3"])
+"""TFLOP/s on an H100 SXM5, head dim 64, N = 4k, non-causal, bf16 (FlashAttention-3 paper, Shah et al. 2024)."""
+
+
+def load(path) -> dict:
+    """A report written by ``python -m attnpaper.scaling`` (kernels or model)."""
+    report = json.loads(Path(path).read_text())
+    if report.get("kind") not in ("scaling-kernels", "scaling-model"):
+        raise ValueError(f"{path} is not a scaling report (kind {report.get('kind')!r})")
+    return report
+
+
+def runs(report) -> pd.DataFrame:
+    """One row per process that measured part of a report: when, which commit, which lengths, where."""
+    entries = report.get("runs") or [report | {"lengths": sorted({r["seq_len"] for r in report["rows"]})}]
+    return pd.DataFrame([{"started": r["started"][:16].replace("T", " "), "commit": r["git_sha"][:7],
+                          "lengths": ", ".join(map(str, r["lengths"])), "device": r["versions"]["device"],
+                          "torch": r["versions"]["torch"], "CUDA": r["versions"].get("cuda")} for r in entries])
+
+
+def table(report, value, column, pass_=None) -> pd.DataFrame:
+    """``value`` of the rows with status ok, one row per length, one column per ``column`` (mechanism or variant)."""
+    rows = [r for r in report["rows"] if r["status"] == "ok" and (pass_ is None or r["pass"] == pass_)]
+    df = pd.DataFrame(rows)
+    return df.pivot_table(index="seq_len", columns=column, values=value, aggfunc="first").sort_index()
+
+
+def crossover(a: pd.Series, b: pd.Series) -> int | None:
+    """The shortest measured length from which ``a`` stays below ``b`` at every longer measured length.
+
+    Lengths where only one side was measured (the other ran out of memory) count as wins for the
+    measured side; None when ``a`` is not below ``b`` at the longest length.
+    """
+    lengths = sorted(set(a.index) | set(b.index))
+    wins = [_lt(a.get(n), b.get(n)) for n in lengths]
+    first = None
+    for n, win in zip(lengths, wins):
+        first = (first or n) if win else None
+    return first
+
+
+def first_at_least(series: pd.Series, threshold) -> int | None:
+    """The shortest length at which ``series`` reaches ``threshold`` (None if it never does)."""
+    hit = series[series >= threshold]
+    return int(hit.index.min()) if len(hit) else None
+
+
+def _lt(x, y) -> bool:
+    x = math.inf if x is None or pd.isna(x) else x
+    y = math.inf if y is None or pd.isna(y) else y
+    return x < y
+
+
+def predicted_share(lengths, shape=cost.DISTILBERT_BASE) -> pd.Series:
+    """Chapter 2's cost model: the attention core's share of a layer's forward FLOPs at each length."""
+    return pd.Series({n: cost.attention_fraction(cost.layer_flops(n, shape["d_model"], shape["n_heads"],
+                                                                  shape["d_ff"])) for n in lengths})
