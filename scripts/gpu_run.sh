@@ -20,7 +20,8 @@ if [ -d bundle/xz ]; then  # model and 512-token ids, xz-compressed to fit the 6
   python3 -c "from attnpaper.bundle import unpack_xz; print(len(unpack_xz('bundle/xz', 'bundle')), 'files unpacked')" || exit 1
 fi
 VARIANTS=${VARIANTS:-baseline sdpa flash linear hybrid}
-pack() { tar czf "$OUT/results-$TAG-$1.tgz" "results/$TAG"; }
+pack() {  # checkpoints of unfinished runs stay behind (hundreds of MB; a tarball comes back only under 16 MiB)
+  tar czf "$OUT/results-$TAG-$1.tgz" --exclude="results/$TAG/checkpoints" --exclude="results/$TAG/.staging" "results/$TAG"; }
 while [ $# -gt 0 ]; do
   stage=$1; shift
   case $stage in
