@@ -137,7 +137,7 @@ def varlen_attention(q, k, v, cu_seqlens, max_seqlen: int, scale=None, dropout=0
     mask = segment_mask(cu_seqlens, q.shape[0])[None, None]  # [1, 1, T, T]
     qh, kh, vh = (x.transpose(0, 1)[None] for x in (q, k, v))  # each [1, H, T, D]
     out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, dropout_p=dropout, scale=scale)
-    return out[0].transpose(0, 1), f"sdpa block-diagonal ({q.device.type}), padding-free"
+    return out.squeeze(0).transpose(0, 1), f"sdpa block-diagonal ({q.device.type}), padding-free"
 
 
 def exact_attention(q, k, v, key_mask=None, scale=None, dropout=0.0, backend="auto"):

@@ -110,7 +110,7 @@ def attnpaper_attention(module, query, key, value, attention_mask, scaling=None,
     if cu_seqlens is not None:  # packed: [1, H, T, D], every token real (attnpaper.packed)
         if layer.kind != "exact":
             raise ValueError("linear layers run on the padded layout; the packed (padding-free) path is for flash")
-        qp, kp, vp = (x[0].transpose(0, 1) for x in (query, key, value))  # each [T, H, D]
+        qp, kp, vp = (x.squeeze(0).transpose(0, 1) for x in (query, key, value))  # each [T, H, D]
         out, kernel = varlen_attention(qp, kp, vp, cu_seqlens, kwargs["max_length_q"], scaling, dropout,
                                        layer.flash_backend)
         out = out[None]  # [1, T, H, D]
