@@ -27,7 +27,7 @@ else
   LONG512=(--set max_length=512)
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "results/$TAG/gpu.txt"
 fi
-pack() { tar czf "$OUT/results-$TAG.tgz" "results/$TAG"; }
+pack() { tar czf "$OUT/results-$TAG.tgz" --exclude='checkpoints' --exclude='.staging' --exclude='claims' "results/$TAG"; }
 quiet() { grep -v "Warning\|IPKernelApp\|warn(\|USDT" | tail -${1:-6}; }
 
 timed_sweep() {  # NAME GPUS: the sweep of VARIANTS x SEEDS on GPUS workers; its wall time in sweep-walls.txt
