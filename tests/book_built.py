@@ -16,7 +16,8 @@ def results_page():
 
 def test_every_chapter_built():
     names = ["01_introduction", "02_attention_cost", "03_baseline", "04_flash", "05_linear", "06_hybrid",
-             "07_experiment", "08_results", "10_discussion", "reproduce"]
+             "07_experiment", "08_results", "09_where_attention_matters", "10_discussion",
+             "reproduce"]
     missing = [n for n in names if not (HTML / "chapters" / f"{n}.html").exists()]
     assert not missing, missing
 
