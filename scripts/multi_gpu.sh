@@ -54,7 +54,7 @@ for stage in ${STAGES:-speedup ddp-paper ddp-long}; do
     acc512)  # accuracy at 512 tokens, spread over every GPU (ACC_VARIANTS x ACC_SEEDS)
       BASE=("${SET[@]}"); SET+=("${LONG512[@]}")
       VARIANTS=${ACC_VARIANTS:-baseline linear hybrid} SEEDS=${ACC_SEEDS:-0 1 2} SWEEP_TIMEOUT=${ACC_TIMEOUT:-330} \
-        timed_sweep acc512-${NGPU}gpu $NGPU
+        timed_sweep ${ACC_NAME:-acc512-${NGPU}gpu} $NGPU
       SET=("${BASE[@]}") ;;
     kernels-flash)  # attnpaper flash against the raw varlen kernel it calls, side by side (N >= 512)
       timeout ${KERNEL_TIMEOUT:-90} python3 -m attnpaper scaling kernels --lengths 512 1024 2048 4096 8192 \
