@@ -98,6 +98,8 @@ def main(argv=None):
     bu.add_argument("--data", default=None, help="IMDb source (default: $ATTNPAPER_IMDB or hub)")
     bu.add_argument("--max-length", type=int, default=128)
     bu.add_argument("--wheels", default=".whl", help="folder of wheels the GPU machine lacks")
+    bu.add_argument("--xz", action="store_true",
+                    help="also write bundle/xz: weights and token ids xz-compressed (fits 64 MiB with 512 tokens)")
 
     tb = sub.add_parser("table", help="summarise records into the results table", formatter_class=fmt)
     tb.add_argument("dirs", nargs="+", help="folders holding records/*.json")
@@ -147,7 +149,7 @@ def main(argv=None):
         elif args.cmd == "bundle":
             from .bundle import make_bundle
 
-            make_bundle(args.out, args.data, args.max_length, args.wheels)
+            make_bundle(args.out, args.data, args.max_length, args.wheels, xz=args.xz)
         elif args.cmd == "table":
             from .results import load_records
             from .tables import format_table
