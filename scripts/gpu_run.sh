@@ -9,16 +9,8 @@
 # Everything it makes goes under results/$TAG and is packed into $OUT/results-$TAG-<stage>.tgz.
 set -uo pipefail
 OUT=${OUT:-/tmp/attnpaper-out}; TAG=${TAG:-h100}; mkdir -p "$OUT" "results/$TAG"
-if [ -d .whl ] && ! python3 -c "import papermill, ipykernel" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export ATTNPAPER_GIT_SHA=$(cat bundle/GIT_SHA) ATTNPAPER_TOKENIZER=$PWD/bundle/all-MiniLM-L6-v2-fp16
+source scripts/gpu_env.sh
 MODEL=bundle/all-MiniLM-L6-v2-fp16; DATA=${DATA:-bundle/imdb-128.npz}; LENGTHS=bundle/imdb-train-lengths.npy
-if [ -d bundle/xz ]; then  # model and 512-token ids, xz-compressed to fit the 64 MiB a call carries
-  python3 -c "from attnpaper.bundle import unpack_xz; print(len(unpack_xz('bundle/xz', 'bundle')), 'files unpacked')" || exit 1
-fi
 VARIANTS=${VARIANTS:-baseline sdpa flash linear hybrid}
 pack() {  # checkpoints of unfinished runs stay behind (hundreds of MB; a tarball comes back only under 16 MiB)
   tar czf "$OUT/results-$TAG-$1.tgz" --exclude="results/$TAG/checkpoints" --exclude="results/$TAG/.staging" "results/$TAG"; }

@@ -6,17 +6,7 @@
 #   REHEARSE=1 CUDA_VISIBLE_DEVICES=0,1 bash scripts/multi_gpu.sh   # on a CPU: the smoke preset, same steps
 set -uo pipefail
 OUT=${OUT:-/tmp/attnpaper-out}; TAG=${TAG:-h100x2}; mkdir -p "$OUT" "results/$TAG"
-if [ -d .whl ] && ! python3 -c "import papermill, ipykernel" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # no NVLink multicast
-[ -f bundle/GIT_SHA ] && export ATTNPAPER_GIT_SHA=$(cat bundle/GIT_SHA)
-if [ -d bundle/xz ] && [ ! -f bundle/imdb-512.npz ]; then
-  python3 -c "from attnpaper.bundle import unpack_xz; print(len(unpack_xz('bundle/xz', 'bundle')), 'files unpacked')" || exit 1
-fi
-export ATTNPAPER_TOKENIZER=$PWD/bundle/all-MiniLM-L6-v2-fp16
+source scripts/gpu_env.sh
 VARIANTS=${VARIANTS:-baseline sdpa linear hybrid}; SEEDS=${SEEDS:-0}
 if [ -n "${REHEARSE:-}" ]; then
   SET=(--smoke); NGPU=$(echo "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | wc -l); LONG=(--set max_length=128)
