@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .records import temp_path
+from .records import atomic_file
 
 FORMAT = 1
 
@@ -46,16 +46,8 @@ class Checkpoint:
 
     def save(self, state: dict) -> None:
         """Write ``state`` atomically (temporary file in the same folder, fsync, rename)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_path(self.path)
-        try:
-            with open(tmp, "wb") as f:
-                torch.save({"format": FORMAT, "config": self.config, **state}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_file(self.path, "wb") as f:
+            torch.save({"format": FORMAT, "config": self.config, **state}, f)
 
     def load(self, plan: str) -> dict | None:
         """The saved state, or None to start at step 0.

@@ -1,6 +1,7 @@
 """Results records: one JSON file per (configuration, variant, seed), written atomically."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -40,24 +41,31 @@ def temp_path(path) -> Path:
     return path.with_name(f"{TMP_PREFIX}{os.getpid()}@{socket.gethostname()}@{path.name}")
 
 
-def write_atomic(path, text: str) -> Path:
-    """Write text to a temporary file in the same folder, fsync, rename: a reader sees all or nothing.
+@contextlib.contextmanager
+def atomic_file(path, mode="w"):
+    """Open a temporary file beside ``path``; on leaving, fsync and rename it to ``path``.
 
-    On any error (a full disk, no permission) the temporary file is removed and the error re-raised;
-    whatever ``path`` held before is untouched.
+    A reader sees all or nothing. On any error (a full disk, no permission) the temporary file
+    is removed and the error re-raised; whatever ``path`` held before is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def write_atomic(path, text: str) -> Path:
+    """Write text to ``path`` atomically (see atomic_file)."""
+    with atomic_file(path) as f:
+        f.write(text)
+    return Path(path)
 
 
 def write_record(record: dict, path) -> Path:
