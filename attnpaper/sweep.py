@@ -8,6 +8,7 @@ are moved into place; a failed rerun never replaces an ok record.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from .claims import Claim
 from .config import SMOKE, RunConfig
-from .records import clean_temp, new_record, read_record, record_name, save_result, write_atomic, write_record
+from .records import (clean_temp, new_record, pid_alive, read_record, record_name, save_result, write_atomic,
+                      write_record)
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "chapters" / "07_experiment.ipynb"
 PLAN_KEYS = ("variant", "seed")  # set by --variants/--seeds, never by overrides
@@ -72,15 +74,9 @@ def prepare_out(out) -> Path:
         clean_temp(out / name)
     for d in (out / ".staging").iterdir():  # staging folders of dead processes on this host
         pid, _, host = d.name.partition("@")
-        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+        if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
     return out
-
-
-def _alive(pid):
-    from .records import pid_alive
-
-    return pid_alive(pid)
 
 
 def _done(rec_path, out, log) -> bool:
@@ -109,6 +105,18 @@ def _write_error(err) -> OSError | None:
         if f"[Errno {code}]" in text:
             return OSError(code, os.strerror(code))
     return None
+
+
+@contextlib.contextmanager
+def _stop_on_write_error(what: str):
+    """An OSError every later run would hit too becomes SweepStopped ('cannot write ...: why; what')."""
+    try:
+        yield
+    except OSError as err:
+        if _write_error(err) is not None:
+            raise SweepStopped(f"cannot write {err.filename or 'the output folder'}: {err.strerror}; "
+                               f"{what} (earlier results are intact)") from None
+        raise
 
 
 def _last_line(err) -> str:
@@ -209,28 +217,19 @@ def _run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_nam
                                f"{cfg.variant} seed {cfg.seed} was recorded (earlier results are intact)") from None
         rec = _failed_record(cfg, staged_rec, err)
         _note_sharing(rec, claim)
-        try:
+        with _stop_on_write_error(f"stopped after {cfg.variant} seed {cfg.seed} failed"):
             what = save_result(rec, rec_path)
             if staged_nb.exists():
                 os.replace(staged_nb, nb_path.with_suffix(".failed.ipynb"))
-        except OSError as werr:
-            if _write_error(werr) is not None:
-                raise SweepStopped(f"cannot write {rec_path}: {werr.strerror}; stopped (earlier results are intact)") from None
-            raise
         log(f"FAILED {cfg.variant} seed {cfg.seed}: {_last_line(err)} ({what})")
         return {"record": str(rec_path), "notebook": str(nb_path.with_suffix('.failed.ipynb')),
                 "status": "failed", "wall_s": round(time.perf_counter() - t0, 1)}
     _note_sharing(rec, claim)
-    try:
+    with _stop_on_write_error(f"stopped before {rec_path.name} was recorded (its checkpoint is kept)"):
         write_record(rec, staged_rec)
         os.replace(staged_nb, nb_path)  # the notebook first: a record in place means a whole run
         os.replace(staged_rec, rec_path)
         nb_path.with_suffix(".failed.ipynb").unlink(missing_ok=True)
-    except OSError as err:
-        if _write_error(err) is not None:
-            raise SweepStopped(f"cannot write under {out}: {err.strerror}; stopped before {rec_path.name} "
-                               "was recorded (earlier results are intact; its checkpoint is kept)") from None
-        raise
     if not keep:
         (out / "checkpoints" / rec_path.with_suffix(".ckpt").name).unlink(missing_ok=True)
     return {"record": str(rec_path), "notebook": str(nb_path), "status": "ok",
@@ -307,8 +306,9 @@ def sweep_on_gpus(worker_argv: list[str], gpus: list[str], log=print) -> list[di
     relays = [threading.Thread(target=relay, args=(g, p.stderr), daemon=True) for g, p in zip(gpus, procs)]
     for t in relays:
         t.start()
-    outputs = [p.communicate()[0] for p in procs]
-    for t in relays:
+    outputs = [p.stdout.read() for p in procs]  # stderr belongs to the relays: not communicate()
+    for p, t in zip(procs, relays):
+        p.wait()
         t.join()
     merged = {}
     for gpu, proc, out in zip(gpus, procs, outputs):
