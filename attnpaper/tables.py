@@ -11,12 +11,9 @@ FORMATS = ("text", "markdown", "latex", "csv")
 def paper_table(records: pd.DataFrame) -> pd.DataFrame:
     """One row per (configuration, variant): n, accuracy mean and sd, the paired difference to baseline
     with its 95% t interval (accuracy points), time and memory, rounded for print."""
-    summary = summarise(records)
     rows = []
-    for key, group in summary.groupby(GROUP, sort=False, dropna=False):
-        recs = records
-        for col, value in zip(GROUP, key):
-            recs = recs[recs[col].isna()] if pd.isna(value) else recs[recs[col] == value]
+    for _, recs in records.groupby(GROUP, dropna=False):  # one configuration and device at a time
+        group = summarise(recs)
         try:
             paired = paired_vs_baseline(recs)
         except ValueError:  # no baseline in this configuration: no paired column
