@@ -1,6 +1,6 @@
 """attnpaper: the attention variants of the paper, plugged into transformers, and the experiment around them.
 
-Importing the package registers its model types with transformers' Auto classes (attnpaper.hub),
+Importing the package registers its model types with transformers' Auto classes (attnpaper.model.auto),
 so ``AutoModelForSequenceClassification.from_pretrained`` reloads a saved attnpaper model. The
 command line (``python -m attnpaper``, ``attnpaper``) skips that import: its --help stays instant,
 and each command imports what it needs.
@@ -9,11 +9,11 @@ import importlib
 import sys
 from pathlib import Path
 
-from .names import MODEL_ALIASES, OFFLINE_MODEL, RANDOM_DISTILBERT, VARIANTS
+from .variants import MODEL_ALIASES, OFFLINE_MODEL, RANDOM_DISTILBERT, VARIANTS
 
 __version__ = "0.1.0"
-_LAZY = {"attention_modules": "models", "build_model": "models", "kernels_used": "models",
-         "layer_plan": "models", "offline_model_dir": "models"}
+_LAZY = {"attention_modules": "model.auto", "build_model": "model.build", "kernels_used": "model.build",
+         "layer_plan": "model.build", "offline_model_dir": "model.build"}
 __all__ = ["MODEL_ALIASES", "OFFLINE_MODEL", "RANDOM_DISTILBERT", "VARIANTS", *_LAZY]
 
 
@@ -26,4 +26,4 @@ def __getattr__(name):
 
 # While `python -m attnpaper ...` locates its module, sys.argv[0] is "-m"; the console script is "attnpaper".
 if sys.argv[:1] != ["-m"] and Path(sys.argv[0] if sys.argv else "").name != "attnpaper":
-    from . import hub  # noqa: F401  (registers attnpaper-bert and attnpaper-distilbert)
+    from .model import auto  # noqa: F401  (registers attnpaper-bert and attnpaper-distilbert)

@@ -45,11 +45,11 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv=None):
     from . import __version__
-    from .names import MODEL_ALIASES, VARIANTS
+    from .variants import MODEL_ALIASES, VARIANTS
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["scaling"]:  # its own options: python -m attnpaper scaling --help
-        from .scaling import main as scaling_main
+        from .bench.scaling import main as scaling_main
 
         return scaling_main(argv[1:])
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -112,13 +112,13 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         if args.cmd == "sweep":
-            from .sweep import NOTEBOOK, SweepStopped, sweep
+            from .experiment.sweep import NOTEBOOK, SweepStopped, sweep
 
             notebook = Path(args.notebook) if args.notebook else NOTEBOOK
             if not notebook.is_file():
                 raise ValueError(f"experiment notebook {notebook} not found; pass --notebook PATH")
             if args.gpus:
-                from .sweep import gpu_ids, plan, sweep_on_gpus
+                from .experiment.sweep import gpu_ids, plan, sweep_on_gpus
 
                 gpus = gpu_ids(args.gpus)
                 plan(args.variants, args.seeds, parse_set(args.set), args.smoke)  # bad input: once, here
@@ -141,18 +141,18 @@ def main(argv=None):
             print(json.dumps(res, indent=1))
             return 1 if any(r["status"] == "failed" for r in res) else 0
         if args.cmd == "bench":
-            from .bench import bench
+            from .bench.step import bench
 
             for model in args.model:
                 bench(args.variants, model, args.lengths, args.steps, args.repeats, args.batch_size,
                       args.data, args.out, step_modes=tuple(args.step_modes), append=args.append or model != args.model[0])
         elif args.cmd == "bundle":
-            from .bundle import make_bundle
+            from .experiment.bundle import make_bundle
 
             make_bundle(args.out, args.data, args.max_length, args.wheels, xz=args.xz)
         elif args.cmd == "table":
-            from .results import load_records
-            from .tables import format_table
+            from .analysis.results import load_records
+            from .analysis.tables import format_table
 
             print(format_table(load_records(*args.dirs), args.format))
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:

@@ -9,5 +9,5 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 [ -f bundle/GIT_SHA ] && export ATTNPAPER_GIT_SHA=$(cat bundle/GIT_SHA)
 export ATTNPAPER_TOKENIZER=$PWD/bundle/all-MiniLM-L6-v2-fp16
 if [ -d bundle/xz ] && [ ! -f bundle/imdb-512.npz ]; then  # model and 512-token ids, xz-compressed for the 64 MiB
-  python3 -c "from attnpaper.bundle import unpack_xz; print(len(unpack_xz('bundle/xz', 'bundle')), 'files unpacked')" || exit 1
+  python3 -c "from attnpaper.experiment.bundle import unpack_xz; print(len(unpack_xz('bundle/xz', 'bundle')), 'files unpacked')" || exit 1
 fi

@@ -57,12 +57,12 @@ while [ $# -gt 0 ]; do
       done
       wait; pack parallel
       python3 -m attnpaper table "results/$TAG" ;;
-    scaling-kernels)  # each attention mechanism alone over N (python -m attnpaper.scaling kernels --help)
-      ${STAGE_TIMEOUT:+timeout $STAGE_TIMEOUT} python3 -m attnpaper.scaling kernels ${SCALING_ARGS:-} \
+    scaling-kernels)  # each attention mechanism alone over N (python -m attnpaper scaling kernels --help)
+      ${STAGE_TIMEOUT:+timeout $STAGE_TIMEOUT} python3 -m attnpaper scaling kernels ${SCALING_ARGS:-} \
         --out "results/$TAG/scaling-kernels.json" 2>&1 | grep -v "Warning\|USDT\|warn(" \
         | tee -a "results/$TAG/scaling-kernels.txt" | tail -${SCALING_TAIL:-20} ;;
     scaling-model)  # the captured step of each variant over N, DistilBERT-base's shape
-      ${STAGE_TIMEOUT:+timeout $STAGE_TIMEOUT} python3 -m attnpaper.scaling model --data $LENGTHS ${SCALING_ARGS:-} \
+      ${STAGE_TIMEOUT:+timeout $STAGE_TIMEOUT} python3 -m attnpaper scaling model --data $LENGTHS ${SCALING_ARGS:-} \
         --out "results/$TAG/scaling-model.json" 2>&1 | grep -v "Warning\|USDT\|warn(\|nline softmax\|split the reduction\|important use case\|^softmax.\|^$" \
         | tee -a "results/$TAG/scaling-model.txt" | tail -${SCALING_TAIL:-40} ;;
     *) echo "unknown stage $stage; valid: check gputest bench bench-step bench-minilm sweep SEED... parallel V:S..." \

@@ -10,9 +10,9 @@ import sys
 
 import numpy as np
 
-from attnpaper.bench import imdb_lengths, random_split
-from attnpaper.config import RunConfig
-from attnpaper.train import train
+from attnpaper.bench.step import imdb_lengths, random_split
+from attnpaper.training.config import RunConfig
+from attnpaper.training.loop import train
 
 model, variant, mode = sys.argv[1:4]
 length = int(sys.argv[4]) if len(sys.argv) > 4 else 128

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import torch
 
-from attnpaper.bench import bench, random_split, table
+from attnpaper.bench.step import bench, random_split, table
 
 
 def test_random_split_follows_lengths():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import attnpaper
-from attnpaper import data as D
+from attnpaper.training import data as D
 
 IMDB = Path("/work/shared/data/imdb")
 needs_imdb = pytest.mark.skipif(not (IMDB / "train.parquet").exists(), reason="needs the local IMDb parquet files")
@@ -144,7 +144,7 @@ def toy_split():
 
 @pytest.fixture(scope="module")
 def tok():
-    from attnpaper.train import load_tokenizer
+    from attnpaper.training.loop import load_tokenizer
 
     return load_tokenizer("bert-tiny-random")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from attnpaper.config import SMOKE, RunConfig
-from attnpaper.records import run_and_record
+from attnpaper.training.config import SMOKE, RunConfig
+from attnpaper.experiment.run import run_and_record
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,7 +20,7 @@ def no_dropout_model(tmp_path_factory):
     """A tiny random BERT with no dropout, saved: one process and two then compute the same thing."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    from attnpaper.train import load_tokenizer
+    from attnpaper.training.loop import load_tokenizer
 
     d = tmp_path_factory.mktemp("tiny-bert")
     config = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
@@ -65,7 +65,7 @@ def test_gpus_refused_without_gpus(tmp_path, capsys, monkeypatch):
 
 
 def test_gpus_beyond_the_visible_ones(monkeypatch):
-    from attnpaper.sweep import gpu_ids
+    from attnpaper.experiment.sweep import gpu_ids
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     assert gpu_ids("all") == ["0", "1"] and gpu_ids("1") == ["0"]
@@ -75,7 +75,7 @@ def test_gpus_beyond_the_visible_ones(monkeypatch):
 
 @pytest.mark.slow
 def test_sweep_on_two_slots_runs_each_configuration_once(tmp_path):
-    from attnpaper.sweep import sweep_on_gpus
+    from attnpaper.experiment.sweep import sweep_on_gpus
 
     log = []
     argv = ["--smoke", "--variants", "baseline", "linear", "--seeds", "0", "--out", str(tmp_path), "--quiet"]

@@ -18,7 +18,7 @@ from transformers import AutoModelForSequenceClassification, DistilBertConfig
 
 import attnpaper
 from attnpaper.attention import LayerAttention, redraw_features
-from attnpaper.config import SMOKE, RunConfig
+from attnpaper.training.config import SMOKE, RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_DISTILBERT = DistilBertConfig(dim=64, n_layers=2, n_heads=4, hidden_dim=128)
@@ -67,8 +67,8 @@ def test_trainer_trains_each_variant(variant, tmp_path):
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from attnpaper.data import synthetic_corpus
-    from attnpaper.train import load_tokenizer
+    from attnpaper.training.data import synthetic_corpus
+    from attnpaper.training.loop import load_tokenizer
 
     tok = load_tokenizer("bert-tiny-random")
     texts, labels = synthetic_corpus(256, seed=0)
@@ -87,8 +87,8 @@ def test_trainer_trains_each_variant(variant, tmp_path):
 
 
 def test_max_grad_norm_clips_and_is_recorded(monkeypatch):
-    import attnpaper.step as S
-    from attnpaper.train import train
+    import attnpaper.training.step as S
+    from attnpaper.training.loop import train
 
     calls = []
     real = torch.nn.utils.clip_grad_norm_
@@ -103,7 +103,7 @@ def test_max_grad_norm_clips_and_is_recorded(monkeypatch):
 def test_schedule_is_transformers_with_trainers_warmup():
     from transformers import get_linear_schedule_with_warmup
 
-    from attnpaper.train import make_scheduler
+    from attnpaper.training.loop import make_scheduler
 
     def lrs(sched, opt, n=25):
         out = []
@@ -137,8 +137,8 @@ class CountingTokenizer:
 
 
 def test_tokenised_data_is_cached_between_runs(tmp_path):
-    from attnpaper import data as D
-    from attnpaper.train import load_tokenizer
+    from attnpaper.training import data as D
+    from attnpaper.training.loop import load_tokenizer
 
     root = tmp_path / "imdb"
     root.mkdir()
@@ -188,7 +188,7 @@ def test_notebook_parameters_have_types_and_defaults(monkeypatch, tmp_path):
 
 
 def test_default_output_dir_is_in_the_checkout():
-    from attnpaper.records import default_output_dir
+    from attnpaper.experiment.records import default_output_dir
 
     assert default_output_dir(smoke=True) == ROOT / "results" / "smoke" / "records"
     assert default_output_dir() == ROOT / "results" / "local" / "records"
@@ -197,7 +197,7 @@ def test_default_output_dir_is_in_the_checkout():
 # --- tables and the command line ---------------------------------------------------------------------------
 
 def _records(tmp_path):
-    from attnpaper.records import REQUIRED, write_record
+    from attnpaper.experiment.records import REQUIRED, write_record
 
     cfg = RunConfig(model="m", data="d")
     for variant, accs in (("baseline", [0.85, 0.86, 0.84]), ("flash", [0.851, 0.858, 0.843])):

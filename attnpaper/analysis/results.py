@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .records import read_record
+from ..experiment.records import read_record
 
 PAPER = pd.DataFrame(
     {"accuracy": [0.852, 0.840, 0.838, 0.841], "train_time_s": [204.9, 206.6, 206.5, 206.6],
@@ -27,7 +27,7 @@ def load_records(*dirs, warn=None) -> pd.DataFrame:
     """
     import sys
 
-    from .records import is_record_path
+    from ..experiment.records import is_record_path
 
     warn = warn or (lambda msg: print(msg, file=sys.stderr))
     paths = []

@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, BertConfig, DistilBertConfig, PretrainedConfig
 
-from .attention import ATTN_NAME, register
-from .hub import BUILTIN, LAYER_OPTIONS, MODELS, attach, wrap_config
-from .names import MODEL_ALIASES, OFFLINE_MODEL, RANDOM_DISTILBERT, TINY_RANDOM, VARIANTS  # noqa: F401
+from ..attention import ATTN_NAME, register
+from .auto import BUILTIN, LAYER_OPTIONS, MODELS, attach, attention_modules, wrap_config
+from ..variants import MODEL_ALIASES, OFFLINE_MODEL, RANDOM_DISTILBERT, TINY_RANDOM, VARIANTS  # noqa: F401
 
 OPTIONS = ("attention_dropout", "flash_backend", "feature_map", "num_features", "redraw_every",
            "hybrid_layers", "seed")
@@ -58,16 +58,6 @@ def _set_attention_dropout(config, p):
             setattr(config, name, p)
             return
     raise ValueError(f"{type(config).__name__} has no attention dropout setting; only BERT-family encoders are supported")
-
-
-def attention_modules(model) -> list[torch.nn.Module]:
-    """The self-attention module of each encoder layer, in layer order."""
-    mods = [m for m in model.modules() if type(m).__name__.endswith("SelfAttention") and hasattr(m, "config")]
-    n = model.config.num_hidden_layers
-    if len(mods) != n:
-        raise ValueError(f"found {len(mods)} self-attention modules for {n} layers in {type(model).__name__}; "
-                         "only BERT-family encoders (BERT, DistilBERT, MiniLM) are supported")
-    return mods
 
 
 def layer_plan(variant, num_layers, hybrid_layers=None) -> list[str]:

@@ -16,10 +16,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .attention import LayerAttention
-from .attention.exact import has_flash_attn, has_torch_varlen
-from .attention.plug import attnpaper_attention
-from .train import _elapsed_ms, _mark, sync
+from ..attention import LayerAttention
+from ..attention.exact import has_flash_attn, has_torch_varlen
+from ..attention.plug import attnpaper_attention
+from ..training.measure import elapsed_ms, mark, sync
 
 HEADS, HEAD_DIM = 12, 64
 PASSES = ("fwd", "fwd_bwd")
@@ -164,11 +164,11 @@ def time_ms(call, sets, warmup, repeats, device) -> float:
     for i in range(warmup):
         call(*sets[i % len(sets)])
     sync(device)
-    marks = [_mark(device)]
+    marks = [mark(device)]
     for i in range(repeats):
         call(*sets[i % len(sets)])
-        marks.append(_mark(device))
-    return statistics.median(_elapsed_ms(marks, device))  # one per call, back to back
+        marks.append(mark(device))
+    return statistics.median(elapsed_ms(marks, device))  # one per call, back to back
 
 
 def peak_mb(call, args, device):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data as D
+from ..training import data as D
 from .records import git_sha
 
 LIMIT_MB = 64
@@ -77,7 +77,7 @@ def make_bundle(out="bundle", source=None, max_length=128, wheels=".whl", xz=Fal
     weights and token ids xz-compressed) and check that instead."""
     from transformers import AutoTokenizer
 
-    from .models import offline_model_dir
+    from ..model.build import offline_model_dir
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

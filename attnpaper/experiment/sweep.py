@@ -17,12 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+from ..files import checkout_root
 from .claims import Claim
-from .config import SMOKE, RunConfig
-from .records import (clean_temp, new_record, pid_alive, read_record, record_name, save_result, write_atomic,
-                      write_record)
+from ..training.config import SMOKE, RunConfig
+from ..files import clean_temp, pid_alive, write_atomic
+from .records import new_record, read_record, record_name, save_result, write_record
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "chapters" / "07_experiment.ipynb"
+NOTEBOOK = checkout_root() / "chapters" / "07_experiment.ipynb"
 PLAN_KEYS = ("variant", "seed")  # set by --variants/--seeds, never by overrides
 FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 """Write errors that every later run would hit too: the sweep stops cleanly on them."""
@@ -36,7 +37,7 @@ class SweepStopped(RuntimeError):
 def plan(variants, seeds, overrides=None, smoke=False, check=True) -> list[RunConfig]:
     """Validated configurations for every (variant, seed); raises ValueError before anything runs.
 
-    check: also check the data source, the model and the device for the whole plan (attnpaper.checks).
+    check: also check the data source, the model and the device for the whole plan (attnpaper.experiment.checks).
     """
     overrides = dict(overrides or {})
     for key in PLAN_KEYS:

@@ -28,7 +28,7 @@ COMPONENT_COLORS = {
     "qkv_proj": "#9ecae1", "out_proj": "#6baed6", "ffn": "#3182bd",  # dense, linear in N: blues
     "scores": "#fdae6b", "softmax": "#e6550d", "pv": "#a63603",  # the N^2 attention core: oranges
 }
-"""Cost component (attnpaper.cost.layer_flops keys) -> colour: the dense parts blue, the core orange."""
+"""Cost component (attnpaper.analysis.cost.layer_flops keys) -> colour: the dense parts blue, the core orange."""
 
 MEMORY_COLORS = {
     "weights": "#d9d9d9", "gradients": "#bdbdbd", "optimizer": "#969696",

@@ -1,8 +1,8 @@
-"""Where attention starts to matter: `python -m attnpaper.scaling kernels|model|all` over sequence length.
+"""Where attention starts to matter: `python -m attnpaper scaling kernels|model|all` over sequence length.
 
-kernels: each attention mechanism alone (attnpaper.scaling_kernels), fwd and fwd+bwd, bf16, 12 x 64
+kernels: each attention mechanism alone (attnpaper.bench.kernels), fwd and fwd+bwd, bf16, 12 x 64
 heads, tokens per batch constant. model: the captured training step of each variant at DistilBERT's
-shape (attnpaper.scaling_model). Both write a JSON report (rows plus device, versions, git commit),
+shape (attnpaper.bench.model). Both write a JSON report (rows plus device, versions, git commit),
 rewritten after every measurement, so a run cut short keeps what it measured.
 """
 from __future__ import annotations
@@ -51,8 +51,8 @@ def header(kind, lengths, out=None, append=False, **settings) -> dict:
 
     append: keep the rows of ``out`` at other lengths (each row's ``run`` indexes ``runs``, one entry
     per process, so every comparison at one length stays within one process)."""
-    from .records import git_sha
-    from .train import device_info
+    from ..experiment.records import git_sha
+    from ..training.measure import device_info
 
     run = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git_sha": git_sha(), "lengths": lengths,
            "versions": device_info()}
@@ -87,8 +87,8 @@ def _device(device=None) -> torch.device:
 def run_kernels(lengths=KERNEL_LENGTHS, tokens=KERNEL_TOKENS, mechanisms=None, passes=("fwd", "fwd_bwd"),
                 warmup=5, repeats=20, out=None, append=False, device=None, log=print) -> dict:
     """Every (length, mechanism, pass): median ms, TFLOP/s of exact kernels, peak MB, status."""
-    from . import scaling_kernels as K
-    from .step import reset_compiler
+    from . import kernels as K
+    from ..training.step import reset_compiler
 
     lengths = check_lengths(list(lengths), tokens)
     mechanisms = check_names(list(mechanisms or K.MECHANISMS), list(K.MECHANISMS), "mechanism(s)")
@@ -127,9 +127,9 @@ def _kernel_line(r) -> str:
 
 def check_model(lengths, tokens, variants, model, steps, data, step_mode):
     """Validated (lengths, variants, steps) for run_model; raises ValueError/FileNotFoundError first."""
-    from . import scaling_model as S
-    from .models import VARIANTS
-    from .step import STEP_MODES
+    from . import model as S
+    from ..variants import VARIANTS
+    from ..training.step import STEP_MODES
 
     lengths = check_lengths(list(lengths), tokens, min_batch=2)
     variants = check_names(list(variants), VARIANTS, "variant(s)")
@@ -151,8 +151,8 @@ def run_model(lengths=MODEL_LENGTHS, tokens=MODEL_TOKENS, variants=MODEL_VARIANT
     The variants' order rotates from one length to the next. A variant that runs out of memory is
     recorded as 'oom' and not tried at longer lengths (recorded as 'skipped').
     """
-    from . import scaling_model as S
-    from .bench import imdb_lengths
+    from . import model as S
+    from .step import imdb_lengths
 
     lengths, variants, steps = check_model(lengths, tokens, variants, model, steps, data, step_mode)
     short = [n for n in lengths if n <= S.IMDB_MAX]
@@ -195,10 +195,10 @@ def _model_line(r) -> str:
 
 def main(argv=None) -> int:
     """Command line; returns the exit status (2 for bad input, with one line saying what is valid)."""
-    from . import scaling_kernels as K
-    from .models import VARIANTS
+    from . import kernels as K
+    from ..variants import VARIANTS
 
-    ap = argparse.ArgumentParser(prog="python -m attnpaper.scaling", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m attnpaper scaling", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     ke = sub.add_parser("kernels", help="each attention mechanism alone over N")
     mo = sub.add_parser("model", help="the captured training step of each variant over N")

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from .records import pid_alive
+from ..files import pid_alive
 
 HEARTBEAT_S = 2.0
 STALE_S = 120.0  # another host's claim with no heartbeat for this long is abandoned

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .records import atomic_file
+from ..files import atomic_file
 
 FORMAT = 1
 

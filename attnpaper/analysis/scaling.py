@@ -15,7 +15,7 @@ PUBLISHED_4K = pd.DataFrame({"fwd": [321, 408, 476], "bwd": [279, 417, 453]},
 
 
 def load(path) -> dict:
-    """A report written by ``python -m attnpaper.scaling`` (kernels or model)."""
+    """A report written by ``python -m attnpaper scaling`` (kernels or model)."""
     report = json.loads(Path(path).read_text())
     if report.get("kind") not in ("scaling-kernels", "scaling-model"):
         raise ValueError(f"{path} is not a scaling report (kind {report.get('kind')!r})")

@@ -8,12 +8,13 @@ same logits); ``save_pretrained`` and ``push_to_hub`` work as for any transforme
 """
 from __future__ import annotations
 
+import torch
 from transformers import (
     AutoConfig, AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification, DistilBertConfig,
     DistilBertForSequenceClassification,
 )
 
-from .attention import ATTN_NAME, LayerAttention, register
+from ..attention import ATTN_NAME, LayerAttention, register
 
 BUILTIN = {"baseline": "eager", "sdpa": "sdpa"}
 """Variants that are transformers' own attention implementations."""
@@ -53,8 +54,6 @@ def attach(model, redraw=True) -> None:
 
     Called when a model is built; a reloaded model then overwrites the features with the saved ones.
     """
-    from .models import attention_modules
-
     spec = model.config.attnpaper
     model.config.attnpaper_variant = spec["variant"]
     if spec.get("layers") is None:
@@ -66,6 +65,16 @@ def attach(model, redraw=True) -> None:
     device = next(model.parameters()).device
     for i, (mod, kind) in enumerate(zip(mods, spec["layers"])):
         mod.attnpaper = LayerAttention(kind, head_dim, seed=spec["seed"] * 1000 + i, **opts).to(device)
+
+
+def attention_modules(model) -> list[torch.nn.Module]:
+    """The self-attention module of each encoder layer, in layer order."""
+    mods = [m for m in model.modules() if type(m).__name__.endswith("SelfAttention") and hasattr(m, "config")]
+    n = model.config.num_hidden_layers
+    if len(mods) != n:
+        raise ValueError(f"found {len(mods)} self-attention modules for {n} layers in {type(model).__name__}; "
+                         "only BERT-family encoders (BERT, DistilBERT, MiniLM) are supported")
+    return mods
 
 
 class _Reloadable:

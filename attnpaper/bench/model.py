@@ -15,12 +15,13 @@ import time
 import numpy as np
 import torch
 
-from . import packing as P
-from .bench import random_split
-from .config import RunConfig
-from .models import build_model, resolve_model
-from .step import TrainStep, reset_compiler, resolve_step_mode
-from .train import MB, WARMUP_CALLS, _elapsed_ms, _mark, _start_profiler, _stop_profiler, memory_breakdown, sync
+from ..training import batches as P
+from .step import random_split
+from ..training.config import RunConfig
+from ..model.build import build_model, resolve_model
+from ..training.step import TrainStep, reset_compiler, resolve_step_mode
+from ..training.loop import WARMUP_CALLS
+from ..training.measure import MB, elapsed_ms, mark, memory_breakdown, start_profiler, stop_profiler, sync
 
 IMDB_MAX = 512  # up to this length the batches follow IMDb's lengths; beyond, full-length sequences
 ATTENTION_KERNEL = re.compile(r"flash_fwd|flash_bwd|fmha|sdpa|attention", re.IGNORECASE)
@@ -91,15 +92,15 @@ def measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device,
     warm_s = time.perf_counter() - t0
     marks = []
     for j in range(steps):
-        marks.append(_mark(device))
+        marks.append(mark(device))
         step(data[(i + 1 + j) % len(data)])
-    marks.append(_mark(device))
-    walls = _elapsed_ms(marks, device)  # one per step, start to start
-    prof = _start_profiler(device)
+    marks.append(mark(device))
+    walls = elapsed_ms(marks, device)  # one per step, start to start
+    prof = start_profiler(device)
     for j in range(PROFILE_STEPS):
         step(data[j % len(data)])
     sync(device)
-    busy = _stop_profiler(prof, PROFILE_STEPS)
+    busy = stop_profiler(prof, PROFILE_STEPS)
     attn_ms, attn_kernels = attention_kernel_ms(prof, PROFILE_STEPS) if cuda else (None, [])
     real = sum(P.real_tokens(b) for b in data) / sum(P.slot_tokens(b) for b in data)
     out = {"step_mode": mode, "layout": layout, "batch_shapes": len(shapes), "warmup_s": warm_s,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from . import data as D
-from .attention import has_flash_attn, has_torch_varlen
+from ..training import data as D
+from ..attention import has_flash_attn, has_torch_varlen
 
 SUPPORTED_MODEL_TYPES = ("bert", "distilbert")
 """Encoders the attnpaper variants plug into (MiniLM is a BERT)."""
@@ -37,7 +37,7 @@ def model_config(model):
     """The transformers config of ``model`` (alias, directory, config or hub name), read without weights."""
     from transformers import AutoConfig, PretrainedConfig
 
-    from .models import MODEL_ALIASES, resolve_model
+    from ..model.build import MODEL_ALIASES, resolve_model
 
     source = resolve_model(model)  # raises for a missing directory
     if isinstance(source, PretrainedConfig):

@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from .packing import forward
+from .batches import forward
 
 STEP_MODES = ("auto", "eager", "compiled", "captured")
 """auto: captured on a CUDA GPU that Inductor supports (compute capability >= 7.0), else eager."""

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data as D
-from .config import RunConfig
-from .step import reset_compiler
-from .train import MB, device_info, train
+from ..training import data as D
+from ..training.config import RunConfig
+from ..training.step import reset_compiler
+from ..training.loop import train
+from ..training.measure import MB, device_info
 
 
 PROFILE_STEPS = 5  # the last steps of each measurement, profiled for GPU busy time (not in the median)
@@ -28,7 +29,7 @@ def imdb_lengths(source, max_length) -> np.ndarray:
     """Token counts of IMDb train reviews (cut at max_length): from a lengths .npy or by tokenizing."""
     if str(source).endswith(".npy"):
         return np.minimum(np.load(source), max_length)
-    from .train import load_tokenizer
+    from ..training.loop import load_tokenizer
 
     tok = load_tokenizer("minilm-offline")
     texts, _ = D.read_texts(source)["train"]
