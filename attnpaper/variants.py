@@ -1,9 +1,125 @@
-"""The package's names that need no heavy import (the command line's help reads them)."""
+"""The five attention variants and their options, in one table: what each runs, which options it takes,
+how its batches are laid out, and the valid values of every option. No torch: the command line's
+--help reads it, and every other floor (model building, run parameters, checks) asks it.
+"""
+from __future__ import annotations
 
-VARIANTS = ("baseline", "sdpa", "flash", "linear", "hybrid")
-"""baseline: eager softmax as DistilBERT computes it; sdpa: transformers' default; flash: exact
-fused kernels in every layer; linear: FAVOR+ (or elu+1) in every layer; hybrid: the first k
-layers flash, the rest linear."""
+from dataclasses import dataclass
+
+FLASH_BACKENDS = ("auto", "varlen", "flash_attn", "sdpa", "math")
+"""Exact kernels: auto picks torch's varlen FlashAttention-2, else flash_attn's, else SDPA's fused ones."""
+FEATURE_MAPS = ("favor+", "elu")
+"""Linear attention's feature map: Performer FAVOR+ (positive random features) or elu(x)+1."""
+LAYOUTS = ("padded", "packed")
+"""padded: [B, L] rows with a mask; packed: the batch's real tokens in one row (padding-free)."""
+INT64_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the table. implementation: the transformers attention implementation it runs under
+    ("eager", "sdpa" or attnpaper's own); layers: what each encoder layer runs ("builtin" for
+    transformers' own, else "exact", "linear" or "hybrid" = the first k exact, the rest linear)."""
+
+    name: str
+    implementation: str
+    layers: str
+    options: tuple[str, ...]
+    layout: str
+    dropout: bool
+    doc: str
+
+    def layer_plan(self, num_layers: int, hybrid_layers: int | None = None) -> list[str] | None:
+        """'exact' or 'linear' per layer; None for transformers' own implementations."""
+        if self.layers == "builtin":
+            return None
+        if self.layers != "hybrid":
+            return [self.layers] * num_layers
+        k = num_layers // 2 if hybrid_layers is None else hybrid_layers
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= num_layers:
+            raise ValueError(f"bad option hybrid_layers={k!r}: must be None or an int in [0, {num_layers}]")
+        return ["exact"] * k + ["linear"] * (num_layers - k)
+
+
+ATTNPAPER = "attnpaper"  # the name attnpaper's attention registers under in transformers (attention/plug.py)
+COMMON = ("attention_dropout", "seed")
+EXACT = ("flash_backend",)
+LINEAR = ("feature_map", "num_features", "redraw_every")
+TABLE = {v.name: v for v in (
+    Variant("baseline", "eager", "builtin", COMMON, "padded", True,
+            "eager softmax, as DistilBERT computes it (transformers' eager attention)"),
+    Variant("sdpa", "sdpa", "builtin", COMMON, "padded", True,
+            "transformers' default: torch's scaled_dot_product_attention with a padding mask"),
+    Variant("flash", ATTNPAPER, "exact", COMMON + EXACT, "packed", True,
+            "exact attention through fused kernels in every layer, padding-free end to end"),
+    Variant("linear", ATTNPAPER, "linear", COMMON + LINEAR, "padded", False,
+            "FAVOR+ (or elu+1) linear attention in every layer"),
+    Variant("hybrid", ATTNPAPER, "hybrid", COMMON + EXACT + LINEAR + ("hybrid_layers",), "padded", False,
+            "the first k layers flash, the rest linear"),
+)}
+VARIANTS = tuple(TABLE)
+"""baseline, sdpa, flash, linear, hybrid (see TABLE)."""
+OPTIONS = ("attention_dropout", "flash_backend", "feature_map", "num_features", "redraw_every",
+           "hybrid_layers", "seed")
+"""Every option build_model takes; each variant takes those in its row."""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def option_error(name: str, value) -> str | None:
+    """Why ``value`` is not valid for option ``name`` (one phrase naming what is), or None when it is."""
+    if name == "attention_dropout":
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value < 1
+        return None if ok else "must be a number in [0, 1)"
+    if name == "flash_backend":
+        return None if value in FLASH_BACKENDS else f"valid: {', '.join(FLASH_BACKENDS)}"
+    if name == "feature_map":
+        return None if value in FEATURE_MAPS else f"valid: {', '.join(FEATURE_MAPS)}"
+    if name == "num_features":
+        return None if value is None or (_is_int(value) and value >= 1) else "must be None (d log d) or an int >= 1"
+    if name == "redraw_every":
+        return None if _is_int(value) and value >= 0 else "must be an int >= 0 (0: never redraw)"
+    if name == "hybrid_layers":
+        return None if value is None or (_is_int(value) and value >= 0) else "must be None (half) or an int >= 0"
+    if name == "seed":
+        return None if _is_int(value) and 0 <= value <= INT64_MAX else f"must be an int in [0, {INT64_MAX}]"
+    raise KeyError(name)
+
+
+def variant(name) -> Variant:
+    """The table row of ``name``, or ValueError naming the valid variants."""
+    if name not in TABLE:
+        raise ValueError(f"unknown variant {name!r}; valid: {', '.join(VARIANTS)}")
+    return TABLE[name]
+
+
+def check_options(name: str, options: dict) -> Variant:
+    """Validate build_model's options for variant ``name``: known, taken by this variant, valid values.
+
+    An option the variant does not take is refused (it would be silently ignored), except at its
+    default value, so one set of run parameters can serve every variant.
+    """
+    row = variant(name)
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
+    for key, value in options.items():
+        why = option_error(key, value)
+        if why:
+            raise ValueError(f"bad option {key}={value!r}: {why}")
+        if key not in row.options and value != DEFAULTS[key]:
+            raise ValueError(f"option {key}={value!r} does not apply to variant {name!r}, which takes: "
+                             f"{', '.join(row.options)}")
+    if options.get("attention_dropout", 0) > 0 and not row.dropout:
+        raise ValueError(f"bad option attention_dropout={options['attention_dropout']!r}: linear attention has "
+                         f"no probability matrix to drop; valid for {name!r}: 0")
+    return row
+
+
+DEFAULTS = {"attention_dropout": 0.0, "flash_backend": "auto", "feature_map": "favor+", "num_features": None,
+            "redraw_every": 0, "hybrid_layers": None, "seed": 0}
 
 OFFLINE_MODEL = "minilm-offline"
 RANDOM_DISTILBERT = "distilbert-base-random"

@@ -50,16 +50,6 @@ def unpad(key_mask: torch.Tensor) -> Unpadded:
     return Unpadded(indices, cu, int(lengths.max()))
 
 
-_LAST: list = [None, None]  # (mask, Unpadded): every layer of one forward gets the same mask tensor
-
-
-def unpad_once(key_mask: torch.Tensor) -> Unpadded:
-    """unpad(), computed once per forward pass instead of once per layer (it syncs with the GPU)."""
-    if _LAST[0] is not key_mask:
-        _LAST[:] = [key_mask, unpad(key_mask)]
-    return _LAST[1]
-
-
 def _pack(x, u: Unpadded):
     """[B, H, N, D] -> [T, H, D] holding the real tokens only."""
     b, h, n, d = x.shape
@@ -151,7 +141,7 @@ def exact_attention(q, k, v, key_mask=None, scale=None, dropout=0.0, backend="au
     if kernel in ("varlen", "flash_attn") and key_mask is not None:
         if q.device.type != "cuda":
             raise ValueError(f"flash_backend {kernel!r} needs a CUDA device; valid on CPU: 'math', 'sdpa', 'auto'")
-        u = unpad_once(key_mask)
+        u = unpad(key_mask)  # per layer, a sync each: this explicit path is for teaching and checks only
         qp, kp, vp = _pack(q, u), _pack(k, u), _pack(v, u)  # each [T, H, D]
         if kernel == "varlen":
             if dropout > 0.0:

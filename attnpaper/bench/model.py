@@ -20,7 +20,7 @@ from .step import random_split
 from ..training.config import RunConfig
 from ..model.build import build_model, resolve_model
 from ..training.step import TrainStep, reset_compiler, resolve_step_mode
-from ..training.loop import WARMUP_CALLS
+from ..training.measure import WARMUP_CALLS
 from ..training.measure import MB, elapsed_ms, mark, memory_breakdown, start_profiler, stop_profiler, sync
 
 IMDB_MAX = 512  # up to this length the batches follow IMDb's lengths; beyond, full-length sequences

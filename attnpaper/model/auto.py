@@ -15,10 +15,11 @@ from transformers import (
 )
 
 from ..attention import ATTN_NAME, LayerAttention, register
+from ..variants import EXACT, LINEAR
+from ..variants import variant as variant_row
 
-BUILTIN = {"baseline": "eager", "sdpa": "sdpa"}
-"""Variants that are transformers' own attention implementations."""
-LAYER_OPTIONS = ("flash_backend", "feature_map", "num_features", "redraw_every")
+LAYER_OPTIONS = EXACT + LINEAR
+"""The options each attnpaper layer is built with (saved in the config, so a reload rebuilds them)."""
 
 
 class AttnpaperBertConfig(BertConfig):
@@ -43,7 +44,7 @@ class AttnpaperDistilBertConfig(DistilBertConfig):
 
 def implementation(variant: str) -> str:
     """The transformers attention implementation a variant runs under."""
-    impl = BUILTIN.get(variant, ATTN_NAME)
+    impl = variant_row(variant).implementation
     if impl == ATTN_NAME:
         register()
     return impl

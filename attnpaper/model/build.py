@@ -7,12 +7,10 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, BertConfig, DistilBertConfig, PretrainedConfig
 
-from ..attention import ATTN_NAME, register
-from .auto import BUILTIN, LAYER_OPTIONS, MODELS, attach, attention_modules, wrap_config
-from ..variants import MODEL_ALIASES, OFFLINE_MODEL, RANDOM_DISTILBERT, TINY_RANDOM, VARIANTS  # noqa: F401
-
-OPTIONS = ("attention_dropout", "flash_backend", "feature_map", "num_features", "redraw_every",
-           "hybrid_layers", "seed")
+from .. import variants as V
+from ..attention import ATTN_NAME
+from ..variants import MODEL_ALIASES, OFFLINE_MODEL, RANDOM_DISTILBERT, TINY_RANDOM
+from .auto import LAYER_OPTIONS, MODELS, attach, attention_modules, implementation, wrap_config
 
 
 def offline_model_dir() -> Path:
@@ -61,34 +59,12 @@ def _set_attention_dropout(config, p):
 
 
 def layer_plan(variant, num_layers, hybrid_layers=None) -> list[str]:
-    """Which kernel each layer runs: 'exact' or 'linear' (attnpaper variants only)."""
-    if variant == "flash":
-        return ["exact"] * num_layers
-    if variant == "linear":
-        return ["linear"] * num_layers
-    k = num_layers // 2 if hybrid_layers is None else hybrid_layers
-    if not isinstance(k, int) or not 0 <= k <= num_layers:
-        raise ValueError(f"hybrid_layers must be an int in [0, {num_layers}], got {k!r}")
-    return ["exact"] * k + ["linear"] * (num_layers - k)
-
-
-def _check_options(variant, options):
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
-    if options.get("hybrid_layers") is not None and variant != "hybrid":
-        raise ValueError(f"hybrid_layers applies to the hybrid variant only, not {variant!r}")
-    p = options.get("attention_dropout", 0.0)
-    if not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-        raise ValueError(f"attention_dropout must be a float in [0, 1), got {p!r}")
-    if p > 0 and variant in ("linear", "hybrid"):
-        raise ValueError("linear attention has no probability matrix to drop: use attention_dropout=0")
-    for name in ("num_features", "redraw_every", "hybrid_layers", "seed"):
-        v = options.get(name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-            raise ValueError(f"{name} must be None or an int >= 0, got {v!r}")
+    """Which kernel each layer runs: 'exact' or 'linear' (attnpaper variants only; see variants.TABLE)."""
+    plan = V.variant(variant).layer_plan(num_layers, hybrid_layers)
+    if plan is None:
+        raise ValueError(f"{variant!r} runs transformers' own attention in every layer; layer plans are for "
+                         f"{', '.join(n for n, v in V.TABLE.items() if v.layers != 'builtin')}")
+    return plan
 
 
 def build_model(model, variant, num_labels=2, **options):
@@ -98,15 +74,13 @@ def build_model(model, variant, num_labels=2, **options):
     attention dropout, so every variant trains without it), flash_backend, feature_map,
     num_features, redraw_every, hybrid_layers (hybrid: how many leading layers are flash), seed.
     """
-    _check_options(variant, options)
+    row = V.check_options(variant, options)
     if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
         raise ValueError(f"num_labels must be an int >= 1 (2 for IMDb), got {num_labels!r}")
     source = resolve_model(model)
-    impl = BUILTIN.get(variant, ATTN_NAME)
-    if impl == ATTN_NAME:
-        register()
+    impl = implementation(variant)
     base = source if isinstance(source, PretrainedConfig) else AutoConfig.from_pretrained(source)
-    layers = layer_plan(variant, base.num_hidden_layers, options.get("hybrid_layers")) if impl == ATTN_NAME else None
+    layers = row.layer_plan(base.num_hidden_layers, options.get("hybrid_layers"))
     spec = {"variant": variant, "layers": layers, "seed": options.get("seed", 0),
             "options": {k: options[k] for k in LAYER_OPTIONS if k in options}}
     config = wrap_config(base, spec)  # a copy: the caller's config is never mutated
@@ -115,12 +89,13 @@ def build_model(model, variant, num_labels=2, **options):
         config.problem_type = "single_label_classification"
     _set_attention_dropout(config, float(options.get("attention_dropout", 0.0)))
     cls = MODELS[type(config)]
-    torch.manual_seed(options.get("seed", 0))  # same seed, same initial weights for every variant
-    if isinstance(source, PretrainedConfig):
-        clf = cls(config)
-    else:
-        clf = cls.from_pretrained(source, config=config, attn_implementation=impl, dtype=torch.float32)
-        attach(clf)  # the pretrained file holds no random features: draw them from the seed
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+        torch.manual_seed(options.get("seed", 0))  # same seed, same initial weights (and head) for every variant
+        if isinstance(source, PretrainedConfig):
+            clf = cls(config)
+        else:
+            clf = cls.from_pretrained(source, config=config, attn_implementation=impl, dtype=torch.float32)
+            attach(clf)  # the pretrained file holds no random features: draw them from the seed
     clf.config._attn_implementation = impl
     return clf
 

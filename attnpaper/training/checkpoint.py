@@ -20,6 +20,12 @@ import torch
 from ..files import atomic_file
 
 FORMAT = 1
+PROGRESS = ("step", "real_tokens", "slot_tokens", "losses", "train_time_s")
+"""Where a run is: steps done, tokens seen (real and with padding), losses so far, training seconds so far."""
+
+
+def fresh_progress() -> dict:
+    return {"step": 0, "real_tokens": 0, "slot_tokens": 0, "losses": [], "train_time_s": 0.0}
 
 
 def plan_digest(plan) -> str:
@@ -73,6 +79,25 @@ class Checkpoint:
                   f"moved to {aside.name}, starting from step 0", file=sys.stderr, flush=True)
             return None
         return state
+
+    def restore(self, plan: str, model, optimizer, scheduler, scaler, generators) -> dict:
+        """Put a saved run back into these objects; returns the progress to continue from (step 0 if none)."""
+        saved = self.load(plan)
+        if not saved:
+            return fresh_progress()
+        load_model_state(model, saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        set_random_states(saved["random"], generators)
+        return {k: saved[k] for k in PROGRESS} | {"losses": list(saved["losses"])}
+
+    def store(self, plan: str, progress: dict, model, optimizer, scheduler, scaler, generators) -> None:
+        """Save the whole state after ``progress["step"]`` steps (see the module docstring)."""
+        self.save({"plan": plan, "model": model_state(model), "optimizer": optimizer.state_dict(),
+                   "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                   "random": random_states(generators),
+                   **progress, "losses": [float(x) for x in progress["losses"]]})
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

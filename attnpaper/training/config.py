@@ -1,4 +1,6 @@
-"""The experiment's parameters: the paper's setup by default, every open choice named and recorded."""
+"""The experiment's parameters, defined once: each field's default (the paper's setup), what it means and
+its valid range live together below; validation, the notebook's parameters cell and chapter 3's table
+are all checked against this one list (tests/test_config.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,9 +9,9 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from ..attention import FEATURE_MAPS, FLASH_BACKENDS
-from ..variants import VARIANTS
-from .batches import LAYOUTS, bucket_range
+from .. import variants as V
+from ..variants import LAYOUTS, VARIANTS
+from .batches import bucket_range
 from .step import STEP_MODES
 
 SCHEDULES = ("linear", "constant")
@@ -22,143 +24,154 @@ whose attention is broken shows as a drop towards chance."""
 PRECISIONS = ("bf16", "fp16", "fp32", "auto")
 
 
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def choice(*values):
+    return lambda v: None if v in values else f"valid: {', '.join(map(str, values))}"
+
+
+def integer(low, high=None, none=None):
+    """An int in [low, high]; ``none`` (a phrase) when None is valid too."""
+    def check(v):
+        if v is None and none:
+            return None
+        if _int(v) and v >= low and (high is None or v <= high):
+            return None
+        rng = f">= {low}" if high is None else f"in [{low}, {high}]"
+        return f"must be {'None (' + none + ') or ' if none else ''}an int {rng}"
+    return check
+
+
+def number(low=None, high=None, low_open=False, high_open=True, none=None):
+    """A finite number in its range; ``none`` (a phrase) when None is valid too."""
+    def check(v):
+        if v is None and none:
+            return None
+        if not _num(v):
+            return f"must be {'None (' + none + ') or ' if none else ''}a finite number"
+        if low is not None and (v <= low if low_open else v < low):
+            return f"must be {'>' if low_open else '>='} {low:g}"
+        if high is not None and (v >= high if high_open else v > high):
+            return f"must be {'<' if high_open else '<='} {high:g}"
+        return None
+    return check
+
+
+def text(v):
+    return None if isinstance(v, str) and v else "must be a non-empty string"
+
+
+def boolean(v):
+    return None if isinstance(v, bool) else "must be True or False"
+
+
+def option(name):
+    return lambda v: V.option_error(name, v)
+
+
+def param(default, doc, check, **kw):
+    """A RunConfig field with its meaning and its check (a function: value -> why it is invalid, or None)."""
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"doc": doc, "check": check})
+    return field(default=default, metadata={"doc": doc, "check": check}, **kw)
+
+
 @dataclass
 class RunConfig:
     """One training run. Defaults: the paper (AdamW, lr 5e-5, batch 32, 3 epochs, 128 tokens, full IMDb)."""
 
-    variant: str = "baseline"
-    seed: int = 0
-    model: str = "minilm-offline"
-    data: str = "hub"
-    max_length: int = 128
-    epochs: float = 3
-    batch_size: int = 32
-    lr: float = 5e-5
-    weight_decay: float = 0.0  # open in the paper; transformers' Trainer default
-    schedule: str = "linear"  # open in the paper; linear decay to 0, Trainer's default
-    warmup_ratio: float = 0.0
-    precision: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU
-    attention_dropout: float = 0.0  # the varlen kernel and linear attention have none; so no variant uses it
-    train_samples: int | None = None  # None = all 25,000
-    test_samples: int | None = None
-    max_steps: int | None = None  # stop after this many steps (shape benchmarks)
-    eval: bool = True
-    eval_batch_size: int = 128
-    flash_backend: str = "auto"
-    feature_map: str = "favor+"
-    num_features: int | None = None
-    redraw_every: int = 0
-    hybrid_layers: int | None = None
-    step_mode: str = "auto"  # captured (torch.compile + CUDA graphs) on a GPU, eager on a CPU; see attnpaper.training.step
-    layout: str = "auto"  # flash: packed (padding-free end to end); the others: padded
-    bucket: int | None = None  # static shapes: lengths (padded) or token counts (packed) rounded up to this; see packing
-    max_grad_norm: float | None = None  # None: no clipping, as the paper's setup (Trainer's default is 1.0)
-    checkpoint_every: int = 500  # save a resumable checkpoint every this many steps (and at each epoch end); 0: never
-    nproc_per_node: int = 1  # >1: data-parallel over this many GPUs (torchrun + DDP), same global batch and lr
-    notes: dict = field(default_factory=dict)
+    variant: str = param("baseline", "attention variant", choice(*VARIANTS))
+    seed: int = param(0, "seed of the weights' head, data order, dropout and random features", option("seed"))
+    model: str = param("minilm-offline", "hub name, local directory or alias (see MODEL_ALIASES)", text)
+    data: str = param("hub", "IMDb: 'hub', a parquet folder, a token cache (.npz) or 'synthetic'", text)
+    max_length: int = param(128, "tokens per review (longer ones are cut)", integer(8))
+    epochs: float = param(3, "passes over the training split (fractions allowed: at least one step)",
+                          number(0, low_open=True))
+    batch_size: int = param(32, "reviews per optimizer step (all processes together)", integer(2))
+    lr: float = param(5e-5, "AdamW's peak learning rate", number(0, low_open=True))
+    weight_decay: float = param(0.0, "AdamW's decoupled weight decay (open in the paper; Trainer's default)",
+                                number(0))
+    schedule: str = param("linear", "learning-rate schedule: linear decay to 0 (Trainer's default) or constant",
+                          choice(*SCHEDULES))
+    warmup_ratio: float = param(0.0, "share of the steps spent warming the learning rate up", number(0, 1))
+    precision: str = param("auto", "autocast: bf16 on CUDA, fp32 on a CPU when auto", choice(*PRECISIONS))
+    attention_dropout: float = param(0.0, "dropout on attention probabilities (the varlen kernel and linear "
+                                     "attention have none, so no variant uses it)", option("attention_dropout"))
+    train_samples: int | None = param(None, "training reviews (None: all 25,000)", integer(1, none="all"))
+    test_samples: int | None = param(None, "test reviews (None: all 25,000)", integer(1, none="all"))
+    max_steps: int | None = param(None, "stop after this many steps (shape benchmarks)", integer(1, none="no limit"))
+    eval: bool = param(True, "score the test split after training", boolean)
+    eval_batch_size: int = param(128, "reviews per evaluation batch", integer(1))
+    flash_backend: str = param("auto", "exact kernel of flash and hybrid", option("flash_backend"))
+    feature_map: str = param("favor+", "linear attention's feature map", option("feature_map"))
+    num_features: int | None = param(None, "random features of FAVOR+ (None: d log d)", option("num_features"))
+    redraw_every: int = param(0, "redraw FAVOR+ features every this many steps (0: never)", option("redraw_every"))
+    hybrid_layers: int | None = param(None, "hybrid: how many leading layers are flash (None: half)",
+                                      option("hybrid_layers"))
+    step_mode: str = param("auto", "how a step runs (see attnpaper.training.step)", choice(*STEP_MODES))
+    layout: str = param("auto", "batches: padded, or packed (padding-free); auto: the variant's default",
+                        choice("auto", *LAYOUTS))
+    bucket: int | None = param(None, "static shapes: lengths (padded) or token counts (packed) rounded up to "
+                               "this", lambda v: None)  # its range depends on the layout: checked below
+    max_grad_norm: float | None = param(None, "clip gradients to this norm (None: no clipping, as the paper; "
+                                        "Trainer's default is 1.0)", number(0, low_open=True, none="no clipping"))
+    checkpoint_every: int = param(500, "save a resumable checkpoint every this many steps and at each epoch "
+                                  "end (0: never)", integer(0))
+    nproc_per_node: int = param(1, ">1: data-parallel over this many GPUs (torchrun + DDP), same global batch "
+                                "and lr", integer(1))
+    notes: dict = param({}, "free-form notes kept in the record (not hashed)",
+                        lambda v: None if isinstance(v, dict) else "must be a dict")
 
     def validate(self, model_max_positions: int | None = None, num_layers: int | None = None):
         """Raise ValueError naming the bad parameter and what is valid (types, finite ranges, choices)."""
         def bad(name, why):
             raise ValueError(f"bad parameter {name}={getattr(self, name)!r}: {why}")
 
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        if not is_int(self.seed) or self.seed < 0:
-            bad("seed", "must be an int >= 0")
-        for name in ("model", "data"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                bad(name, "must be a non-empty string")
-        for name in ("lr", "epochs", "weight_decay", "warmup_ratio", "attention_dropout"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                bad(name, "must be a finite number")
-        if self.variant not in VARIANTS:
-            bad("variant", f"valid: {', '.join(VARIANTS)}")
-        for name in ("max_length", "batch_size", "eval_batch_size"):
-            if not is_int(getattr(self, name)) or getattr(self, name) < 2:
-                bad(name, "must be an int >= 2")
+        for f in dataclasses.fields(self):
+            why = f.metadata["check"](getattr(self, f.name))
+            if why:
+                bad(f.name, why)
+        # what depends on more than one field
+        row = V.TABLE[self.variant]
         if model_max_positions is not None and self.max_length > model_max_positions:
-            bad("max_length", f"the model has {model_max_positions} positions; valid: 2 to {model_max_positions}")
-        if not self.lr > 0:
-            bad("lr", "must be > 0")
-        if not self.epochs > 0:
-            bad("epochs", "must be > 0")
-        if self.weight_decay < 0:
-            bad("weight_decay", "must be >= 0")
-        if not 0 <= self.warmup_ratio < 1:
-            bad("warmup_ratio", "must be in [0, 1)")
-        if not 0 <= self.attention_dropout < 1:
-            bad("attention_dropout", "must be in [0, 1)")
-        if self.attention_dropout > 0 and self.variant in ("linear", "hybrid"):
+            bad("max_length", f"the model has {model_max_positions} positions; valid: 8 to {model_max_positions}")
+        if self.attention_dropout > 0 and not row.dropout:
             bad("attention_dropout", "linear attention has no probability matrix to drop; valid here: 0")
-        if not isinstance(self.eval, bool):
-            bad("eval", "must be True or False")
-        if self.max_grad_norm is not None and (isinstance(self.max_grad_norm, bool)
-                                               or not isinstance(self.max_grad_norm, (int, float))
-                                               or not math.isfinite(self.max_grad_norm) or self.max_grad_norm <= 0):
-            bad("max_grad_norm", "must be None (no clipping) or a finite number > 0")
-        if not is_int(self.nproc_per_node) or self.nproc_per_node < 1:
-            bad("nproc_per_node", "must be an int >= 1 (1: one process, no DDP)")
         if self.batch_size % self.nproc_per_node:
             bad("nproc_per_node", f"must divide batch_size={self.batch_size} (each process takes an equal share)")
-        if not is_int(self.checkpoint_every) or self.checkpoint_every < 0:
-            bad("checkpoint_every", "must be an int >= 0 (0: no checkpoints)")
-        if self.schedule not in SCHEDULES:
-            bad("schedule", f"valid: {', '.join(SCHEDULES)}")
-        if self.precision not in PRECISIONS:
-            bad("precision", f"valid: {', '.join(PRECISIONS)}")
-        if self.flash_backend not in FLASH_BACKENDS:
-            bad("flash_backend", f"valid: {', '.join(FLASH_BACKENDS)}")
-        if self.feature_map not in FEATURE_MAPS:
-            bad("feature_map", f"valid: {', '.join(FEATURE_MAPS)}")
-        if self.num_features is not None and (not is_int(self.num_features) or self.num_features < 1):
-            bad("num_features", "must be None (d log d) or an int >= 1")
-        if not is_int(self.redraw_every) or self.redraw_every < 0:
-            bad("redraw_every", "must be an int >= 0 (0: never redraw)")
         if self.hybrid_layers is not None:
-            if self.variant != "hybrid":
+            if "hybrid_layers" not in row.options:
                 bad("hybrid_layers", f"applies to the hybrid variant only, not {self.variant!r}; valid here: None")
-            top = num_layers if num_layers is not None else float("inf")
-            if not is_int(self.hybrid_layers) or not 0 <= self.hybrid_layers <= top:
-                bad("hybrid_layers", f"must be None or an int in [0, {num_layers if num_layers else 'layers'}]")
-        if self.step_mode not in STEP_MODES:
-            bad("step_mode", f"valid: {', '.join(STEP_MODES)}")
-        if self.layout not in ("auto", *LAYOUTS):
-            bad("layout", f"valid: auto, {', '.join(LAYOUTS)}")
-        if self.layout == "packed" and self.variant != "flash":
-            bad("layout", "packed (padding-free) runs exact attention only: variant flash; valid here: auto, padded")
+            if num_layers is not None and self.hybrid_layers > num_layers:
+                bad("hybrid_layers", f"must be None or an int in [0, {num_layers}]")
+        if self.layout == "packed" and self.variant not in PACKED:
+            bad("layout", f"packed (padding-free) batches run {', '.join(PACKED)} only; valid here: auto, padded")
         layout = self.resolved_layout()
         _, low, high = bucket_range(layout, self.max_length)
-        if self.bucket is not None and (not is_int(self.bucket) or not low <= self.bucket <= high):
+        if self.bucket is not None and (not _int(self.bucket) or not low <= self.bucket <= high):
             bad("bucket", f"must be None or an int in [{low}, {high}] "
                           f"({'token' if layout == 'packed' else 'length'} granularity)")
-        for name in ("train_samples", "test_samples", "max_steps"):
-            v = getattr(self, name)
-            if v is not None and (not is_int(v) or v < 1):
-                bad(name, "must be None or an int >= 1")
-        if not isinstance(self.notes, dict):
-            bad("notes", "must be a dict")
         return self
 
     def resolved_layout(self) -> str:
-        """'packed' (padding-free end to end) for flash unless padded is asked for; 'padded' for the rest."""
-        if self.layout == "auto":
-            return "packed" if self.variant == "flash" else "padded"
-        return self.layout
+        """The layout asked for, or the variant's default (variants.TABLE) when auto."""
+        return V.TABLE[self.variant].layout if self.layout == "auto" else self.layout
 
     def model_options(self) -> dict:
-        """The build_model options this variant takes."""
-        opts = {"attention_dropout": self.attention_dropout, "seed": self.seed}
-        if self.variant in ("flash", "hybrid"):
-            opts["flash_backend"] = self.flash_backend
-        if self.variant in ("linear", "hybrid"):
-            opts.update(feature_map=self.feature_map, num_features=self.num_features,
-                        redraw_every=self.redraw_every)
-        if self.variant == "hybrid":
-            opts["hybrid_layers"] = self.hybrid_layers
-        return opts
+        """The build_model options this variant takes (variants.TABLE), with this run's values."""
+        return {name: getattr(self, name) for name in V.TABLE[self.variant].options}
+
+    @staticmethod
+    def describe() -> list[dict]:
+        """Every parameter: name, default and meaning (the notebook's parameters cell and chapter 3 use it)."""
+        return [{"name": f.name, "default": f.default if f.default is not dataclasses.MISSING else {},
+                 "doc": f.metadata["doc"]} for f in dataclasses.fields(RunConfig)]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -195,6 +208,8 @@ class RunConfig:
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+PACKED = tuple(n for n, v in V.TABLE.items() if v.layers == "exact")
+"""Variants whose every layer can run on packed (padding-free) batches."""
 NOT_HASHED = ("variant", "seed", "notes", "checkpoint_every")
 """Left out of the configuration hash: what a table row pools over, and what cannot change a result."""
 HASHED_UNLESS_DEFAULT = {"max_grad_norm": None, "nproc_per_node": 1}

@@ -12,6 +12,9 @@ import time
 import torch
 
 MB = 2**20
+WARMUP_CALLS = 3  # a captured shape runs compiled, then is recorded as a graph, then replays
+
+
 def device_info() -> dict:
     """What ran the job: the GPU's name (or the CPU) and the library versions."""
     import transformers
@@ -108,3 +111,88 @@ def elapsed_ms(marks, device) -> list[float]:
         torch.cuda.synchronize()
         return [a.elapsed_time(b) for a, b in zip(marks, marks[1:])]
     return [1000 * (b - a) for a, b in zip(marks, marks[1:])]
+
+
+class Meter:
+    """Everything a run measures besides its loss, behind a few calls from the training loop.
+
+    ``start()`` before the first step; ``with meter.step(i, shape):`` around each step (times the first
+    WARMUP_CALLS calls of each batch shape apart as compile and graph recording, marks every step with
+    a CUDA event when ``timed``, counts host syncs on a few steps, profiles the last ``profile_steps``);
+    ``with meter.paused():`` around work that is not training (checkpoint writes); ``report(...)`` at
+    the end. The peak-memory counter is reset on construction, before any warm-up, so the peak
+    includes the CUDA graphs' pools.
+    """
+
+    def __init__(self, device, step_mode: str, total: int, timed=False, profile_steps=0):
+        self.device, self.graphs, self.total = device, step_mode != "eager", total
+        self.timed, self.profile_steps = timed, profile_steps
+        self.shapes: dict = {}  # batch shape -> calls so far
+        self.warm_s, self.warm_steps, self.paused_s = 0.0, 0, 0.0
+        self.marks, self.sync_counts, self.prof, self.profile = [], [], None, {}
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+
+    def start(self):
+        sync(self.device)
+        self.t0 = time.perf_counter()
+
+    @contextlib.contextmanager
+    def step(self, i: int, shape: tuple):
+        if self.profile_steps and i == self.total - self.profile_steps:
+            self.prof = start_profiler(self.device)
+        self.shapes[shape] = self.shapes.get(shape, 0) + 1
+        warming = self.graphs and self.shapes[shape] <= WARMUP_CALLS
+        if self.timed and self.prof is None:
+            self.marks.append(mark(self.device))
+        if warming:
+            sync(self.device)
+            t0 = time.perf_counter()
+        probe = (self.timed and self.device.type == "cuda" and not warming and len(self.sync_counts) < 3
+                 and i >= 10)
+        with count_syncs(self.sync_counts) if probe else contextlib.nullcontext():
+            yield
+        if warming:
+            sync(self.device)
+            self.warm_s += time.perf_counter() - t0
+            self.warm_steps += 1
+
+    @contextlib.contextmanager
+    def paused(self):
+        t0 = time.perf_counter()
+        yield
+        self.paused_s += time.perf_counter() - t0
+
+    def elapsed_s(self) -> float:
+        """Training seconds so far, paused work left out (no sync)."""
+        return time.perf_counter() - self.t0 - self.paused_s
+
+    def report(self, steps_run: int, before_s: float, model, optimizer) -> dict:
+        """Times (compile apart from training), step-time median, GPU busy time, syncs and memory."""
+        if self.timed:
+            self.marks.append(mark(self.device))
+        sync(self.device)
+        train_s = self.elapsed_s()
+        if self.prof:
+            self.profile = stop_profiler(self.prof, self.profile_steps)
+        steady = (train_s - self.warm_s) / max(1, steps_run - self.warm_steps)
+        compile_s = max(0.0, self.warm_s - self.warm_steps * steady)
+        train_s += before_s  # a resumed run: the time of the steps before its checkpoint too
+        out = {"train_time_s": train_s, "compile_time_s": compile_s, "train_time_excl_compile_s": train_s - compile_s,
+               "checkpoint_time_s": self.paused_s, "batch_shapes": len(self.shapes),
+               **memory_breakdown(model, optimizer), **self.profile}
+        if self.sync_counts:
+            out["host_syncs_per_step"] = sum(self.sync_counts) / len(self.sync_counts)
+        if len(self.marks) > 1:
+            ms = elapsed_ms(self.marks, self.device)
+            warm = ms[min(max(5, WARMUP_CALLS * len(self.shapes)), len(ms) - 1):]
+            out["step_time_ms_median"] = sorted(warm)[len(warm) // 2]
+        if self.device.type == "cuda":
+            out["peak_memory_mb"] = torch.cuda.max_memory_allocated() / MB
+            out["activations_mb"] = out["peak_memory_mb"] - sum(out[k] for k in ("weights_mb", "gradients_mb",
+                                                                                  "optimizer_mb"))
+            out["peak_reserved_mb"] = torch.cuda.max_memory_reserved() / MB
+        else:
+            out["peak_memory_mb"] = None
+        return out
