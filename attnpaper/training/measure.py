@@ -80,8 +80,6 @@ def stop_profiler(prof, steps) -> dict:
 
 
 @contextlib.contextmanager
-@contextlib.contextmanager
-@contextlib.contextmanager
 def count_syncs(counts: list):
     """Count the host-device synchronisations inside the block (CUDA's sync debug mode), appended to counts."""
     import warnings
