@@ -109,11 +109,17 @@ def packed_linear_attention(phi_q, phi_k, v, chunk_seq, segments: int, key_mask=
     each chunk gathers its sequence's sums for phi(Q) KV_s / phi(Q).z_s. Every shape follows from
     (T, c, S), so a token bucket is one static graph, and nothing reads a value back to the host.
 
-    Cost (H heads, M features, D head dim), per layer: 4 T H M D FLOPs as the padded kernel has per
-    token, now on real tokens plus the chunk padding (< c per sequence), and 2 (T / c) H M D more
-    to sum the chunks. Memory: a chunk's sums are [M, D] against its c tokens' [c, M] features, so
-    the per-chunk tensors take D / c times phi(Q)'s size; they are transient (``_SegmentProducts``
-    saves only phi(Q), phi(K), V and the per-sequence sums, and gathers again in the backward).
+    Cost per layer (H heads, M features, D head dim): the padded kernel's 4 H M D FLOPs per token on
+    real tokens plus the chunk padding (< c per sequence), and (T / c) H M D adds to sum the chunks.
+    The per-chunk sums [H, C, M, D] are D / c times phi(Q)'s size; they are transient (the backward of
+    ``_SegmentProducts`` recomputes them; it saves only phi(Q), phi(K), V and the per-sequence sums).
+    Measured on the meta device, one FAVOR+ layer forward and backward at DistilBERT@512 (batch 32,
+    IMDb lengths: 8,630 real tokens, H=12, M=266, D=64, bf16 products): padded 16,384 tokens, 67.3
+    GFLOP, 1,376 MiB saved for the backward; packed (bucket 1,024, c=16) 9,216 tokens, 37.8 GFLOP,
+    725 MiB saved, largest transient the per-chunk sums in float32, 449 MiB (eager; 224 MiB in bf16
+    where a compiler fuses the cast into the index_add). c=8 doubles that transient, c=32 halves it
+    but doubles the chunk padding that every layer computes on (IMDb at 512: 2.3% of real tokens
+    at c=16, 4.8% at c=32); training.batches.LINEAR_CHUNK picks 16.
     Products in the inputs' dtype, the sums over chunks, the normaliser and the division in float32,
     as ``linear_attention``. Returns [1, H, T, D] in v's dtype.
     """

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from ..attention import FEATURE_MAPS, FLASH_BACKENDS
 from ..variants import VARIANTS
-from .batches import LAYOUTS, bucket_range
+from .batches import LAYOUTS, bucket_range, chunk_for
 from .step import STEP_MODES
 
 SCHEDULES = ("linear", "constant")
@@ -20,6 +20,8 @@ SMOKE = {"model": "bert-tiny-random", "data": "synthetic", "max_length": 64, "ep
 It learns (test accuracy 0.85-0.96 for every variant and seed 0-2; chance is 0.5), so a variant
 whose attention is broken shows as a drop towards chance."""
 PRECISIONS = ("bf16", "fp16", "fp32", "auto")
+PACKED_VARIANTS = ("flash", "linear", "hybrid")
+"""Variants that can run the packed (padding-free) layout: attnpaper's own attention function."""
 
 
 @dataclass
@@ -127,13 +129,19 @@ class RunConfig:
             bad("step_mode", f"valid: {', '.join(STEP_MODES)}")
         if self.layout not in ("auto", *LAYOUTS):
             bad("layout", f"valid: auto, {', '.join(LAYOUTS)}")
-        if self.layout == "packed" and self.variant != "flash":
-            bad("layout", "packed (padding-free) runs exact attention only: variant flash; valid here: auto, padded")
+        if self.layout == "packed" and self.variant not in PACKED_VARIANTS:
+            bad("layout", f"packed (padding-free) runs attnpaper's kernels only: variants {', '.join(PACKED_VARIANTS)}; "
+                          "valid here: auto, padded")
         layout = self.resolved_layout()
         _, low, high = bucket_range(layout, self.max_length)
         if self.bucket is not None and (not is_int(self.bucket) or not low <= self.bucket <= high):
             bad("bucket", f"must be None or an int in [{low}, {high}] "
                           f"({'token' if layout == 'packed' else 'length'} granularity)")
+        chunk = chunk_for(self.variant, layout)
+        if self.bucket is not None and self.bucket % chunk:
+            bad("bucket", f"must be a multiple of {chunk} (packed linear attention's chunk)")
+        if chunk > self.max_length:
+            bad("max_length", f"must be >= {chunk} (packed linear attention's chunk) for the packed layout")
         for name in ("train_samples", "test_samples", "max_steps"):
             v = getattr(self, name)
             if v is not None and (not is_int(v) or v < 1):

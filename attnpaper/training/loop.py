@@ -59,7 +59,8 @@ def evaluate(model, split, cfg, device, precision, pad_id) -> float:
     rank, size, _ = ddp.world()
     order = sorted(range(len(split)), key=lambda i: len(split.ids[i]))[rank::size]
     plan = [order[i:i + cfg.eval_batch_size] for i in range(0, len(order), cfg.eval_batch_size)]
-    collate = P.Collator(cfg.resolved_layout(), pad_id, cfg.max_length)
+    layout = cfg.resolved_layout()
+    collate = P.Collator(layout, pad_id, cfg.max_length, chunk=P.chunk_for(cfg.variant, layout))
     correct = torch.zeros((), dtype=torch.long, device=device)
     with torch.no_grad(), autocast(precision, device):
         for b in tqdm(loader(split, plan, collate, device), desc="eval", total=len(plan), mininterval=5):
@@ -174,7 +175,8 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
                         max_grad_norm=cfg.max_grad_norm, ddp=wrapped)
     # static shapes in every mode, so eager and captured steps see the same batches
     local_batch = cfg.batch_size // world
-    collate = P.Collator(layout, pad_id, cfg.max_length, local_batch, static=True, bucket=cfg.bucket)
+    collate = P.Collator(layout, pad_id, cfg.max_length, local_batch, static=True, bucket=cfg.bucket,
+                         chunk=P.chunk_for(cfg.variant, layout))
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     train_split = splits["train"]
