@@ -5,7 +5,9 @@ One attention function and one mask function are registered under the name ``att
 transformers takes it for its own flash-attn kernels). The mask function hands every layer the
 plain 2D padding mask, so no [B, 1, N, N] bias is built. Each attention module carries a small
 ``LayerAttention`` submodule saying which kernel that layer runs (exact or linear) and keeping
-the layer's random features; the attention function dispatches on it.
+the layer's random features; the attention function dispatches on it, and on the batch's layout:
+a packed batch (training.batches.packed_forward) sends its exact layers to the varlen kernel and
+its linear layers to the chunked per-sequence sums of ``packed_linear_attention``.
 """
 from __future__ import annotations
 
