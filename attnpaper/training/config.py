@@ -130,8 +130,8 @@ class RunConfig:
         if self.layout not in ("auto", *LAYOUTS):
             bad("layout", f"valid: auto, {', '.join(LAYOUTS)}")
         if self.layout == "packed" and self.variant not in PACKED_VARIANTS:
-            bad("layout", f"packed (padding-free) runs attnpaper's kernels only: variants {', '.join(PACKED_VARIANTS)}; "
-                          "valid here: auto, padded")
+            bad("layout", "packed (padding-free) runs attnpaper's kernels only: variants "
+                          f"{', '.join(PACKED_VARIANTS)}; valid here: auto, padded")
         layout = self.resolved_layout()
         _, low, high = bucket_range(layout, self.max_length)
         if self.bucket is not None and (not is_int(self.bucket) or not low <= self.bucket <= high):
