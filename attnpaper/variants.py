@@ -52,10 +52,10 @@ TABLE = {v.name: v for v in (
             "transformers' default: torch's scaled_dot_product_attention with a padding mask"),
     Variant("flash", ATTNPAPER, "exact", COMMON + EXACT, "packed", True,
             "exact attention through fused kernels in every layer, padding-free end to end"),
-    Variant("linear", ATTNPAPER, "linear", COMMON + LINEAR, "padded", False,
-            "FAVOR+ (or elu+1) linear attention in every layer"),
-    Variant("hybrid", ATTNPAPER, "hybrid", COMMON + EXACT + LINEAR + ("hybrid_layers",), "padded", False,
-            "the first k layers flash, the rest linear"),
+    Variant("linear", ATTNPAPER, "linear", COMMON + LINEAR, "packed", False,
+            "FAVOR+ (or elu+1) linear attention in every layer, padding-free end to end"),
+    Variant("hybrid", ATTNPAPER, "hybrid", COMMON + EXACT + LINEAR + ("hybrid_layers",), "packed", False,
+            "the first k layers flash, the rest linear, padding-free end to end"),
 )}
 VARIANTS = tuple(TABLE)
 """baseline, sdpa, flash, linear, hybrid (see TABLE)."""

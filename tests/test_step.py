@@ -152,7 +152,7 @@ def test_captured_step_falls_back_on_cpu_with_one_line(capsys):
 
 def test_bad_step_settings_are_refused():
     for changes, words in [({"step_mode": "graph"}, "valid: auto, eager, compiled, captured"),
-                           ({"layout": "packed"}, r"packed \(padding-free\) runs exact attention only"),
+                           ({"layout": "packed"}, r"packed \(padding-free\) runs attnpaper's kernels only"),
                            ({"bucket": 512}, "bucket")]:
         with pytest.raises(ValueError, match=words):
             RunConfig(**changes).validate()

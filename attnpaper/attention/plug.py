@@ -5,7 +5,9 @@ One attention function and one mask function are registered under the name ``att
 transformers takes it for its own flash-attn kernels). The mask function hands every layer the
 plain 2D padding mask, so no [B, 1, N, N] bias is built. Each attention module carries a small
 ``LayerAttention`` submodule saying which kernel that layer runs (exact or linear) and keeping
-the layer's random features; the attention function dispatches on it.
+the layer's random features; the attention function dispatches on it, and on the batch's layout:
+a packed batch (training.batches.packed_forward) sends its exact layers to the varlen kernel and
+its linear layers to the chunked per-sequence sums of ``packed_linear_attention``.
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
 from .exact import FLASH_BACKENDS, exact_attention, varlen_attention
-from .linear import FEATURE_MAPS, elu_features, favor_features, linear_attention, orthogonal_gaussian
+from .linear import (
+    FEATURE_MAPS, elu_features, favor_features, linear_attention, orthogonal_gaussian, packed_linear_attention,
+)
 
 ATTN_NAME = "attnpaper"
 LAYER_KINDS = ("exact", "linear")
@@ -107,13 +111,17 @@ def attnpaper_attention(module, query, key, value, attention_mask, scaling=None,
     if attention_mask is not None and attention_mask.dim() != 2:
         raise ValueError(f"attnpaper expects a 2D padding mask, got shape {tuple(attention_mask.shape)}")
     cu_seqlens = kwargs.get("cu_seq_lens_q")
-    if cu_seqlens is not None:  # packed: [1, H, T, D], every token real (attnpaper.packed)
-        if layer.kind != "exact":
-            raise ValueError("linear layers run on the padded layout; the packed (padding-free) path is for flash")
+    if cu_seqlens is not None and layer.kind == "exact":  # packed: [1, H, T, D], every token real
         qp, kp, vp = (x.squeeze(0).transpose(0, 1) for x in (query, key, value))  # each [T, H, D]
         out, kernel = varlen_attention(qp, kp, vp, cu_seqlens, kwargs["max_length_q"], scaling, dropout,
                                        layer.flash_backend)
         out = out[None]  # [1, T, H, D]
+    elif cu_seqlens is not None:  # packed linear: per-sequence sums over chunks (training.batches)
+        if kwargs.get("chunk_seq") is None:
+            raise ValueError("linear layers on packed batches need chunk_seq, key_mask and segments: collate "
+                             "with Collator(layout='packed', chunk=c) for c > 1 (see batches.chunk_for)")
+        packing = (kwargs["chunk_seq"], kwargs["segments"], kwargs["key_mask"][None])  # key_mask [1, T]
+        out, kernel = _linear(layer, query, key, value, None, scaling, packing)
     elif layer.kind == "exact":
         out, kernel = exact_attention(query, key, value, attention_mask, scaling, dropout, layer.flash_backend)
     else:
@@ -123,24 +131,32 @@ def attnpaper_attention(module, query, key, value, attention_mask, scaling=None,
     return out, None
 
 
-def _linear(layer, q, k, v, key_mask, scaling):
+def _linear(layer, q, k, v, key_mask, scaling, packing=None):
     """Linear attention: feature maps in float32 (the exponentials need it), products in v's dtype.
 
     Under bf16 autocast the projection w.x runs as a float32 (TF32) matmul, the exponential and
     stabiliser in float32, and phi(Q), phi(K) are stored in bf16 for the two tensor-core products;
     a compiler fuses each feature map into one kernel. In float32 (CPU) every step is float32.
+    ``packing``: None for a padded batch [B, H, N, D]; for a packed one [1, H, T, D] the tuple
+    (chunk_seq, segments, key_mask [1, T]) of ``packed_linear_attention`` (its name then says so).
     """
     low = v.dtype
+    chunk_seq, segments, key_mask = packing if packing is not None else (None, None, key_mask)
     with torch.autocast("cuda" if q.is_cuda else "cpu", enabled=False):
         if layer.feature_map == "favor+":
             scale = (q.shape[-1] ** -0.5 if scaling is None else scaling) ** 0.5  # d^-1/4 on each side
             phi_q = favor_features(q.float() * scale, layer.proj, is_query=True).to(low)  # [B, H, N, M]
-            phi_k = favor_features(k.float() * scale, layer.proj, key_mask, is_query=False).to(low)
+            phi_k = favor_features(k.float() * scale, layer.proj, key_mask, is_query=False, chunk_seq=chunk_seq,
+                                   segments=segments).to(low)
             name = f"linear favor+ (M={layer.num_features}, {_short(low)} products)"
         else:
             phi_q, phi_k = elu_features(q.float()).to(low), elu_features(k.float()).to(low)  # [B, H, N, D]
             name = f"linear elu+1 ({_short(low)} products)"
-        out = linear_attention(phi_q, phi_k, v, key_mask)
+        if packing is None:
+            out = linear_attention(phi_q, phi_k, v, key_mask)
+        else:
+            out = packed_linear_attention(phi_q, phi_k, v, chunk_seq, segments, key_mask)
+            name += f", padding-free (chunks of {q.shape[2] // chunk_seq.numel()})"
     return out.transpose(1, 2), name  # [B, N, H, D]
 
 

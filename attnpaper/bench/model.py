@@ -8,6 +8,7 @@ real); beyond, every sequence is N tokens long. Each (variant, N) builds a fresh
 from __future__ import annotations
 
 import gc
+import math
 import re
 import statistics
 import time
@@ -41,12 +42,13 @@ def model_config(model, seq_len):
     return config
 
 
-def make_batches(seq_len, batch, lengths, layout, tokens, n_batches=N_BATCHES, seed=0) -> list[dict]:
+def make_batches(seq_len, batch, lengths, layout, tokens, n_batches=N_BATCHES, seed=0, chunk=1) -> list[dict]:
     """Static batches of random ids: IMDb lengths (cut at seq_len) up to IMDB_MAX, full length beyond."""
     source = np.minimum(lengths, seq_len) if seq_len <= IMDB_MAX else np.array([seq_len])
     split = random_split(source, n_batches * batch, seed=seed + seq_len)
     bucket = None if layout == "padded" else min(max(tokens // 4, seq_len), 64 * seq_len)  # token bucket
-    collate = P.Collator(layout, 0, seq_len, batch, static=True, bucket=bucket)
+    bucket = bucket and chunk * math.ceil(bucket / chunk)  # packed linear: whole chunks
+    collate = P.Collator(layout, 0, seq_len, batch, static=True, bucket=bucket, chunk=chunk)
     return [collate(split.ids[i:i + batch], split.labels[i:i + batch]) for i in range(0, len(split), batch)]
 
 
@@ -77,7 +79,8 @@ def measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device,
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     precision = "bf16" if cuda else "fp32"
     step = TrainStep(net, opt, sched, scaler, precision, device, mode)
-    data = [P.to_device(b, device) for b in make_batches(seq_len, batch, lengths, layout, tokens)]
+    data = [P.to_device(b, device)
+            for b in make_batches(seq_len, batch, lengths, layout, tokens, chunk=P.chunk_for(variant, layout))]
     shapes = {tuple(b["input_ids"].shape) for b in data}
     seen: dict = {}
     t0 = time.perf_counter()

@@ -1,7 +1,8 @@
-"""Batches for the training step: padded (every variant) or packed without padding (flash).
+"""Batches for the training step: padded (every variant) or packed without padding (flash, linear, hybrid).
 
-Everything that depends on sequence lengths (cu_seqlens, positions, where each [CLS] sits) is
-computed here, on the CPU, where the lengths are known, so the GPU never has to report them back.
+Everything that depends on sequence lengths (cu_seqlens, positions, where each [CLS] sits, which
+sequence each chunk of tokens belongs to) is computed here, on the CPU, where the lengths are
+known, so the GPU never has to report them back.
 With ``static=True`` (a captured step) shapes come from a small set: padded batches are padded to a
 length bucket, packed batches to a token bucket, and short batches get dummy rows labelled -100
 (ignored by the loss), so a CUDA graph is recorded once per bucket and replayed after that.
@@ -17,8 +18,20 @@ from dataclasses import dataclass
 
 import torch
 
-LAYOUTS = ("padded", "packed")
+from .. import variants as V
+from ..variants import LAYOUTS
+
 IGNORE = -100  # labels of dummy rows: CrossEntropyLoss leaves them out of the mean
+LINEAR_CHUNK = 16
+"""Tokens per chunk of packed linear attention (attention.linear.packed_linear_attention): each
+sequence is padded to a multiple of it, and every layer computes on that padding (IMDb, batch 32:
+0.6% of the real tokens at 128, 2.3% at 512; twice that at 32), while the transient per-chunk
+key-value sums take D / chunk = 4 times phi(Q)'s size (twice that at 8)."""
+
+
+def chunk_for(variant: str, layout: str) -> int:
+    """The Collator's ``chunk`` for a variant: LINEAR_CHUNK where packed batches meet linear layers, else 1."""
+    return LINEAR_CHUNK if layout == "packed" and V.variant(variant).layers in ("linear", "hybrid") else 1
 
 
 def bucket_range(layout: str, max_length: int) -> tuple[int, int, int]:
@@ -39,6 +52,12 @@ class Collator:
     max_length) or token granularity (packed; default 2 * max_length: a batch of 32 IMDb reviews
     then takes one of 2-4 token counts, each compiled once). Packed filler tokens form sequences
     of at most max_length, so max_length bounds every sequence the kernel sees.
+
+    chunk (packed, > 1 for linear layers; ``chunk_for``): each sequence is followed by pad tokens
+    up to a multiple of ``chunk`` (a sequence of their own in cu_seqlens, so exact layers ignore
+    them) and fillers are whole chunks; the batch then also holds chunk_seq [T / chunk] (each
+    chunk's sequence slot: row i, or batch_size + j for filler j), key_mask bool [T] (False on the
+    chunk padding) and segments (int: the slots, fixed for a static collator).
     """
 
     layout: str = "padded"
@@ -47,15 +66,23 @@ class Collator:
     batch_size: int = 32
     static: bool = False
     bucket: int | None = None
+    chunk: int = 1
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
             raise ValueError(f"unknown layout {self.layout!r}; valid: {', '.join(LAYOUTS)}")
+        top = self.max_length if self.layout == "packed" else 1
+        if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or not 1 <= self.chunk <= top:
+            raise ValueError(f"chunk must be an int in [1, {top}] for the {self.layout} layout "
+                             f"(max_length={self.max_length}), got {self.chunk!r}")
         default, low, high = bucket_range(self.layout, self.max_length)
-        self.bucket = self.bucket or default
+        self.bucket = self.bucket or self.chunk * math.ceil(default / self.chunk)
         if not low <= self.bucket <= high:
             raise ValueError(f"bucket must be in [{low}, {high}] for the {self.layout} layout, got {self.bucket}")
-        self.fillers = math.ceil(self.bucket / self.max_length)  # filler sequences in a static packed batch
+        if self.bucket % self.chunk:
+            raise ValueError(f"bucket must be a multiple of chunk={self.chunk}, got {self.bucket}")
+        self.piece = self.max_length - self.max_length % self.chunk  # tokens of a filler sequence, at most
+        self.fillers = math.ceil(self.bucket / self.piece)  # filler sequences in a static packed batch
 
     def __call__(self, seqs, labels) -> dict:
         if self.static and len(seqs) > self.batch_size:
@@ -79,22 +106,37 @@ class Collator:
         return {"input_ids": ids, "attention_mask": mask}
 
     def _packed(self, seqs, rows):
+        c = self.chunk
         lengths = [len(x) for x in seqs]
-        real = sum(lengths)
-        total = self.bucket * math.ceil(real / self.bucket) if self.static else real
-        fill = [min(self.max_length, total - real - i * self.max_length) for i in range(self.fillers)]
+        pads = [-n % c for n in lengths]  # chunk padding after each sequence (none when chunk = 1)
+        used = sum(lengths) + sum(pads)
+        total = self.bucket * math.ceil(used / self.bucket) if self.static else used
+        fill = [min(self.piece, total - used - i * self.piece) for i in range(self.fillers)]
         fill = [n for n in fill if n > 0] if self.static else []  # pad tokens, in sequences <= max_length
+        pieces = [n for pair in zip(lengths, pads) for n in pair if n] + fill  # cu_seqlens' sequences
         ids = torch.full((total,), self.pad_id, dtype=torch.long)
-        ids[:real] = torch.as_tensor([t for x in seqs for t in x])
-        pos = torch.cat([torch.arange(n) for n in lengths + fill])  # [T]
-        cu = torch.full((rows + 1 + self.fillers if self.static else len(seqs) + 1,), total, dtype=torch.int32)
+        starts = torch.cumsum(torch.as_tensor([0] + [n + p for n, p in zip(lengths, pads)]), 0)
+        for seq, start in zip(seqs, starts.tolist()):
+            ids[start: start + len(seq)] = torch.as_tensor(seq)
+        pos = torch.cat([torch.arange(n) for n in pieces])  # [T]
+        slots = (rows if self.static else len(seqs)) * (2 if c > 1 else 1) + (self.fillers if self.static else 0)
+        cu = torch.full((slots + 1,), total, dtype=torch.int32)
         cu[0] = 0
-        cu[1: len(seqs) + len(fill) + 1] = torch.cumsum(torch.as_tensor(lengths + fill), 0)
+        cu[1: len(pieces) + 1] = torch.cumsum(torch.as_tensor(pieces), 0)
         # then empty sequences: unused fillers and dummy rows, so the size of cu_seqlens never changes
         cls = torch.zeros(rows, dtype=torch.long)
-        cls[: len(seqs)] = cu[: len(seqs)]  # each sequence's first token, its [CLS]
+        cls[: len(seqs)] = starts[:-1]  # each sequence's first token, its [CLS]
         # max_seqlen is an upper bound for the kernel: max_length always, so no shape or int changes per batch
-        return {"input_ids": ids, "position_ids": pos, "cu_seqlens": cu, "cls_index": cls, "max_seqlen": self.max_length}
+        out = {"input_ids": ids, "position_ids": pos, "cu_seqlens": cu, "cls_index": cls, "max_seqlen": self.max_length}
+        if c > 1:  # packed linear attention: chunks inside one sequence each
+            chunk_seq = [i for i, n in enumerate(lengths) for _ in range((n + pads[i]) // c)]
+            chunk_seq += [rows + j for j, n in enumerate(fill) for _ in range(n // c)]
+            key_mask = torch.ones(total, dtype=torch.bool)
+            for n, p, start in zip(lengths, pads, starts.tolist()):
+                key_mask[start + n: start + n + p] = False
+            out.update(chunk_seq=torch.as_tensor(chunk_seq, dtype=torch.long), key_mask=key_mask,
+                       segments=rows + (self.fillers if self.static else 0))
+        return out
 
 
 def real_tokens(batch) -> int:
@@ -102,6 +144,9 @@ def real_tokens(batch) -> int:
     if "attention_mask" in batch:
         return int(batch["attention_mask"][batch["labels"] != IGNORE].sum())
     n = int((batch["labels"] != IGNORE).sum())
+    if "chunk_seq" in batch:  # chunk padding follows each sequence: count the keys of rows < n
+        per_chunk = batch["input_ids"].numel() // batch["chunk_seq"].numel()
+        return int((batch["key_mask"] & (batch["chunk_seq"].repeat_interleave(per_chunk) < n)).sum())
     return int(batch["cu_seqlens"][n])
 
 
@@ -123,16 +168,20 @@ def to_device(batch, device) -> dict:
     return out
 
 
-def packed_forward(model, input_ids, position_ids, cu_seqlens, cls_index, max_seqlen, labels=None):
+def packed_forward(model, input_ids, position_ids, cu_seqlens, cls_index, max_seqlen, labels=None,
+                   chunk_seq=None, key_mask=None, segments=None):
     """Padding-free forward of a BERT or DistilBERT classifier (as FlashAttention's BERT and ModernBERT do).
 
     The packed tokens go through the embeddings and every layer as one row [1, T, H]; the attention
-    gets ``cu_seq_lens_q/k`` and ``max_length_q/k`` through transformers' attention kwargs; the [CLS]
-    rows are gathered for the head. Returns (loss or None, logits [B, num_labels]).
+    gets ``cu_seq_lens_q/k`` and ``max_length_q/k`` (exact layers) and ``chunk_seq``, ``key_mask``,
+    ``segments`` (linear layers; from a Collator with chunk > 1) through transformers' attention
+    kwargs; the [CLS] rows are gathered for the head. Returns (loss or None, logits [B, num_labels]).
     """
     kind = model.config.model_type.removeprefix("attnpaper-")  # attnpaper-bert is a bert
     kw = {"cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens, "max_length_q": max_seqlen,
           "max_length_k": max_seqlen}
+    if chunk_seq is not None:
+        kw.update(chunk_seq=chunk_seq, key_mask=key_mask, segments=segments)
     if kind == "bert":
         hidden = model.bert.embeddings(input_ids=input_ids[None], position_ids=position_ids[None],
                                        token_type_ids=torch.zeros_like(input_ids)[None])  # [1, T, H]
@@ -159,6 +208,7 @@ def forward(model, batch, labels=True):
     y = batch["labels"] if labels else None
     if "cu_seqlens" in batch:
         return packed_forward(model, batch["input_ids"], batch["position_ids"], batch["cu_seqlens"],
-                              batch["cls_index"], batch["max_seqlen"], y)
+                              batch["cls_index"], batch["max_seqlen"], y, batch.get("chunk_seq"),
+                              batch.get("key_mask"), batch.get("segments"))
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=y)
     return out.loss, out.logits

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from .. import variants as V
 from ..variants import LAYOUTS, VARIANTS
-from .batches import bucket_range
+from .batches import bucket_range, chunk_for
 from .step import STEP_MODES
 
 SCHEDULES = ("linear", "constant")
@@ -153,6 +153,11 @@ class RunConfig:
         if self.layout == "packed" and self.variant not in PACKED:
             bad("layout", f"packed (padding-free) batches run {', '.join(PACKED)} only; valid here: auto, padded")
         layout = self.resolved_layout()
+        chunk = chunk_for(self.variant, layout)
+        if self.bucket is not None and self.bucket % chunk:
+            bad("bucket", f"must be a multiple of {chunk} (packed linear attention's chunk)")
+        if chunk > self.max_length:
+            bad("max_length", f"must be >= {chunk} (packed linear attention's chunk) for the packed layout")
         _, low, high = bucket_range(layout, self.max_length)
         if self.bucket is not None and (not _int(self.bucket) or not low <= self.bucket <= high):
             bad("bucket", f"must be None or an int in [{low}, {high}] "
@@ -208,8 +213,8 @@ class RunConfig:
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
-PACKED = tuple(n for n, v in V.TABLE.items() if v.layers == "exact")
-"""Variants whose every layer can run on packed (padding-free) batches."""
+PACKED = tuple(n for n, v in V.TABLE.items() if v.implementation == V.ATTNPAPER)
+"""Variants that can run on packed (padding-free) batches: those running attnpaper's own attention."""
 NOT_HASHED = ("variant", "seed", "notes", "checkpoint_every")
 """Left out of the configuration hash: what a table row pools over, and what cannot change a result."""
 HASHED_UNLESS_DEFAULT = {"max_grad_norm": None, "nproc_per_node": 1}

@@ -57,7 +57,8 @@ def evaluate(model, split, cfg, device, precision, pad_id) -> float:
     rank, size, _ = ddp.world()
     order = sorted(range(len(split)), key=lambda i: len(split.ids[i]))[rank::size]
     plan = [order[i:i + cfg.eval_batch_size] for i in range(0, len(order), cfg.eval_batch_size)]
-    collate = P.Collator(cfg.resolved_layout(), pad_id, cfg.max_length)
+    layout = cfg.resolved_layout()
+    collate = P.Collator(layout, pad_id, cfg.max_length, chunk=P.chunk_for(cfg.variant, layout))
     correct = torch.zeros((), dtype=torch.long, device=device)
     with torch.no_grad(), autocast(precision, device):
         for b in tqdm(loader(split, plan, collate, device), desc="eval", total=len(plan), mininterval=5):
@@ -110,8 +111,9 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     step_fn = TrainStep(model, optimizer, scheduler, scaler, precision, device, step_mode,
                         max_grad_norm=cfg.max_grad_norm, ddp=data_parallel(model, device, world))
-    collate = P.Collator(cfg.resolved_layout(), pad_id, cfg.max_length, cfg.batch_size // world, static=True,
-                         bucket=cfg.bucket)  # static shapes in every mode: eager and captured see the same batches
+    layout = cfg.resolved_layout()  # static shapes in every mode: eager and captured steps see the same batches
+    collate = P.Collator(layout, pad_id, cfg.max_length, cfg.batch_size // world, static=True, bucket=cfg.bucket,
+                         chunk=P.chunk_for(cfg.variant, layout))
     plan = step_plan(len(train_split), cfg.batch_size, total, torch.Generator().manual_seed(cfg.seed))
     layers = [m for m in model.modules() if isinstance(m, LayerAttention)]
     state = (plan_digest(plan), model, optimizer, scheduler, scaler, [m.generator for m in layers])
