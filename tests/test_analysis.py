@@ -11,8 +11,7 @@ import pytest
 
 from attnpaper.analysis import notebook, scaling
 from attnpaper.analysis.memory import in_run_order, memory_parts, seed_spread
-from attnpaper.analysis.results import (PAPER, accuracy_gain, load_records, paper_loss_points,
-                                        results_table, summarise)
+from attnpaper.analysis.results import PAPER, accuracy_gain, load_records, paper_loss_points, results_table, summarise
 from attnpaper.analysis.runs import executed_notebooks, layer_runs, run_setup
 from attnpaper.analysis.steps import annotation_ms, step_table
 

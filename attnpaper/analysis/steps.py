@@ -36,7 +36,8 @@ def step_table(rows, by, columns=("wall_ms", "busy_ms", "peak_mb"), ref=None) ->
     need = [c for c in columns if c in AGG] + (["wall_ms", "busy_ms"] if "wall_over_busy" in columns else [])
     need += [c for c in RATIOS if ref is not None and c not in need]
     g = df.groupby(list(by)).agg(**{c: AGG[c] for c in dict.fromkeys(need)})
-    g["wall_over_busy"] = g["wall_ms"] / g["busy_ms"] if "wall_over_busy" in columns else np.nan
+    if "wall_over_busy" in columns:
+        g["wall_over_busy"] = g["wall_ms"] / g["busy_ms"]
     out = g[list(columns)].copy()
     if ref is not None:
         if ref not in g.index.get_level_values("variant"):
