@@ -298,3 +298,16 @@ def test_glue_all_glues_each_value_without_display(monkeypatch):
     monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: calls.append((name, value, display)))
     notebook.glue_all({"a": 1, "b": 2.5})
     assert calls == [("a", 1, False), ("b", 2.5, False)]
+
+
+def test_step_crossovers():
+    n = [128, 256, 512, 1024]
+    wall = pd.DataFrame({"baseline": [10, 20, 40, 80], "sdpa": [9, 15, 30, 60], "flash": [8, 16, 29, 59],
+                         "linear": [30, 30, 30, 30], "hybrid": [20, 22, 31, 45]}, index=n)
+    peak = pd.DataFrame({"baseline": [100, 200, 400, 800], "flash": [50, 60, 70, 80],
+                         "linear": [300, 300, 300, 300]}, index=n)
+    mx = scaling.step_crossovers(wall, peak)
+    assert mx["flash_baseline"] == 128 and mx["flash_sdpa"] == 512  # 16 > 15 at 256, then below
+    assert mx["linear_baseline"] == 512 and mx["linear_exact"] == 1024  # 30 > 29 at 512
+    assert mx["hybrid_exact"] == 1024 and mx["linear_mem_baseline"] == 512
+    assert mx["linear_mem_flash"] is None

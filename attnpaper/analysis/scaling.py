@@ -121,3 +121,16 @@ def attention_share(report, variants=("sdpa", "flash")) -> pd.DataFrame:
     attn = table(report, "attention_ms_per_step", "variant")
     busy = table(report, "gpu_busy_ms_per_step", "variant")
     return (attn / busy)[list(variants)]
+
+
+def step_crossovers(wall: pd.DataFrame, peak_mb: pd.DataFrame, exact=("baseline", "sdpa", "flash")) -> dict:
+    """Crossover lengths of the whole training step (None where there is none), by name: flash below
+    baseline and below sdpa, linear below baseline and below the fastest ``exact`` variant, the hybrid
+    below the fastest exact variant, and linear's peak memory below baseline's and below flash's."""
+    best = wall[list(exact)].min(axis=1)
+    pairs = {"flash_baseline": (wall["flash"], wall["baseline"]), "flash_sdpa": (wall["flash"], wall["sdpa"]),
+             "linear_baseline": (wall["linear"], wall["baseline"]), "linear_exact": (wall["linear"], best),
+             "hybrid_exact": (wall["hybrid"], best),
+             "linear_mem_baseline": (peak_mb["linear"], peak_mb["baseline"]),
+             "linear_mem_flash": (peak_mb["linear"], peak_mb["flash"])}
+    return {name: crossover(a, b) for name, (a, b) in pairs.items()}
