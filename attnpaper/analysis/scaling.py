@@ -1,4 +1,5 @@
-"""Reading the scaling reports: tables by length, crossover lengths, and chapter 2's predicted share."""
+"""Reading the scaling reports: tables by length, kernel rates, a layer against its kernel, crossover lengths,
+attention's share of the step, and chapter 2's predicted share."""
 from __future__ import annotations
 
 import json
