@@ -7,6 +7,7 @@ and each command imports what it needs.
 """
 import importlib
 import sys
+import warnings
 from pathlib import Path
 
 from .variants import MODEL_ALIASES, OFFLINE_MODEL, RANDOM_DISTILBERT, VARIANTS
@@ -26,4 +27,8 @@ def __getattr__(name):
 
 # While `python -m attnpaper ...` locates its module, sys.argv[0] is "-m"; the console script is "attnpaper".
 if sys.argv[:1] != ["-m"] and Path(sys.argv[0] if sys.argv else "").name != "attnpaper":
-    from .model import auto  # noqa: F401  (registers attnpaper-bert and attnpaper-distilbert)
+    from .analysis.notebook import quiet
+
+    with warnings.catch_warnings():  # transformers imports tqdm.auto, whose notice a notebook would print
+        quiet()
+        from .model import auto  # noqa: F401  (registers attnpaper-bert and attnpaper-distilbert)

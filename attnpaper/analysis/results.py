@@ -111,3 +111,45 @@ def paired_vs_baseline(records: pd.DataFrame, metric="accuracy", baseline="basel
         rows.append({"variant": v, "n_pairs": n, "diff_mean": d.mean(), "ci_low": d.mean() - half,
                      "ci_high": d.mean() + half})
     return pd.DataFrame(rows)
+
+
+def results_table(summary: pd.DataFrame, paper: pd.DataFrame = PAPER) -> pd.DataFrame:
+    """The chapter's table: seeds, failures, accuracy ± sd, timed train seconds (n timed), peak MB,
+    and the paper's columns beside them ('-' where the paper has no such variant).
+
+    ``summary`` is :func:`summarise` of one configuration, indexed by variant.
+    """
+    def paper_col(col, fmt):
+        return [fmt.format(paper.loc[v, col]) if v in paper.index else "-" for v in summary.index]
+
+    return pd.DataFrame({
+        "seeds": summary["n"].astype(int),
+        "failed": summary["failed"].astype(int),
+        "accuracy": [f"{m:.4f} ± {s:.4f}" if n > 1 else f"{m:.4f}"
+                     for m, s, n in zip(summary.acc_mean, summary.acc_std, summary.n)],
+        "train s (n)": [f"{t:.1f} ({n})" for t, n in zip(summary.train_time_s, summary.n_timed)],
+        "peak MB": summary.peak_memory_mb.round(0).astype(int),
+        "paper acc": paper_col("accuracy", "{:.3f}"),
+        "paper train s": paper_col("train_time_s", "{:.1f}"),
+        "paper max MB": paper_col("peak_memory_mb", "{:.0f}"),
+    }, index=summary.index)
+
+
+def paper_loss_points(paper: pd.DataFrame = PAPER, baseline="baseline") -> pd.Series:
+    """Per variant, the paper's accuracy loss against its baseline, in points (positive = worse)."""
+    return 100 * (paper.loc[baseline, "accuracy"] - paper["accuracy"])
+
+
+def accuracy_gain(short: pd.DataFrame, long: pd.DataFrame, variants, lengths=(128, 512)) -> pd.DataFrame:
+    """Accuracy at two lengths per variant: seeds and mean at each, and the gain in points over the
+    seeds run at both (NaN where a length has no run of the variant)."""
+    n_short, n_long = lengths
+    acc = [r[r["status"] == "ok"].pivot(index="seed", columns="variant", values="accuracy") for r in (short, long)]
+    rows = {}
+    for v in variants:
+        a, b = (x[v].dropna() if v in x else pd.Series(dtype=float) for x in acc)
+        both = (b - a).dropna()
+        rows[v] = {f"seeds at {n_short}": len(a), f"accuracy at {n_short}": a.mean(),
+                   f"seeds at {n_long}": len(b), f"accuracy at {n_long}": b.mean() if len(b) else math.nan,
+                   f"{n_long} - {n_short}, points (same seeds)": 100 * both.mean() if len(both) else math.nan}
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -1,4 +1,5 @@
-"""Reading the scaling reports: tables by length, crossover lengths, and chapter 2's predicted share."""
+"""Reading the scaling reports: tables by length, kernel rates, a layer against its kernel, crossover lengths,
+attention's share of the step, and chapter 2's predicted share."""
 from __future__ import annotations
 
 import json
@@ -67,3 +68,70 @@ def predicted_share(lengths, shape=cost.DISTILBERT_BASE) -> pd.Series:
     """Chapter 2's cost model: the attention core's share of a layer's forward FLOPs at each length."""
     return pd.Series({n: cost.attention_fraction(cost.layer_flops(n, shape["d_model"], shape["n_heads"],
                                                                   shape["d_ff"])) for n in lengths})
+
+
+def mechanism_status(report) -> pd.DataFrame:
+    """Per mechanism of a kernels report: what runs, and how many rows ended in each status."""
+    status = pd.DataFrame(report["rows"]).groupby("mechanism", sort=False)["status"]
+    return pd.DataFrame({"what runs": pd.Series(report["mechanisms"]),
+                         "rows": status.agg(lambda s: ", ".join(f"{k} {v}" for k, v in s.value_counts().items()))})
+
+
+def exact_rates(report, mechanisms, n, bwd_flops) -> pd.DataFrame:
+    """TFLOP/s of exact kernels at length ``n``: forward and forward + backward as measured, backward
+    derived (``bwd_flops``, the backward's FLOPs per call, over the difference of the two times),
+    and forward + backward as a share of the report's measured matrix-product rate."""
+    ms, fwd = table(report, "ms", "mechanism", "fwd_bwd"), table(report, "ms", "mechanism", "fwd")
+    if n not in ms.index or n not in fwd.index:
+        raise ValueError(f"length {n} not measured; measured: {', '.join(map(str, ms.index))}")
+    tf = {p: table(report, "tflops", "mechanism", p) for p in ("fwd", "fwd_bwd")}
+    bwd = {m: bwd_flops / ((ms.loc[n, m] - fwd.loc[n, m]) * 1e-3) / 1e12 for m in mechanisms}
+    rates = pd.DataFrame({"fwd": tf["fwd"].loc[n, mechanisms], "bwd (derived)": pd.Series(bwd),
+                          "fwd + bwd": tf["fwd_bwd"].loc[n, mechanisms]})
+    rates["fwd + bwd / matmul"] = rates["fwd + bwd"] / report["matmul_tflops"]
+    return rates
+
+
+def layer_vs_kernel(report, layer, kernel, min_len=0) -> pd.DataFrame:
+    """Per length >= ``min_len``: ``layer``'s time over ``kernel``'s, forward and forward + backward,
+    and the extra forward + backward milliseconds (a wrapper's overhead over the kernel it calls)."""
+    fwd, fb = table(report, "ms", "mechanism", "fwd"), table(report, "ms", "mechanism", "fwd_bwd")
+    for m in (layer, kernel):
+        if m not in fb:
+            raise ValueError(f"mechanism {m!r} not measured; measured: {', '.join(fb.columns)}")
+    keep = fb.index[fb.index >= min_len]
+    return pd.DataFrame({"fwd": fwd.loc[keep, layer] / fwd.loc[keep, kernel],
+                         "fwd_bwd": fb.loc[keep, layer] / fb.loc[keep, kernel],
+                         "extra_ms": fb.loc[keep, layer] - fb.loc[keep, kernel]})
+
+
+def crossovers(ms: pd.DataFrame, mb: pd.DataFrame, exact, others) -> pd.DataFrame:
+    """For each of ``others``: the crossover lengths (see :func:`crossover`) below the fastest and below
+    the smallest of the ``exact`` mechanisms, and below 'eager', in time (``ms``) and memory (``mb``)."""
+    best_t, best_m = ms[exact].min(axis=1), mb[exact].min(axis=1)
+    return pd.DataFrame({
+        "time: below the fastest exact": {m: crossover(ms[m], best_t) for m in others},
+        "time: below eager": {m: crossover(ms[m], ms["eager"]) for m in others},
+        "memory: below the smallest exact": {m: crossover(mb[m], best_m) for m in others},
+        "memory: below eager": {m: crossover(mb[m], mb["eager"]) for m in others}})
+
+
+def attention_share(report, variants=("sdpa", "flash")) -> pd.DataFrame:
+    """Per length, the fused attention kernels' share of the training step's GPU busy time (only the
+    variants whose attention kernels the profiler can name)."""
+    attn = table(report, "attention_ms_per_step", "variant")
+    busy = table(report, "gpu_busy_ms_per_step", "variant")
+    return (attn / busy)[list(variants)]
+
+
+def step_crossovers(wall: pd.DataFrame, peak_mb: pd.DataFrame, exact=("baseline", "sdpa", "flash")) -> dict:
+    """Crossover lengths of the whole training step (None where there is none), by name: flash below
+    baseline and below sdpa, linear below baseline and below the fastest ``exact`` variant, the hybrid
+    below the fastest exact variant, and linear's peak memory below baseline's and below flash's."""
+    best = wall[list(exact)].min(axis=1)
+    pairs = {"flash_baseline": (wall["flash"], wall["baseline"]), "flash_sdpa": (wall["flash"], wall["sdpa"]),
+             "linear_baseline": (wall["linear"], wall["baseline"]), "linear_exact": (wall["linear"], best),
+             "hybrid_exact": (wall["hybrid"], best),
+             "linear_mem_baseline": (peak_mb["linear"], peak_mb["baseline"]),
+             "linear_mem_flash": (peak_mb["linear"], peak_mb["flash"])}
+    return {name: crossover(a, b) for name, (a, b) in pairs.items()}

@@ -103,20 +103,12 @@ def bench(variants, model, lengths_list, steps, repeats, batch_size, source=None
 
 def table(report) -> str:
     """Median wall and GPU-busy ms per step, their ratio, and peak memory per (length, variant, step mode)."""
-    import pandas as pd
+    from ..analysis.steps import step_table
 
-    df = pd.DataFrame(report["rows"])
-    df["gpu_busy_ms_per_step"] = df["gpu_busy_ms_per_step"].replace(0.0, float("nan"))  # a CPU: no GPU time
-    g = df.groupby(["model", "max_length", "variant", "step_mode"]).agg(
-        wall_ms=("step_time_ms_median", "median"), gpu_busy_ms=("gpu_busy_ms_per_step", "median"),
-        peak_mb=("peak_memory_mb", "max"), reserved_mb=("peak_reserved_mb", "max"))
-    g["wall_over_busy"] = g["wall_ms"] / g["gpu_busy_ms"]
-    ref = "sdpa" if "sdpa" in df["variant"].values else ("baseline" if "baseline" in df["variant"].values else None)
-    if ref is not None:
-        base = g.xs(ref, level="variant")
-        key = [(m, n, mode) for m, n, _, mode in g.index]
-        g[f"wall_vs_{ref}"] = g["wall_ms"].values / base["wall_ms"].reindex(key).values
-        g[f"busy_vs_{ref}"] = g["gpu_busy_ms"].values / base["gpu_busy_ms"].reindex(key).values
-        g[f"mem_vs_{ref}"] = g["peak_mb"].values / base["peak_mb"].reindex(key).values
+    variants = {r["variant"] for r in report["rows"]}
+    ref = "sdpa" if "sdpa" in variants else ("baseline" if "baseline" in variants else None)
+    g = step_table(report["rows"], ["model", "max_length", "variant", "step_mode"],
+                   ("wall_ms", "busy_ms", "peak_mb", "reserved_mb", "wall_over_busy"), ref=ref)
+    g = g.rename(columns={"busy_ms": "gpu_busy_ms"})
     head = f"{report['versions'].get('device')} | batch {report['batch_size']}"
     return f"{head}\n{g.round(3).to_string()}"
