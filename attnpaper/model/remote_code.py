@@ -6,7 +6,7 @@ and ``pipeline(..., trust_remote_code=True)`` work in a process that never impor
 copy takes the real classes from the installed package, where the attention kernels live.
 """
 try:
-    from attnpaper.model.auto import (  # noqa: F401
+    from attnpaper.model.auto import (
         AttnpaperBertConfig, AttnpaperBertForSequenceClassification, AttnpaperDistilBertConfig,
         AttnpaperDistilBertForSequenceClassification,
     )
@@ -15,3 +15,6 @@ except ModuleNotFoundError as err:  # in a try: transformers' import scan then l
         raise
     raise ImportError(f"this model's attention (an attnpaper variant: flash, linear or hybrid) needs the attnpaper "
                       f"package, which is missing here (no module {err.name!r}): pip install attnpaper") from None
+
+__all__ = ["AttnpaperBertConfig", "AttnpaperBertForSequenceClassification", "AttnpaperDistilBertConfig",
+           "AttnpaperDistilBertForSequenceClassification"]

@@ -97,7 +97,8 @@ def _read_parquet(root: Path, split: str):
 
 
 def split_labels(source) -> dict | None:
-    """{split: labels} of a local source (synthetic, a parquet folder, a token cache), without the texts; None for the hub."""
+    """{split: labels} of a local source (synthetic, a parquet folder, a token cache), read without the
+    texts, for the checks before a run; None for the hub."""
     source = str(source)
     if source == "hub":
         return None
