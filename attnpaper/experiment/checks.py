@@ -2,11 +2,14 @@
 
 A sweep of many runs should fail once, in one line and in seconds, not once per run after
 loading a model: every check here raises ValueError naming the parameter or file and what is
-valid. Each distinct data source and model is checked once per plan.
+valid. Each distinct data source and model is checked once per plan: what each run takes from the
+data must hold both labels and, for training, a batch; a model folder must hold weights that load
+(their headers only are read) and a real tokenizer, without which every word would be [UNK].
 """
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import torch
@@ -16,6 +19,13 @@ from ..attention import has_flash_attn, has_torch_varlen
 
 SUPPORTED_MODEL_TYPES = ("bert", "distilbert")
 """Encoders the attnpaper variants plug into (MiniLM is a BERT)."""
+MAX_SEED = (2**63 - 1000) // 1000
+"""Each layer's random features are seeded with seed * 1000 + layer, an int64."""
+MIN_VOCAB = 1000
+"""Fewer tokens than this is no real tokenizer (transformers builds a 5-token one for a folder without files)."""
+PROBE = "The film was a wonderful story, and the actors played it well."
+"""An English sentence that any usable English tokenizer splits into known tokens."""
+FOLDER = "a folder as save_pretrained writes it (config.json, model.safetensors and the tokenizer's files)"
 
 
 def check_data(source) -> None:
@@ -42,6 +52,17 @@ def model_config(model):
     source = resolve_model(model)  # raises for a missing directory
     if isinstance(source, PretrainedConfig):
         return source
+    folder = local_folder(source)
+    if folder is not None:
+        if not (folder / "config.json").is_file():
+            what = "is empty" if not any(folder.iterdir()) else "has no config.json"
+            raise ValueError(f"bad parameter model={model!r}: the model folder {folder} {what}; valid: {FOLDER}, "
+                             f"a hub name, or one of {', '.join(MODEL_ALIASES)}")
+        try:
+            return AutoConfig.from_pretrained(source)
+        except Exception as err:  # broken JSON, an unknown model type, a bad value: each its own exception type
+            raise ValueError(f"bad parameter model={model!r}: {folder / 'config.json'} is not a readable transformers "
+                             f"config ({first_line(err)}); valid: {FOLDER}") from None
     try:
         return AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:
@@ -50,7 +71,94 @@ def model_config(model):
                  if offline else "not a local directory with config.json, nor a model on the hub")
         raise ValueError(f"bad parameter model={model!r}: {where}; valid: a directory holding config.json, "
                          f"a hub name, or one of {', '.join(MODEL_ALIASES)} "
-                         f"({str(err).strip().splitlines()[0][:120]})") from None
+                         f"({first_line(err)})") from None
+
+
+def first_line(err) -> str:
+    """An exception's first line, cut to 120 characters, for a one-line message."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+
+
+def local_folder(source) -> Path | None:
+    """The folder a resolved model source names, or None (a config or a hub name)."""
+    return Path(source) if isinstance(source, (str, os.PathLike)) and Path(source).is_dir() else None
+
+
+def check_weights(model, folder: Path) -> None:
+    """The folder holds weights that load: safetensors files with a whole header, or a PyTorch zip archive.
+
+    Only headers are read (safetensors checks its offsets against the file's size), so this is cheap.
+    """
+    from safetensors import safe_open
+
+    def bad(why):
+        raise ValueError(f"bad parameter model={model!r}: {why}; valid: {FOLDER}")
+
+    tensors = sorted(folder.glob("*.safetensors"))
+    bins = sorted(folder.glob("pytorch_model*.bin"))
+    if not tensors and not bins:
+        bad(f"the model folder {folder} has config.json but no weights (*.safetensors or pytorch_model.bin)")
+    for path in tensors:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except Exception as err:
+            bad(f"{path} is not a valid safetensors file ({first_line(err)})")
+    for path in bins:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # torch.save's zip archive, or a legacy pickle
+            bad(f"{path} is not a PyTorch weights file")
+
+
+def check_tokenizer(model, conf, where) -> None:
+    """The tokenizer a run of ``model`` loads is a real one: it loads, its vocabulary fits the model's, and
+    it knows the words of an English sentence (a folder without tokenizer files gives a 5-token one)."""
+    from ..training.loop import load_tokenizer
+
+    valid = f"valid: {FOLDER}"
+    try:
+        tok = load_tokenizer(model)
+    except Exception as err:
+        raise ValueError(f"bad parameter model={model!r}: the tokenizer in {where} does not load "
+                         f"({first_line(err)}); {valid}") from None
+    size, model_size = len(tok), getattr(conf, "vocab_size", None)
+    ids = tok(PROBE, add_special_tokens=False)["input_ids"]
+    why = None
+    if size < MIN_VOCAB or (model_size and size < model_size // 2):
+        why = f"a vocabulary of {size} tokens for a model of {model_size} (missing tokenizer files?)"
+    elif model_size and size > model_size:
+        why = f"a vocabulary of {size} tokens, more than the model's {model_size} embeddings"
+    elif not ids or all(i == tok.unk_token_id for i in ids):
+        why = f"every word of {PROBE!r} is unknown to it ({tok.unk_token})"
+    if why:
+        raise ValueError(f"bad parameter model={model!r}: the tokenizer in {where} is not usable: {why}; {valid}")
+
+
+def check_model(model, conf) -> None:
+    """A local model folder has loadable weights and a real tokenizer; a config or alias, a real tokenizer.
+
+    Hub names are left to transformers (offline, only its cache can answer).
+    """
+    from transformers import PretrainedConfig
+
+    from ..model.build import resolve_model
+    from ..training.loop import TOKENIZER_ENV
+
+    source = resolve_model(model)
+    folder = local_folder(source)
+    if folder is not None:
+        check_weights(model, folder)
+        check_tokenizer(model, conf, folder)
+    elif isinstance(source, PretrainedConfig):  # random weights; the tokenizer of $ATTNPAPER_TOKENIZER or MiniLM
+        check_tokenizer(model, conf, os.environ.get(TOKENIZER_ENV) or "the offline MiniLM folder")
+
+
+def check_seed(cfg) -> None:
+    """Every seed the run derives (seed * 1000 + layer for each layer's features) fits in an int64."""
+    if isinstance(cfg.seed, int) and cfg.seed > MAX_SEED:
+        raise ValueError(f"bad parameter seed={cfg.seed}: too large (each layer's features are seeded with "
+                         f"seed * 1000 + layer, an int64); valid: an int in [0, {MAX_SEED}]")
 
 
 def check_device(cfg, device) -> None:
@@ -78,16 +186,26 @@ def check_plan(configs, device=None) -> list:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     for cfg in configs:
         cfg.validate()
+        check_seed(cfg)
     for source in sorted({c.data for c in configs}):
         check_data(source)
+    labels = {}
+    for cfg in configs:  # what each run takes from each split: both labels, and a batch to train on
+        if cfg.data not in labels:
+            labels[cfg.data] = D.split_labels(cfg.data)
+        for split, limit in (("train", cfg.train_samples), ("test", cfg.test_samples)):
+            if labels[cfg.data] is not None:
+                D.check_split(cfg.data, split, labels[cfg.data][split], limit,
+                              cfg.batch_size if split == "train" else None)
     models = {}
     for cfg in configs:
         if cfg.model not in models:
-            models[cfg.model] = model_config(cfg.model)
+            conf = models[cfg.model] = model_config(cfg.model)
+            if conf.model_type.removeprefix("attnpaper-") not in SUPPORTED_MODEL_TYPES:
+                raise ValueError(f"bad parameter model={cfg.model!r}: a {conf.model_type} model; the attnpaper "
+                                 f"variants support {', '.join(SUPPORTED_MODEL_TYPES)} encoders")
+            check_model(cfg.model, conf)
         conf = models[cfg.model]
-        if conf.model_type.removeprefix("attnpaper-") not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(f"bad parameter model={cfg.model!r}: a {conf.model_type} model; the attnpaper "
-                             f"variants support {', '.join(SUPPORTED_MODEL_TYPES)} encoders")
         cfg.validate(getattr(conf, "max_position_embeddings", None), getattr(conf, "num_hidden_layers", None))
         check_device(cfg, device)
     return list(configs)

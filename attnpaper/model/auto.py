@@ -1,12 +1,22 @@
-"""attnpaper models as transformers models that save and reload with their attention.
+"""attnpaper models as transformers models that save and reload with their attention, and travel.
 
 Each variant's classifier is a registered model type ("attnpaper-bert", "attnpaper-distilbert"),
 transformers' documented way to add a model: its config holds the variant and the layer options,
 and its weights hold each FAVOR+ layer's random features. After ``import attnpaper``,
 ``AutoModelForSequenceClassification.from_pretrained(path)`` rebuilds the same model (same kernels,
 same logits); ``save_pretrained`` and ``push_to_hub`` work as for any transformers model.
+
+What a checkpoint says about itself, for those who never import attnpaper: baseline and sdpa run
+transformers' own attention, so they save as plain ``bert``/``distilbert`` models (with their
+``attn_implementation``); flash, linear and hybrid keep their model type and save an ``auto_map`` and
+a small ``attnpaper_model.py`` (transformers' custom-code mechanism), so ``trust_remote_code=True``
+loads them wherever attnpaper is installed and names ``pip install attnpaper`` where it is not.
 """
 from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
 
 import torch
 from transformers import (
@@ -20,9 +30,43 @@ from ..variants import variant as variant_row
 
 LAYER_OPTIONS = EXACT + LINEAR
 """The options each attnpaper layer is built with (saved in the config, so a reload rebuilds them)."""
+REMOTE_FILE = "attnpaper_model.py"
+"""The module a saved flash/linear/hybrid model carries: a copy of remote_code.py, named in its auto_map."""
+LABELS = {0: "negative", 1: "positive"}
+"""IMDb's labels, for a 2-label classifier whose base config only had transformers' LABEL_0/LABEL_1."""
 
 
-class AttnpaperBertConfig(BertConfig):
+class _Portable:
+    """Config mixin: save as a checkpoint that others can open (see the module docstring)."""
+
+    def to_dict(self):
+        d = super().to_dict()
+        d.pop("auto_map", None)
+        row = variant_row(self.attnpaper["variant"])
+        if row.layers == "builtin":  # transformers' own attention: a plain model
+            d["model_type"] = type(self).model_type.removeprefix("attnpaper-")
+            d["architectures"] = [a.removeprefix("Attnpaper") for a in d.get("architectures") or []] or None
+            d["attn_implementation"] = row.implementation
+        else:
+            stem = Path(REMOTE_FILE).stem
+            d["auto_map"] = {"AutoConfig": f"{stem}.{type(self).__name__}",
+                             "AutoModelForSequenceClassification": f"{stem}.{MODELS[type(self)].__name__}"}
+        return d
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save config.json; a variant also gets the module its auto_map names (model saves come here too)."""
+        if variant_row(self.attnpaper["variant"]).layers != "builtin":
+            os.makedirs(save_directory, exist_ok=True)
+            shutil.copyfile(Path(__file__).with_name("remote_code.py"), Path(save_directory) / REMOTE_FILE)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    @classmethod
+    def register_for_auto_class(cls, auto_class="AutoConfig"):
+        """Ignored: after a trust_remote_code load transformers calls this, and each later save would then
+        copy auto.py (whose package-relative imports cannot run alone) beside the weights."""
+
+
+class AttnpaperBertConfig(_Portable, BertConfig):
     """A BERT config that also says which attention each layer runs (``attnpaper``)."""
 
     model_type = "attnpaper-bert"
@@ -32,7 +76,7 @@ class AttnpaperBertConfig(BertConfig):
         self.attnpaper = attnpaper or {"variant": "sdpa"}
 
 
-class AttnpaperDistilBertConfig(DistilBertConfig):
+class AttnpaperDistilBertConfig(_Portable, DistilBertConfig):
     """A DistilBERT config that also says which attention each layer runs (``attnpaper``)."""
 
     model_type = "attnpaper-distilbert"
@@ -88,6 +132,10 @@ class _Reloadable:
         attach(self)
         self.config._attn_implementation = implementation(config.attnpaper["variant"])
 
+    @classmethod
+    def register_for_auto_class(cls, auto_class="AutoModel"):
+        """Ignored, as for the configs (see _Portable.register_for_auto_class)."""
+
 
 class AttnpaperBertForSequenceClassification(_Reloadable, BertForSequenceClassification):
     config_class = AttnpaperBertConfig
@@ -106,11 +154,17 @@ for _config, _model in MODELS.items():
 
 
 def wrap_config(config, spec: dict):
-    """The attnpaper config of a BERT or DistilBERT config, carrying ``spec`` (variant, layers, options)."""
+    """The attnpaper config of a BERT or DistilBERT config, carrying ``spec`` (variant, layers, options).
+
+    A 2-label config that only had transformers' LABEL_0/LABEL_1 gets IMDb's negative/positive.
+    """
     base = {"attnpaper-bert": "bert", "attnpaper-distilbert": "distilbert"}.get(config.model_type, config.model_type)
     if base not in CONFIGS:
         raise ValueError(f"a {config.model_type} model; attnpaper supports {', '.join(CONFIGS)} encoders")
     d = config.to_dict()
-    d.pop("model_type", None)
-    d.pop("attnpaper", None)
-    return CONFIGS[base](attnpaper=spec, **d)
+    for key in ("model_type", "attnpaper", "auto_map", "attn_implementation", "architectures"):
+        d.pop(key, None)
+    wrapped = CONFIGS[base](attnpaper=spec, **d)
+    if wrapped.id2label == {i: f"LABEL_{i}" for i in LABELS}:  # transformers' placeholder names
+        wrapped.id2label, wrapped.label2id = dict(LABELS), {v: k for k, v in LABELS.items()}
+    return wrapped

@@ -63,6 +63,9 @@ def _read_parquet(root: Path, split: str):
     path = root / f"{split}.parquet"
     if not path.exists():
         raise ValueError(f"missing split {split!r}: expected {path} (columns text, label)")
+    if not path.is_file():
+        raise ValueError(f"{path} is a folder, not a parquet file; expected the {split} split as one parquet file "
+                         "(columns text, label)")
     try:
         table = pq.read_table(path)
     except Exception as err:  # pyarrow's errors name no file
@@ -85,8 +88,45 @@ def _read_parquet(root: Path, split: str):
     found = sorted(set(np.unique(raw).tolist()))
     if not set(found) <= {0, 1}:  # checked before any cast, so 0.9 is not read as 0
         raise ValueError(f"{path}: labels must be 0 or 1, found {found[:5]}")
-    labels = raw.astype(np.int64)
-    return texts.to_pylist(), labels
+    if len(found) < 2:
+        raise ValueError(f"{path}: every row has label {found[0]}; a classifier needs both labels, 0 and 1")
+    texts = texts.to_pylist()
+    if not any(t.strip() for t in texts):
+        raise ValueError(f"{path}: every review ({len(texts)}) is empty; expected review texts in column text")
+    return texts, raw.astype(np.int64)
+
+
+def split_labels(source) -> dict | None:
+    """{split: labels} of a local source (synthetic, a parquet folder, a token cache), read without the
+    texts, for the checks before a run; None for the hub."""
+    source = str(source)
+    if source == "hub":
+        return None
+    if source == SYNTHETIC:
+        return {s: labels for s, (_, labels) in read_texts(source).items()}
+    if source.endswith(".npz"):
+        z, _ = load_token_cache_meta(source)
+        return {s: z[f"{s}_labels"].astype(np.int64) for s in SPLITS}
+    import pyarrow.parquet as pq
+
+    return {s: np.asarray(pq.read_table(Path(source) / f"{s}.parquet", columns=["label"]).column("label").to_numpy(),
+                          dtype=np.int64) for s in SPLITS}
+
+
+def check_split(source, split, labels, limit=None, batch_size=None) -> None:
+    """The rows a run takes from a split (``limit``: train_samples or test_samples) hold both labels and,
+    for training, at least one batch; ValueError naming the parameter and what is valid if not."""
+    keep = sample_indices(len(labels), limit)
+    taken = labels if keep is None else labels[keep]
+    name = f"{split}_samples={limit}" if keep is not None else f"data={source!r}"
+    rows = f"{len(taken)} {split} row(s)" + (f" of {len(labels)}" if keep is not None else "")
+    classes = np.unique(taken).tolist()
+    if len(classes) < 2:
+        raise ValueError(f"bad parameter {name}: the {rows} all have label {classes[0] if classes else None}; "
+                         "valid: rows of both labels, 0 and 1")
+    if batch_size is not None and len(taken) < batch_size:
+        raise ValueError(f"bad parameter {name}: {rows}, fewer than one batch (batch_size={batch_size}); "
+                         f"valid: at least {batch_size} rows, or a smaller batch_size")
 
 
 def sample_indices(total, n, seed=1234) -> np.ndarray | None:
@@ -196,12 +236,16 @@ def load_token_cache_meta(path):
         meta = json.loads(str(z["meta"]))
         missing = [f"{s}_{k}" for s in SPLITS for k in ("ids", "offsets", "labels") if f"{s}_{k}" not in z]
         empty = [s for s in SPLITS if not missing and len(z[f"{s}_labels"]) == 0]
+        blank = [s for s in SPLITS if not missing and not empty and (np.diff(z[f"{s}_offsets"]) <= 2).all()]
     except Exception as err:
         raise ValueError(f"token cache {path} is unreadable ({type(err).__name__}: {err}); "
                          "make a new one with `python -m attnpaper bundle`") from None
     if missing or empty:
         raise ValueError(f"token cache {path} lacks {', '.join(missing) or 'rows in ' + ', '.join(empty)}; "
                          "make a new one with `python -m attnpaper bundle`")
+    if blank:
+        raise ValueError(f"token cache {path}: every review of {', '.join(blank)} is empty ([CLS] [SEP] only); "
+                         "make a new one from review texts with `python -m attnpaper bundle`")
     return z, meta
 
 
