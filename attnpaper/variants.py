@@ -12,7 +12,8 @@ FEATURE_MAPS = ("favor+", "elu")
 """Linear attention's feature map: Performer FAVOR+ (positive random features) or elu(x)+1."""
 LAYOUTS = ("padded", "packed")
 """padded: [B, L] rows with a mask; packed: the batch's real tokens in one row (padding-free)."""
-INT64_MAX = 2**63 - 1
+MAX_SEED = (2**63 - 1000) // 1000
+"""The largest seed: each layer's features are seeded with seed * 1000 + layer, an int64."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,8 @@ def option_error(name: str, value) -> str | None:
     if name == "hybrid_layers":
         return None if value is None or (_is_int(value) and value >= 0) else "must be None (half) or an int >= 0"
     if name == "seed":
-        return None if _is_int(value) and 0 <= value <= INT64_MAX else f"must be an int in [0, {INT64_MAX}]"
+        ok = _is_int(value) and 0 <= value <= MAX_SEED
+        return None if ok else f"must be an int in [0, {MAX_SEED}] (layers are seeded with seed * 1000 + layer)"
     raise KeyError(name)
 
 

@@ -16,10 +16,11 @@ import torch
 
 from ..training import data as D
 from ..attention import has_flash_attn, has_torch_varlen
+from .. import variants as V
+from ..variants import MAX_SEED  # noqa: F401  (the seed range is checked by RunConfig.validate)
 
 SUPPORTED_MODEL_TYPES = ("bert", "distilbert")
 """Encoders the attnpaper variants plug into (MiniLM is a BERT)."""
-MAX_SEED = (2**63 - 1000) // 1000
 """Each layer's random features are seeded with seed * 1000 + layer, an int64."""
 MIN_VOCAB = 1000
 """Fewer tokens than this is no real tokenizer (transformers builds a 5-token one for a folder without files)."""
@@ -154,17 +155,10 @@ def check_model(model, conf) -> None:
         check_tokenizer(model, conf, os.environ.get(TOKENIZER_ENV) or "the offline MiniLM folder")
 
 
-def check_seed(cfg) -> None:
-    """Every seed the run derives (seed * 1000 + layer for each layer's features) fits in an int64."""
-    if isinstance(cfg.seed, int) and cfg.seed > MAX_SEED:
-        raise ValueError(f"bad parameter seed={cfg.seed}: too large (each layer's features are seeded with "
-                         f"seed * 1000 + layer, an int64); valid: an int in [0, {MAX_SEED}]")
-
-
 def check_device(cfg, device) -> None:
     """Options that this device (or this install) cannot run, refused before the run."""
     device = torch.device(device)
-    if cfg.variant in ("flash", "hybrid"):
+    if "flash_backend" in V.TABLE[cfg.variant].options:
         if cfg.flash_backend == "flash_attn" and not has_flash_attn():
             raise ValueError("bad parameter flash_backend='flash_attn': the flash-attn package is not installed "
                              "(pip install 'attnpaper[flash]'); valid here: auto, varlen, sdpa, math")
@@ -186,7 +180,6 @@ def check_plan(configs, device=None) -> list:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     for cfg in configs:
         cfg.validate()
-        check_seed(cfg)
     for source in sorted({c.data for c in configs}):
         check_data(source)
     labels = {}
