@@ -1,5 +1,5 @@
 """IMDb loading (local parquet), subsampling, tokenising, batching, the token cache and the synthetic corpus."""
-from pathlib import Path
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -10,8 +10,14 @@ import torch
 import attnpaper
 from attnpaper.training import data as D
 
-IMDB = Path("/work/shared/data/imdb")
-needs_imdb = pytest.mark.skipif(not (IMDB / "train.parquet").exists(), reason="needs the local IMDb parquet files")
+
+@pytest.fixture
+def imdb_dir():
+    """$ATTNPAPER_IMDB, the folder holding IMDb's train.parquet and test.parquet (CI sets it)."""
+    path = os.environ.get("ATTNPAPER_IMDB")
+    if not path:
+        pytest.skip("ATTNPAPER_IMDB is unset: point it at a folder holding IMDb's train.parquet and test.parquet")
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +40,8 @@ def write_imdb(root, train_labels=(0, 1, 0), test_labels=(1, 0)):
 
 # --- local parquet -------------------------------------------------------------------------------
 
-@needs_imdb
-def test_read_texts_real_imdb():
-    raw = D.read_texts(str(IMDB))
+def test_read_texts_real_imdb(imdb_dir):
+    raw = D.read_texts(imdb_dir)
     assert set(raw) == {"train", "test"}
     for split in D.SPLITS:
         texts, labels = raw[split]

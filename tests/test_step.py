@@ -9,7 +9,6 @@ from attnpaper.training.config import SMOKE, RunConfig
 from attnpaper.training.batches import IGNORE, Collator, forward, real_tokens, slot_tokens, to_device
 from attnpaper.training.step import TrainStep, resolve_step_mode
 from attnpaper.training.loop import train
-from conftest import cuda, tiny_bert, tiny_distilbert
 
 SEQS = [[1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 2], [1, 7, 2], [1, 5, 6, 7, 8, 2]]  # lengths 11, 3, 6
 
@@ -48,11 +47,10 @@ def test_bad_collator_arguments():
         Collator("padded", max_length=16, bucket=32)
 
 
-@pytest.mark.parametrize("config", [tiny_bert, tiny_distilbert])
-def test_flash_padding_free_equals_baseline_fp32(config):
+def test_flash_padding_free_equals_baseline_fp32(tiny_config):
     """Every layer on real tokens only, dummy rows and filler included: same logits and loss as padded eager."""
-    base = attnpaper.build_model(config(), "baseline").eval()
-    flash = attnpaper.build_model(config(), "flash").eval()
+    base = attnpaper.build_model(tiny_config, "baseline").eval()
+    flash = attnpaper.build_model(tiny_config, "flash").eval()
     padded = Collator("padded", max_length=16, batch_size=4, static=True)(SEQS, [0, 1, 1])
     packed = Collator("packed", max_length=16, batch_size=4, static=True, bucket=8)(SEQS, [0, 1, 1])
     with torch.no_grad():
@@ -63,9 +61,9 @@ def test_flash_padding_free_equals_baseline_fp32(config):
 
 
 @pytest.mark.parametrize("variant", ["flash", "linear", "hybrid"])
-def test_forward_and_backward_never_sync(variant):
+def test_forward_and_backward_never_sync(variant, tiny_bert):
     """On the meta device any .item(), bool(tensor) or data-dependent shape raises: none may occur."""
-    model = attnpaper.build_model(tiny_bert(), variant, num_features=16).train().to("meta")
+    model = attnpaper.build_model(tiny_bert, variant, num_features=16).train().to("meta")
     layout = "packed" if variant == "flash" else "padded"
     b = Collator(layout, max_length=16, batch_size=4, static=True)(SEQS, [0, 1, 1])
     b = {k: v.to("meta") if torch.is_tensor(v) else v for k, v in b.items()}
@@ -74,8 +72,8 @@ def test_forward_and_backward_never_sync(variant):
     assert loss.device.type == "meta"
 
 
-def _step(variant, mode, config=tiny_bert, layout=None):
-    model = attnpaper.build_model(config(), variant, num_features=16)
+def _step(config, variant, mode, layout=None):
+    model = attnpaper.build_model(config, variant, num_features=16)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
@@ -89,9 +87,9 @@ BATCHES = [SEQS, SEQS[:2], [[1, 9, 9, 9, 2]] * 4, SEQS[1:]]
 
 
 @pytest.mark.parametrize("variant", attnpaper.VARIANTS)
-def test_one_graph_no_breaks_no_recompiles(variant):
+def test_one_graph_no_breaks_no_recompiles(variant, tiny_bert):
     """fullgraph=True fails on any graph break; each static shape is traced once, never again."""
-    step, collate = _step(variant, "compiled")
+    step, collate = _step(tiny_bert, variant, "compiled")
     counters.clear()
     for i, seqs in enumerate(BATCHES):
         step(collate(seqs, [i % 2] * len(seqs)))
@@ -104,10 +102,10 @@ def test_one_graph_no_breaks_no_recompiles(variant):
 
 
 @pytest.mark.parametrize("variant", attnpaper.VARIANTS)
-def test_compiled_step_equals_eager(variant):
+def test_compiled_step_equals_eager(variant, tiny_bert):
     losses = {}
     for mode in ("eager", "compiled"):
-        step, collate = _step(variant, mode)
+        step, collate = _step(tiny_bert, variant, mode)
         losses[mode] = torch.stack([step(collate(s, [i % 2] * len(s))) for i, s in enumerate(BATCHES)])
     assert torch.allclose(losses["compiled"], losses["eager"], atol=1e-5), losses
 
@@ -158,12 +156,11 @@ def test_bad_step_settings_are_refused():
             RunConfig(**changes).validate()
 
 
-@cuda
-@pytest.mark.parametrize("config", [tiny_bert, tiny_distilbert])
-def test_gpu_padding_free_flash_matches_baseline_bf16(config):
+@pytest.mark.cuda
+def test_gpu_padding_free_flash_matches_baseline_bf16(tiny_config):
     """On a GPU the packed batch (with a filler and an empty dummy row) goes to the varlen FA2 kernel."""
-    base = attnpaper.build_model(config(), "baseline").cuda().eval()
-    flash = attnpaper.build_model(config(), "flash").cuda().eval()
+    base = attnpaper.build_model(tiny_config, "baseline").cuda().eval()
+    flash = attnpaper.build_model(tiny_config, "flash").cuda().eval()
     padded = to_device(Collator("padded", max_length=16, batch_size=4, static=True)(SEQS, [0, 1, 1]), "cuda")
     packed = to_device(Collator("packed", max_length=16, batch_size=4, static=True, bucket=8)(SEQS, [0, 1, 1]),
                        "cuda")
@@ -173,13 +170,13 @@ def test_gpu_padding_free_flash_matches_baseline_bf16(config):
     assert "varlen" in attnpaper.kernels_used(flash)[0][0]
 
 
-@cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("variant", ["sdpa", "flash", "linear"])
-def test_gpu_captured_step_one_graph_and_equals_eager(variant):
+def test_gpu_captured_step_one_graph_and_equals_eager(variant, tiny_bert):
     """Inductor + CUDA graphs: one graph for every batch, and the same losses as eager (bf16 tolerance)."""
     losses = {}
     for mode in ("eager", "captured"):
-        model = attnpaper.build_model(tiny_bert(), variant, num_features=16).cuda()
+        model = attnpaper.build_model(tiny_bert, variant, num_features=16).cuda()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
         step = TrainStep(model, opt, sched, torch.amp.GradScaler("cuda", enabled=False), "bf16", "cuda", mode)
