@@ -62,7 +62,11 @@ def test_pretrained_weights_still_load(tmp_path):
     assert torch.equal(dict(base.named_parameters())[name], dict(ours.named_parameters())[name])
 
 
-@pytest.mark.parametrize("variant", attnpaper.VARIANTS)
+# a training run per variant: hybrid (exact and linear layers in one model) in the fast tier, the rest slow
+TRAINER_VARIANTS = [v if v == "hybrid" else pytest.param(v, marks=pytest.mark.slow) for v in attnpaper.VARIANTS]
+
+
+@pytest.mark.parametrize("variant", TRAINER_VARIANTS)
 def test_trainer_trains_each_variant(variant, tmp_path):
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
