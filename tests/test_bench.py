@@ -1,4 +1,5 @@
 """The side-by-side benchmark on a tiny model: rows, rotation, the repeated first variant, the table."""
+
 import json
 
 import numpy as np
@@ -18,8 +19,17 @@ def test_bench_rows_and_table(tmp_path, monkeypatch):
     lengths = tmp_path / "lengths.npy"
     np.save(lengths, np.array([20, 40, 64, 80], dtype=np.int32))
     out = tmp_path / "bench.json"
-    rows = bench(["baseline", "flash"], "bert-tiny-random", [32], steps=3, repeats=2, batch_size=4,
-                 source=str(lengths), out=str(out), step_modes=("eager", "captured"))
+    rows = bench(
+        ["baseline", "flash"],
+        "bert-tiny-random",
+        [32],
+        steps=3,
+        repeats=2,
+        batch_size=4,
+        source=str(lengths),
+        out=str(out),
+        step_modes=("eager", "captured"),
+    )
     # two repeats of two (variant, mode) pairs each, rotated, plus the first pair of the last repeat again
     pairs = [(r["variant"], r["step_mode_requested"]) for r in rows]
     assert pairs[:4] == [("baseline", "eager"), ("baseline", "captured"), ("flash", "eager"), ("flash", "captured")]

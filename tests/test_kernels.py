@@ -1,11 +1,18 @@
 """The attention kernels against their definitions, outside any model."""
+
 import math
 
 import pytest
 import torch
 
 from attnpaper.attention import (
-    elu_features, exact_attention, favor_features, linear_attention, orthogonal_gaussian, softmax_attention, unpad,
+    elu_features,
+    exact_attention,
+    favor_features,
+    linear_attention,
+    orthogonal_gaussian,
+    softmax_attention,
+    unpad,
 )
 
 

@@ -1,4 +1,5 @@
 """The variants inside transformers models: exactness, padding, gradients, errors."""
+
 import pytest
 import torch
 
@@ -79,18 +80,21 @@ def test_elu_feature_map_and_redraw(tiny_bert, make_batch):
     assert not torch.equal(layer.proj, before) and layer.proj.data_ptr() == address
 
 
-@pytest.mark.parametrize("variant, options, message", [
-    ("softmax", {}, "unknown variant 'softmax'; valid: baseline, sdpa, flash, linear, hybrid"),
-    ("linear", {"num_feature": 8}, "unknown option\\(s\\) num_feature; valid"),
-    ("linear", {"num_features": 0}, "num_features must be a positive int"),
-    ("linear", {"feature_map": "relu"}, "valid: favor\\+, elu"),
-    ("flash", {"flash_backend": "fa3"}, "valid: auto, varlen, flash_attn, sdpa, math"),
-    ("hybrid", {"hybrid_layers": 9}, "hybrid_layers must be an int in \\[0, 4\\]"),
-    ("flash", {"hybrid_layers": 1}, "hybrid variant only"),
-    ("linear", {"attention_dropout": 0.1}, "no probability matrix"),
-    ("baseline", {"attention_dropout": 1.5}, "attention_dropout must be a float in \\[0, 1\\)"),
-    ("linear", {"redraw_every": -1}, "redraw_every must be (None or )?an int >= 0"),
-])
+@pytest.mark.parametrize(
+    "variant, options, message",
+    [
+        ("softmax", {}, "unknown variant 'softmax'; valid: baseline, sdpa, flash, linear, hybrid"),
+        ("linear", {"num_feature": 8}, "unknown option\\(s\\) num_feature; valid"),
+        ("linear", {"num_features": 0}, "num_features must be a positive int"),
+        ("linear", {"feature_map": "relu"}, "valid: favor\\+, elu"),
+        ("flash", {"flash_backend": "fa3"}, "valid: auto, varlen, flash_attn, sdpa, math"),
+        ("hybrid", {"hybrid_layers": 9}, "hybrid_layers must be an int in \\[0, 4\\]"),
+        ("flash", {"hybrid_layers": 1}, "hybrid variant only"),
+        ("linear", {"attention_dropout": 0.1}, "no probability matrix"),
+        ("baseline", {"attention_dropout": 1.5}, "attention_dropout must be a float in \\[0, 1\\)"),
+        ("linear", {"redraw_every": -1}, "redraw_every must be (None or )?an int >= 0"),
+    ],
+)
 def test_bad_variant_and_options(variant, options, message, tiny_bert):
     with pytest.raises(ValueError, match=message):
         build_model(tiny_bert, variant, **options)

@@ -1,14 +1,15 @@
 """The training step: static batches, padding-free flash, no host syncs, one graph, eager = compiled."""
+
 import pytest
 import torch
 from torch._dynamo.utils import counters
 
 import attnpaper
 from attnpaper.attention import elu_features, favor_features, linear_attention, orthogonal_gaussian
-from attnpaper.training.config import SMOKE, RunConfig
 from attnpaper.training.batches import IGNORE, Collator, forward, real_tokens, slot_tokens, to_device
-from attnpaper.training.step import TrainStep, resolve_step_mode
+from attnpaper.training.config import SMOKE, RunConfig
 from attnpaper.training.loop import train
+from attnpaper.training.step import TrainStep, resolve_step_mode
 
 SEQS = [[1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 2], [1, 7, 2], [1, 5, 6, 7, 8, 2]]  # lengths 11, 3, 6
 
@@ -118,8 +119,12 @@ def test_linear_fast_path_within_stated_tolerance():
         pk = favor_features(k.float() * 64**-0.25, proj.float(), mask, is_query=False).to(dtype)
         return linear_attention(pq, pk, v.to(dtype), mask).double()
 
-    ref = linear_attention(favor_features(q * 64**-0.25, proj, is_query=True),
-                           favor_features(k * 64**-0.25, proj, mask, is_query=False), v, mask)
+    ref = linear_attention(
+        favor_features(q * 64**-0.25, proj, is_query=True),
+        favor_features(k * 64**-0.25, proj, mask, is_query=False),
+        v,
+        mask,
+    )
     elu_ref = linear_attention(elu_features(q), elu_features(k), v, mask)
     real = mask[:, None, :, None].expand_as(ref)
 
@@ -134,19 +139,23 @@ def test_linear_fast_path_within_stated_tolerance():
 def test_captured_step_falls_back_on_cpu_with_one_line(capsys):
     assert resolve_step_mode("captured", "cpu") == "eager"
     assert capsys.readouterr().err.strip().splitlines() == [
-        "step_mode='captured' needs a CUDA GPU of compute capability >= 7.0, not a CPU; running the eager step"]
+        "step_mode='captured' needs a CUDA GPU of compute capability >= 7.0, not a CPU; running the eager step"
+    ]
     assert resolve_step_mode("auto", "cpu", warn=False) == "eager"
     with pytest.raises(ValueError, match="unknown step_mode 'graphs'; valid: auto, eager, compiled, captured"):
         resolve_step_mode("graphs", "cpu")
-    res = train(RunConfig(**{**SMOKE, "step_mode": "captured", "epochs": 1, "train_samples": 64}), device="cpu",
-                progress=False)
+    res = train(
+        RunConfig(**{**SMOKE, "step_mode": "captured", "epochs": 1, "train_samples": 64}), device="cpu", progress=False
+    )
     assert res["step_mode"] == "eager" and res["step_mode_requested"] == "captured" and res["compile_time_s"] == 0
 
 
 def test_bad_step_settings_are_refused():
-    for changes, words in [({"step_mode": "graph"}, "valid: auto, eager, compiled, captured"),
-                           ({"layout": "packed"}, r"packed \(padding-free\) runs exact attention only"),
-                           ({"bucket": 512}, "bucket")]:
+    for changes, words in [
+        ({"step_mode": "graph"}, "valid: auto, eager, compiled, captured"),
+        ({"layout": "packed"}, r"packed \(padding-free\) runs exact attention only"),
+        ({"bucket": 512}, "bucket"),
+    ]:
         with pytest.raises(ValueError, match=words):
             RunConfig(**changes).validate()
 
@@ -157,8 +166,7 @@ def test_gpu_padding_free_flash_matches_baseline_bf16(tiny_config):
     base = attnpaper.build_model(tiny_config, "baseline").cuda().eval()
     flash = attnpaper.build_model(tiny_config, "flash").cuda().eval()
     padded = to_device(Collator("padded", max_length=16, batch_size=4, static=True)(SEQS, [0, 1, 1]), "cuda")
-    packed = to_device(Collator("packed", max_length=16, batch_size=4, static=True, bucket=8)(SEQS, [0, 1, 1]),
-                       "cuda")
+    packed = to_device(Collator("packed", max_length=16, batch_size=4, static=True, bucket=8)(SEQS, [0, 1, 1]), "cuda")
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         logits_b, logits_f = forward(base, padded)[1].float(), forward(flash, packed)[1].float()
     assert ((logits_f[:3] - logits_b[:3]).norm() / logits_b[:3].norm()) < 2e-2
@@ -175,11 +183,20 @@ def test_gpu_captured_step_one_graph_and_equals_eager(variant, tiny_bert):
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
         step = TrainStep(model, opt, sched, torch.amp.GradScaler("cuda", enabled=False), "bf16", "cuda", mode)
-        collate = Collator("packed" if variant == "flash" else "padded", max_length=16, batch_size=4, static=True,
-                           bucket=8 if variant == "flash" else None)
+        collate = Collator(
+            "packed" if variant == "flash" else "padded",
+            max_length=16,
+            batch_size=4,
+            static=True,
+            bucket=8 if variant == "flash" else None,
+        )
         counters.clear()
-        losses[mode] = torch.stack([step(to_device(collate(s, [i % 2] * len(s)), torch.device("cuda"))).float()
-                                    for i, s in enumerate(BATCHES * 2)])
+        losses[mode] = torch.stack(
+            [
+                step(to_device(collate(s, [i % 2] * len(s)), torch.device("cuda"))).float()
+                for i, s in enumerate(BATCHES * 2)
+            ]
+        )
         if mode == "captured":
             shapes = {collate(s, [0] * len(s))["input_ids"].shape for s in BATCHES}
             assert counters["stats"]["unique_graphs"] == len(shapes)
