@@ -37,8 +37,8 @@ def leftover_tmp(folder):
         ({"schedule": "cosine"}, None, ["schedule", "linear, constant"]),
         ({"precision": "fp64"}, None, ["precision", "bf16, fp16, fp32, auto"]),
         ({"flash_backend": "triton"}, None, ["flash_backend", "auto, varlen, flash_attn, sdpa, math"]),
-        ({"train_samples": 0}, None, ["train_samples", "None or an int >= 1"]),
-        ({"test_samples": 0}, None, ["test_samples", "None or an int >= 1"]),
+        ({"train_samples": 0}, None, ["train_samples", "None (all) or an int >= 1"]),
+        ({"test_samples": 0}, None, ["test_samples", "None (all) or an int >= 1"]),
     ],
 )
 def test_validate_names_parameter_and_valid_values(changes, max_pos, words):
