@@ -6,6 +6,7 @@ import torch
 import attnpaper
 from attnpaper import build_model, kernels_used
 from attnpaper.attention import redraw_features
+from attnpaper.variants import TABLE
 
 
 def hidden(model, b):
@@ -29,7 +30,8 @@ def test_flash_equals_baseline(tiny_config, make_batch, lengths):
 @pytest.mark.parametrize("variant", attnpaper.VARIANTS)
 def test_more_padding_changes_nothing(tiny_config, make_batch, variant):
     lengths = [9, 5]
-    model = build_model(tiny_config, variant, num_features=32).eval()
+    options = {"num_features": 32} if "num_features" in TABLE[variant].options else {}  # the others refuse it
+    model = build_model(tiny_config, variant, **options).eval()
     short, long = make_batch(lengths, n=9), make_batch(lengths, n=20)
     long["input_ids"][:, :9] = short["input_ids"]
     h_short, h_long = hidden(model, short), hidden(model, long)
@@ -85,14 +87,14 @@ def test_elu_feature_map_and_redraw(tiny_bert, make_batch):
     [
         ("softmax", {}, "unknown variant 'softmax'; valid: baseline, sdpa, flash, linear, hybrid"),
         ("linear", {"num_feature": 8}, "unknown option\\(s\\) num_feature; valid"),
-        ("linear", {"num_features": 0}, "num_features must be a positive int"),
+        ("linear", {"num_features": 0}, "bad option num_features=0: must be None \\(d log d\\) or an int >= 1"),
         ("linear", {"feature_map": "relu"}, "valid: favor\\+, elu"),
         ("flash", {"flash_backend": "fa3"}, "valid: auto, varlen, flash_attn, sdpa, math"),
-        ("hybrid", {"hybrid_layers": 9}, "hybrid_layers must be an int in \\[0, 4\\]"),
-        ("flash", {"hybrid_layers": 1}, "hybrid variant only"),
+        ("hybrid", {"hybrid_layers": 9}, "hybrid_layers=9: must be None or an int in \\[0, 4\\]"),
+        ("flash", {"hybrid_layers": 1}, "hybrid_layers=1 does not apply to variant 'flash'"),
         ("linear", {"attention_dropout": 0.1}, "no probability matrix"),
-        ("baseline", {"attention_dropout": 1.5}, "attention_dropout must be a float in \\[0, 1\\)"),
-        ("linear", {"redraw_every": -1}, "redraw_every must be (None or )?an int >= 0"),
+        ("baseline", {"attention_dropout": 1.5}, "attention_dropout=1.5: must be a number in \\[0, 1\\)"),
+        ("linear", {"redraw_every": -1}, "redraw_every=-1: must be an int >= 0"),
     ],
 )
 def test_bad_variant_and_options(variant, options, message, tiny_bert):

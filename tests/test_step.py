@@ -10,6 +10,13 @@ from attnpaper.training.batches import IGNORE, Collator, forward, real_tokens, s
 from attnpaper.training.config import SMOKE, RunConfig
 from attnpaper.training.loop import train
 from attnpaper.training.step import TrainStep, resolve_step_mode
+from attnpaper.variants import TABLE
+
+
+def features(variant, m=16):
+    """num_features=m for the variants that take it; the others refuse an option that would not apply."""
+    return {"num_features": m} if "num_features" in TABLE[variant].options else {}
+
 
 SEQS = [[1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 2], [1, 7, 2], [1, 5, 6, 7, 8, 2]]  # lengths 11, 3, 6
 
@@ -64,7 +71,7 @@ def test_flash_padding_free_equals_baseline_fp32(tiny_config):
 @pytest.mark.parametrize("variant", ["flash", "linear", "hybrid"])
 def test_forward_and_backward_never_sync(variant, tiny_bert):
     """On the meta device any .item(), bool(tensor) or data-dependent shape raises: none may occur."""
-    model = attnpaper.build_model(tiny_bert, variant, num_features=16).train().to("meta")
+    model = attnpaper.build_model(tiny_bert, variant, **features(variant)).train().to("meta")
     layout = "packed" if variant == "flash" else "padded"
     b = Collator(layout, max_length=16, batch_size=4, static=True)(SEQS, [0, 1, 1])
     b = {k: v.to("meta") if torch.is_tensor(v) else v for k, v in b.items()}
@@ -74,7 +81,7 @@ def test_forward_and_backward_never_sync(variant, tiny_bert):
 
 
 def _step(config, variant, mode, layout=None):
-    model = attnpaper.build_model(config, variant, num_features=16)
+    model = attnpaper.build_model(config, variant, **features(variant))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
@@ -179,7 +186,7 @@ def test_gpu_captured_step_one_graph_and_equals_eager(variant, tiny_bert):
     """Inductor + CUDA graphs: one graph for every batch, and the same losses as eager (bf16 tolerance)."""
     losses = {}
     for mode in ("eager", "captured"):
-        model = attnpaper.build_model(tiny_bert, variant, num_features=16).cuda()
+        model = attnpaper.build_model(tiny_bert, variant, **features(variant)).cuda()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
         step = TrainStep(model, opt, sched, torch.amp.GradScaler("cuda", enabled=False), "bf16", "cuda", mode)
