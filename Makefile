@@ -1,11 +1,16 @@
 # make setup: a local virtual environment with everything the book and the tests need (CPU is enough).
-# make test: unit tests, the notebooks under nbval, a CPU smoke sweep, and the book build with warnings as errors.
+# make unit: the fast tier, every test not marked slow (`pytest -m "not slow"`): minutes on two CPU cores.
+# make slow: the slow tier, tests marked @pytest.mark.slow: whole training runs, sweeps, subprocesses, notebooks.
+# make test: what CI runs (.ci/run): both tiers, the notebooks under nbval, the book build with warnings as
+#            errors, then the built HTML checked and opened in headless Chromium.
 # make book: build the HTML book into _build/html from the committed results.
 # make browser: open every built page in headless Chromium (tests/test_browser.py; needs `make book`).
+# make lint: ruff's lint rules and formatting (configured in pyproject.toml) over attnpaper, tests and scripts.
 PY ?= .venv/bin/python
 TORCH ?= torch==2.13.0
+PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: setup test unit notebooks book browser clean
+.PHONY: setup test unit slow notebooks book browser lint clean
 
 .venv/.done: pyproject.toml
 	python3 -m venv .venv
@@ -17,19 +22,26 @@ TORCH ?= torch==2.13.0
 setup: .venv/.done
 
 unit: setup
-	$(PY) -m pytest -q tests --ignore=tests/test_browser.py
+	$(PYTEST) tests -m "not slow" --ignore=tests/test_browser.py
+
+slow: setup
+	$(PYTEST) tests -m slow --ignore=tests/test_browser.py
 
 notebooks: setup
-	$(PY) -m pytest -q --nbval-lax chapters -p no:cacheprovider
+	$(PYTEST) --nbval-lax chapters
 
 book: setup
 	.venv/bin/jupyter-book build . -W -n --keep-going
 
 browser: setup
-	$(PY) -m pytest -q tests/test_browser.py -p no:cacheprovider
+	$(PYTEST) tests/test_browser.py
 
-test: unit notebooks book
-	$(PY) -m pytest -q tests/book_built.py tests/test_browser.py -p no:cacheprovider
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: unit slow notebooks book
+	$(PYTEST) tests/book_built.py tests/test_browser.py
 
 clean:
 	rm -rf _build

@@ -1,4 +1,5 @@
 """After `jupyter-book build .`: the HTML exists, every chapter is there, and the results page holds the table."""
+
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,19 @@ def results_page():
 
 
 def test_every_chapter_built():
-    names = ["01_introduction", "02_attention_cost", "03_baseline", "04_flash", "05_linear", "06_hybrid",
-             "07_experiment", "08_results", "09_where_attention_matters", "10_discussion",
-             "reproduce"]
+    names = [
+        "01_introduction",
+        "02_attention_cost",
+        "03_baseline",
+        "04_flash",
+        "05_linear",
+        "06_hybrid",
+        "07_experiment",
+        "08_results",
+        "09_where_attention_matters",
+        "10_discussion",
+        "reproduce",
+    ]
     missing = [n for n in names if not (HTML / "chapters" / f"{n}.html").exists()]
     assert not missing, missing
 

@@ -1,4 +1,8 @@
-"""Shared fixtures: tiny models and batches so the suite runs on a CPU in seconds."""
+"""Shared fixtures: tiny model configurations and padded batches so the suite runs on a CPU in seconds.
+
+Tests marked ``@pytest.mark.cuda`` are skipped, with the reason, on a machine without a CUDA GPU.
+"""
+
 import pytest
 import torch
 from transformers import BertConfig, DistilBertConfig
@@ -6,30 +10,56 @@ from transformers.utils import logging
 
 logging.set_verbosity_error()
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    no_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(no_gpu)
 
 
+@pytest.fixture
 def tiny_bert():
-    return BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
-                      intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0)
+    """A 4-layer BERT configuration, 32 wide, without dropout (build_model copies it, never mutates it)."""
+    return BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+    )
 
 
+@pytest.fixture
 def tiny_distilbert():
-    return DistilBertConfig(vocab_size=100, dim=32, n_layers=4, n_heads=4, hidden_dim=64,
-                            max_position_embeddings=64, dropout=0.0)
+    """The DistilBERT counterpart of tiny_bert."""
+    return DistilBertConfig(
+        vocab_size=100, dim=32, n_layers=4, n_heads=4, hidden_dim=64, max_position_embeddings=64, dropout=0.0
+    )
 
 
 @pytest.fixture(params=["bert", "distilbert"])
 def tiny_config(request):
-    return tiny_bert() if request.param == "bert" else tiny_distilbert()
+    """tiny_bert, then tiny_distilbert: a test that takes it runs once for each model family."""
+    return request.getfixturevalue(f"tiny_{request.param}")
 
 
-def batch(lengths, n=None, vocab=100, seed=0):
-    """input_ids / attention_mask for sequences of the given lengths, right-padded to n."""
+def _batch(lengths, n=None, vocab=100, seed=0):
+    """input_ids / attention_mask for sequences of the given lengths, right-padded to n (pad id 0)."""
     g = torch.Generator().manual_seed(seed)
     n = n or max(lengths)
     ids = torch.randint(5, vocab, (len(lengths), n), generator=g)
     mask = torch.zeros(len(lengths), n, dtype=torch.long)
-    for i, L in enumerate(lengths):
-        mask[i, :L] = 1
+    for i, length in enumerate(lengths):
+        mask[i, :length] = 1
     return {"input_ids": ids * mask, "attention_mask": mask}
+
+
+@pytest.fixture
+def make_batch():
+    """make_batch(lengths, n=None, vocab=100, seed=0): a seeded random batch of those lengths, padded to n."""
+    return _batch

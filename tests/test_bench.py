@@ -1,9 +1,11 @@
 """The side-by-side benchmark on a tiny model: rows, rotation, the repeated first variant, the table."""
+
 import json
 
 import numpy as np
 import torch
 
+from attnpaper.bench import step as S
 from attnpaper.bench.step import bench, random_split, table
 
 
@@ -12,12 +14,22 @@ def test_random_split_follows_lengths():
     assert len(split) == 50 and {len(x) for x in split.ids} <= {5, 9}
 
 
-def test_bench_rows_and_table(tmp_path):
+def test_bench_rows_and_table(tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "PROFILE_STEPS", 1)  # ten measurements: each 2 timed steps and 1 profiled, not 3 and 5
     lengths = tmp_path / "lengths.npy"
     np.save(lengths, np.array([20, 40, 64, 80], dtype=np.int32))
     out = tmp_path / "bench.json"
-    rows = bench(["baseline", "flash"], "bert-tiny-random", [32], steps=8, repeats=2, batch_size=4,
-                 source=str(lengths), out=str(out), step_modes=("eager", "captured"))
+    rows = bench(
+        ["baseline", "flash"],
+        "bert-tiny-random",
+        [32],
+        steps=3,
+        repeats=2,
+        batch_size=4,
+        source=str(lengths),
+        out=str(out),
+        step_modes=("eager", "captured"),
+    )
     # two repeats of two (variant, mode) pairs each, rotated, plus the first pair of the last repeat again
     pairs = [(r["variant"], r["step_mode_requested"]) for r in rows]
     assert pairs[:4] == [("baseline", "eager"), ("baseline", "captured"), ("flash", "eager"), ("flash", "captured")]

@@ -1,4 +1,5 @@
 """Open every built chapter in headless Chromium: math typeset from the local MathJax, nothing clipped or leaked."""
+
 import fcntl
 import json
 import os
@@ -35,20 +36,30 @@ class Browser:
             os.dup2(high[0], 3)
             os.dup2(high[1], 4)
 
-        args = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
-                "--no-first-run", "--no-default-browser-check", "--disable-extensions",
-                "--host-resolver-rules=MAP * ~NOTFOUND",  # no page may reach the network
-                f"--user-data-dir={profile}", f"--window-size={WIDTH},{HEIGHT}", "about:blank"]
-        self.proc = subprocess.Popen(args, pass_fds=(3, 4, *high), preexec_fn=child_fds,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        args = [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--remote-debugging-pipe",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-extensions",
+            "--host-resolver-rules=MAP * ~NOTFOUND",  # no page may reach the network
+            f"--user-data-dir={profile}",
+            f"--window-size={WIDTH},{HEIGHT}",
+            "about:blank",
+        ]
+        self.proc = subprocess.Popen(
+            args, pass_fds=(3, 4, *high), preexec_fn=child_fds, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         for fd in high:
             os.close(fd)
         self._buf, self._id, self.session = b"", 0, None
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         self.call("Page.enable")
-        self.call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1,
-                  mobile=False)
+        self.call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
 
     def _read(self):
         while b"\0" not in self._buf:

@@ -1,4 +1,5 @@
 """The run parameters and the variant table, each defined once, and what is checked against them."""
+
 import ast
 import dataclasses
 import json
@@ -41,19 +42,22 @@ def test_every_parameter_has_a_meaning_and_a_check():
     assert RunConfig().validate()  # the defaults pass their own checks
 
 
-@pytest.mark.parametrize("name, value, words", [
-    ("seed", 2**63, "must be an int in [0, 9223372036854774]"),
-    ("seed", -1, "must be an int in [0"),
-    ("max_length", 2, "must be an int >= 8"),
-    ("epochs", 0.0, "must be > 0"),
-    ("num_features", 0, "must be None (d log d) or an int >= 1"),
-    ("feature_map", "relu", "valid: favor+, elu"),
-    ("flash_backend", "fa3", "valid: auto, varlen, flash_attn, sdpa, math"),
-    ("warmup_ratio", 1.0, "must be < 1"),
-    ("max_grad_norm", float("nan"), "must be None (no clipping) or a finite number"),
-    ("train_samples", 0, "must be None (all) or an int >= 1"),
-    ("notes", [], "must be a dict"),
-])
+@pytest.mark.parametrize(
+    "name, value, words",
+    [
+        ("seed", 2**63, "must be an int in [0, 9223372036854774]"),
+        ("seed", -1, "must be an int in [0"),
+        ("max_length", 2, "must be an int >= 8"),
+        ("epochs", 0.0, "must be > 0"),
+        ("num_features", 0, "must be None (d log d) or an int >= 1"),
+        ("feature_map", "relu", "valid: favor+, elu"),
+        ("flash_backend", "fa3", "valid: auto, varlen, flash_attn, sdpa, math"),
+        ("warmup_ratio", 1.0, "must be < 1"),
+        ("max_grad_norm", float("nan"), "must be None (no clipping) or a finite number"),
+        ("train_samples", 0, "must be None (all) or an int >= 1"),
+        ("notes", [], "must be a dict"),
+    ],
+)
 def test_each_parameter_is_checked_once_with_one_line(name, value, words):
     with pytest.raises(ValueError) as err:
         RunConfig(**{name: value}).validate()
@@ -71,14 +75,17 @@ def test_the_variant_table_decides_options_and_layouts():
     assert V.TABLE["sdpa"].layer_plan(6) is None
 
 
-@pytest.mark.parametrize("variant, options, words", [
-    ("baseline", {"feature_map": "elu"}, "does not apply to variant 'baseline'"),
-    ("flash", {"num_features": 64}, "does not apply to variant 'flash'"),
-    ("linear", {"num_features": 0}, "bad option num_features=0"),
-    ("linear", {"attention_dropout": 0.1}, "no probability matrix"),
-    ("hybrid", {"bogus": 1}, "unknown option(s) bogus"),
-    ("softmax", {}, "unknown variant 'softmax'"),
-])
+@pytest.mark.parametrize(
+    "variant, options, words",
+    [
+        ("baseline", {"feature_map": "elu"}, "does not apply to variant 'baseline'"),
+        ("flash", {"num_features": 64}, "does not apply to variant 'flash'"),
+        ("linear", {"num_features": 0}, "bad option num_features=0"),
+        ("linear", {"attention_dropout": 0.1}, "no probability matrix"),
+        ("hybrid", {"bogus": 1}, "unknown option(s) bogus"),
+        ("softmax", {}, "unknown variant 'softmax'"),
+    ],
+)
 def test_build_options_are_refused_where_they_would_be_ignored(variant, options, words):
     with pytest.raises(ValueError) as err:
         V.check_options(variant, options)

@@ -1,10 +1,22 @@
 """The FLOP and byte counts of attnpaper.analysis.cost against hand-derived formulas."""
+
 import pytest
 
 from attnpaper.analysis import cost
 from attnpaper.analysis.cost import (
-    ATTENTION_CORE, COMPONENTS, DISTILBERT_BASE, GPUS, arithmetic_intensity, attention_bytes, attention_core_flops,
-    attention_fraction, layer_flops, linear_attention_flops, model_flops, ridge_point, roofline_time,
+    ATTENTION_CORE,
+    COMPONENTS,
+    DISTILBERT_BASE,
+    GPUS,
+    arithmetic_intensity,
+    attention_bytes,
+    attention_core_flops,
+    attention_fraction,
+    layer_flops,
+    linear_attention_flops,
+    model_flops,
+    ridge_point,
+    roofline_time,
 )
 
 D = DISTILBERT_BASE

@@ -1,5 +1,6 @@
 """IMDb loading (local parquet), subsampling, tokenising, batching, the token cache and the synthetic corpus."""
-from pathlib import Path
+
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -10,8 +11,14 @@ import torch
 import attnpaper
 from attnpaper.training import data as D
 
-IMDB = Path("/work/shared/data/imdb")
-needs_imdb = pytest.mark.skipif(not (IMDB / "train.parquet").exists(), reason="needs the local IMDb parquet files")
+
+@pytest.fixture
+def imdb_dir():
+    """$ATTNPAPER_IMDB, the folder holding IMDb's train.parquet and test.parquet (CI sets it)."""
+    path = os.environ.get("ATTNPAPER_IMDB")
+    if not path:
+        pytest.skip("ATTNPAPER_IMDB is unset: point it at a folder holding IMDb's train.parquet and test.parquet")
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +41,9 @@ def write_imdb(root, train_labels=(0, 1, 0), test_labels=(1, 0)):
 
 # --- local parquet -------------------------------------------------------------------------------
 
-@needs_imdb
-def test_read_texts_real_imdb():
-    raw = D.read_texts(str(IMDB))
+
+def test_read_texts_real_imdb(imdb_dir):
+    raw = D.read_texts(imdb_dir)
     assert set(raw) == {"train", "test"}
     for split in D.SPLITS:
         texts, labels = raw[split]
@@ -98,6 +105,7 @@ def test_fractional_labels_are_refused(tmp_path):
 
 # --- subsample -------------------------------------------------------------------------------------
 
+
 def test_subsample_is_fixed():
     texts, labels = [f"t{i}" for i in range(100)], np.arange(100) % 2
     a = D.subsample(texts, labels, 10)
@@ -124,6 +132,7 @@ def test_subsample_below_one_raises(n):
 
 
 # --- tokenize and batches --------------------------------------------------------------------------
+
 
 def test_tokenize_truncates_without_padding(tokenizer):
     texts = ["short one", " ".join(["word"] * 200), "a bit longer than the first one"]
@@ -153,7 +162,7 @@ def test_batches_pad_to_longest_in_batch(tok):
     sp = toy_split()
     out = list(D.batches(sp, 2, tok))
     assert [b["input_ids"].shape for b in out] == [(2, 3), (2, 5), (1, 4)]
-    for b, idx in zip(out, [[0, 1], [2, 3], [4]]):
+    for b, idx in zip(out, [[0, 1], [2, 3], [4]], strict=True):
         lengths = [len(sp.ids[i]) for i in idx]
         assert b["attention_mask"].sum(1).tolist() == lengths
         for row, i in enumerate(idx):
@@ -175,8 +184,11 @@ def test_batches_shuffle_is_seeded(tok):
     sp = D.Split([[i] * (i % 4 + 1) for i in range(40)], np.arange(40) % 2)
 
     def order(seed):
-        return [x for b in D.batches(sp, 8, tok, shuffle=True, generator=torch.Generator().manual_seed(seed))
-                for x in b["input_ids"][:, 0].tolist()]
+        return [
+            x
+            for b in D.batches(sp, 8, tok, shuffle=True, generator=torch.Generator().manual_seed(seed))
+            for x in b["input_ids"][:, 0].tolist()
+        ]
 
     assert order(3) == order(3)
     assert sorted(order(3)) == list(range(40))  # a permutation: every row once
@@ -185,6 +197,7 @@ def test_batches_shuffle_is_seeded(tok):
 
 
 # --- token cache -------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def cached(tokenizer, tmp_path_factory):
@@ -223,7 +236,7 @@ def test_token_cache_shorter_max_length_keeps_sep(tokenizer, cached):
     path, splits = cached
     short = D.load_splits(str(path), tokenizer, 16)
     n_cut = 0
-    for full, cut in zip(splits["train"].ids + splits["test"].ids, short["train"].ids + short["test"].ids):
+    for full, cut in zip(splits["train"].ids + splits["test"].ids, short["train"].ids + short["test"].ids, strict=True):
         if len(full) <= 16:
             assert cut == full
         else:
@@ -252,6 +265,7 @@ def test_token_cache_missing_file(tokenizer, tmp_path):
 
 # --- synthetic corpus --------------------------------------------------------------------------------
 
+
 def test_synthetic_corpus_deterministic_and_balanced():
     t1, y1 = D.synthetic_corpus(101, seed=5)
     t2, y2 = D.synthetic_corpus(101, seed=5)
@@ -265,7 +279,7 @@ def test_synthetic_corpus_deterministic_and_balanced():
 
 def test_synthetic_labels_follow_sentiment_words():
     texts, labels = D.synthetic_corpus(200, seed=1)
-    for text, label in zip(texts, labels):
+    for text, label in zip(texts, labels, strict=True):
         words = text.split()
         pos = sum(w in D.POSITIVE for w in words)
         neg = sum(w in D.NEGATIVE for w in words)

@@ -1,16 +1,14 @@
 """Several processes: data-parallel runs (torchrun + DDP over gloo on a CPU) and a sweep over GPUs."""
+
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from attnpaper.training.config import SMOKE, RunConfig
 from attnpaper.experiment.run import run_and_record
+from attnpaper.training.config import SMOKE, RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,8 +21,15 @@ def no_dropout_model(tmp_path_factory):
     from attnpaper.training.loop import load_tokenizer
 
     d = tmp_path_factory.mktemp("tiny-bert")
-    config = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=2)
+    config = BertConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=2,
+    )
     BertForSequenceClassification(config).save_pretrained(d)
     load_tokenizer("bert-tiny-random").save_pretrained(d)
     return str(d)
@@ -33,14 +38,13 @@ def no_dropout_model(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["baseline", "flash"])
 def test_two_gloo_processes_follow_one_process(variant, no_dropout_model, tmp_path):
-    base = {**SMOKE, "model": no_dropout_model, "variant": variant, "batch_size": 8, "epochs": 1,
-            "checkpoint_every": 0}
+    base = {**SMOKE, "model": no_dropout_model, "variant": variant, "batch_size": 8, "epochs": 1, "checkpoint_every": 0}
     one = run_and_record(RunConfig(**base), tmp_path / "one", progress=False)
     two = run_and_record(RunConfig(**base, nproc_per_node=2), tmp_path / "two")
     assert one["world_size"] == 1 and two["world_size"] == 2 and two["nproc_per_node"] == 2
     assert two["steps"] == one["steps"] == 64  # the same global batches, the same number of steps
     assert len(two["loss_every_50_steps"]) == 2
-    for a, b in zip(one["loss_every_50_steps"], two["loss_every_50_steps"]):
+    for a, b in zip(one["loss_every_50_steps"], two["loss_every_50_steps"], strict=True):
         assert b == pytest.approx(a, rel=1e-4, abs=1e-5)  # the same trajectory, up to summation order
     assert abs(two["accuracy"] - one["accuracy"]) <= 2 / 256
     assert two["config_hash"] != one["config_hash"]  # never pooled with one-GPU rows

@@ -1,5 +1,6 @@
 """attnpaper as the Hugging Face and Jupyter ecosystems expect it: reloadable models, Trainer, datasets'
 cache, papermill parameters, tables to paste, and a command line that answers quickly."""
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,7 @@ def test_save_and_from_pretrained_restore_the_variant(model, variant, tmp_path):
     assert back.config._attn_implementation == clf.config._attn_implementation
     assert torch.equal(before, after)  # the same model: bitwise the same logits
     assert attnpaper.kernels_used(back) == attnpaper.kernels_used(clf)
-    for a, b in zip(clf.modules(), back.modules()):
+    for a, b in zip(clf.modules(), back.modules(), strict=True):
         if isinstance(a, LayerAttention) and a.proj.numel():
             fresh = LayerAttention("linear", a.head_dim, num_features=24, seed=0).proj
             assert torch.equal(a.proj, b.proj) and a.proj.shape == fresh.shape
@@ -64,7 +65,11 @@ def test_pretrained_weights_still_load(tmp_path):
     assert torch.equal(dict(base.named_parameters())[name], dict(ours.named_parameters())[name])
 
 
-@pytest.mark.parametrize("variant", attnpaper.VARIANTS)
+# a training run per variant: hybrid (exact and linear layers in one model) in the fast tier, the rest slow
+TRAINER_VARIANTS = [v if v == "hybrid" else pytest.param(v, marks=pytest.mark.slow) for v in attnpaper.VARIANTS]
+
+
+@pytest.mark.parametrize("variant", TRAINER_VARIANTS)
 def test_trainer_trains_each_variant(variant, tmp_path):
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
@@ -75,11 +80,21 @@ def test_trainer_trains_each_variant(variant, tmp_path):
     tok = load_tokenizer("bert-tiny-random")
     texts, labels = synthetic_corpus(256, seed=0)
     ds = Dataset.from_dict({"text": texts, "label": labels.tolist()}).map(
-        lambda b: tok(b["text"], truncation=True, max_length=64), batched=True, remove_columns=["text"])
+        lambda b: tok(b["text"], truncation=True, max_length=64), batched=True, remove_columns=["text"]
+    )
     model = attnpaper.build_model("bert-tiny-random", variant)
-    args = TrainingArguments(output_dir=str(tmp_path), max_steps=24, per_device_train_batch_size=16,
-                             learning_rate=2e-3, logging_steps=4, report_to=[], save_strategy="no",
-                             use_cpu=True, seed=0, disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=24,
+        per_device_train_batch_size=16,
+        learning_rate=2e-3,
+        logging_steps=4,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+    )
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tok))
     result = trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -124,6 +139,7 @@ def test_schedule_is_transformers_with_trainers_warmup():
 
 # --- datasets' cache ---------------------------------------------------------------------------------------
 
+
 class CountingTokenizer:
     """A tokenizer that counts its calls (everything else is the wrapped tokenizer's)."""
 
@@ -162,14 +178,24 @@ def test_tokenised_data_is_cached_between_runs(tmp_path):
 
 # --- papermill as users run it -----------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_papermill_parameters_win_over_the_smoke_preset(tmp_path):
     import papermill as pm
 
-    out = pm.execute_notebook(str(ROOT / "chapters" / "07_experiment.ipynb"), str(tmp_path / "out.ipynb"),
-                              parameters={"smoke": True, "lr": 0.005, "max_length": 16, "train_samples": 64,
-                                          "output_dir": str(tmp_path / "records")},
-                              progress_bar=False, cwd=str(ROOT / "chapters"))
+    out = pm.execute_notebook(
+        str(ROOT / "chapters" / "07_experiment.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        parameters={
+            "smoke": True,
+            "lr": 0.005,
+            "max_length": 16,
+            "train_samples": 64,
+            "output_dir": str(tmp_path / "records"),
+        },
+        progress_bar=False,
+        cwd=str(ROOT / "chapters"),
+    )
     rec = json.loads(next((tmp_path / "records").glob("*.json")).read_text())
     assert rec["lr"] == 0.005 and rec["max_length"] == 16 and rec["train_samples"] == 64  # given: kept
     assert rec["model"] == SMOKE["model"] and rec["data"] == "synthetic"  # left as None: the preset's
@@ -198,22 +224,36 @@ def test_default_output_dir_is_in_the_checkout():
 
 # --- tables and the command line ---------------------------------------------------------------------------
 
+
 def _records(tmp_path):
     from attnpaper.experiment.records import REQUIRED, write_record
 
     cfg = RunConfig(model="m", data="d")
     for variant, accs in (("baseline", [0.85, 0.86, 0.84]), ("flash", [0.851, 0.858, 0.843])):
         for seed, acc in enumerate(accs):
-            rec = {k: None for k in REQUIRED} | cfg.to_dict() | {
-                "variant": variant, "seed": seed, "accuracy": acc, "status": "ok", "device": "H100",
-                "config_hash": cfg.config_hash(), "train_time_s": 20.123 + seed, "peak_memory_mb": 1234.56,
-                "tokens_per_s": 1.0, "kernels": []}
+            rec = (
+                {k: None for k in REQUIRED}
+                | cfg.to_dict()
+                | {
+                    "variant": variant,
+                    "seed": seed,
+                    "accuracy": acc,
+                    "status": "ok",
+                    "device": "H100",
+                    "config_hash": cfg.config_hash(),
+                    "train_time_s": 20.123 + seed,
+                    "peak_memory_mb": 1234.56,
+                    "tokens_per_s": 1.0,
+                    "kernels": [],
+                }
+            )
             write_record(rec, tmp_path / "records" / f"{variant}_{seed}.json")
     return tmp_path
 
 
-@pytest.mark.parametrize("fmt, marker", [("markdown", "|:"), ("latex", r"\toprule"), ("csv", "diff_pts"),
-                                         ("text", "vs baseline")])
+@pytest.mark.parametrize(
+    "fmt, marker", [("markdown", "|:"), ("latex", r"\toprule"), ("csv", "diff_pts"), ("text", "vs baseline")]
+)
 def test_table_formats(fmt, marker, tmp_path, capsys):
     from attnpaper.__main__ import main
 
@@ -230,8 +270,14 @@ def test_table_formats(fmt, marker, tmp_path, capsys):
 
 
 def test_cli_help_imports_neither_torch_nor_transformers():
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "attnpaper", "sweep", "--help"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "attnpaper", "sweep", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert proc.returncode == 0 and "(default: 0.1" not in proc.stdout
     assert "--keep-checkpoints" in proc.stdout and "(default: results/local)" in proc.stdout
     imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
@@ -239,6 +285,7 @@ def test_cli_help_imports_neither_torch_nor_transformers():
 
 
 def test_cli_version():
-    proc = subprocess.run([sys.executable, "-m", "attnpaper", "--version"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "attnpaper", "--version"], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     assert proc.stdout.strip() == f"attnpaper {attnpaper.__version__}"

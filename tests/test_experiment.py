@@ -1,6 +1,6 @@
 """The experiment around the models: configuration, training, records, the papermill sweep, the CLI,
 aggregation into the results table, and the committed GPU records."""
-import json
+
 import math
 import statistics
 from pathlib import Path
@@ -11,10 +11,10 @@ from scipy import stats
 
 from attnpaper import VARIANTS
 from attnpaper.__main__ import main, parse_set
-from attnpaper.training.config import SMOKE, RunConfig, hash_config
+from attnpaper.analysis.results import load_records, paired_vs_baseline, summarise
 from attnpaper.experiment.records import REQUIRED, read_record, record_name, write_record
 from attnpaper.experiment.run import run_and_record
-from attnpaper.analysis.results import load_records, paired_vs_baseline, summarise
+from attnpaper.training.config import SMOKE, RunConfig, hash_config
 from attnpaper.training.loop import NonFiniteLoss, train
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "h100" / "records"
@@ -26,17 +26,21 @@ def leftover_tmp(folder):
 
 # --- RunConfig --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("changes, max_pos, words", [
-    ({"variant": "softmax"}, None, ["variant", "baseline, sdpa, flash, linear, hybrid"]),
-    ({"max_length": 1024}, 512, ["max_length", "512 positions"]),
-    ({"lr": 0}, None, ["lr", "> 0"]),
-    ({"lr": -1e-5}, None, ["lr", "> 0"]),
-    ({"schedule": "cosine"}, None, ["schedule", "linear, constant"]),
-    ({"precision": "fp64"}, None, ["precision", "bf16, fp16, fp32, auto"]),
-    ({"flash_backend": "triton"}, None, ["flash_backend", "auto, varlen, flash_attn, sdpa, math"]),
-    ({"train_samples": 0}, None, ["train_samples", "None or an int >= 1"]),
-    ({"test_samples": 0}, None, ["test_samples", "None or an int >= 1"]),
-])
+
+@pytest.mark.parametrize(
+    "changes, max_pos, words",
+    [
+        ({"variant": "softmax"}, None, ["variant", "baseline, sdpa, flash, linear, hybrid"]),
+        ({"max_length": 1024}, 512, ["max_length", "512 positions"]),
+        ({"lr": 0}, None, ["lr", "> 0"]),
+        ({"lr": -1e-5}, None, ["lr", "> 0"]),
+        ({"schedule": "cosine"}, None, ["schedule", "linear, constant"]),
+        ({"precision": "fp64"}, None, ["precision", "bf16, fp16, fp32, auto"]),
+        ({"flash_backend": "triton"}, None, ["flash_backend", "auto, varlen, flash_attn, sdpa, math"]),
+        ({"train_samples": 0}, None, ["train_samples", "None (all) or an int >= 1"]),
+        ({"test_samples": 0}, None, ["test_samples", "None (all) or an int >= 1"]),
+    ],
+)
 def test_validate_names_parameter_and_valid_values(changes, max_pos, words):
     with pytest.raises(ValueError) as err:
         RunConfig(**changes).validate(max_pos)
@@ -68,17 +72,14 @@ def test_config_hash():
 
 # --- training and records -------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def smoke_result():
-    return train(RunConfig(**{**SMOKE, "epochs": 1}), device="cpu", progress=False)
 
-
-def test_train_smoke_on_cpu(smoke_result):
-    r = smoke_result
+def test_train_smoke_on_cpu():
+    small = {**SMOKE, "epochs": 1, "train_samples": 160, "test_samples": 64}  # 5 steps, not the preset's 48
+    r = train(RunConfig(**small), device="cpu", progress=False)
     assert 0 <= r["accuracy"] <= 1
     assert math.isfinite(r["train_time_s"]) and r["train_time_s"] > 0
-    assert r["steps"] == math.ceil(SMOKE["train_samples"] / 32)
-    assert r["train_samples"] == SMOKE["train_samples"] and r["test_samples"] == SMOKE["test_samples"]
+    assert r["steps"] == math.ceil(160 / 32) == 5
+    assert r["train_samples"] == 160 and r["test_samples"] == 64
     assert r["precision"] == "fp32" and r["peak_memory_mb"] is None  # CPU
     assert r["kernels"] == [["transformers eager"]] * 2  # bert-tiny-random has 2 layers
     assert all(math.isfinite(x) for x in r["loss_every_50_steps"])
@@ -86,14 +87,13 @@ def test_train_smoke_on_cpu(smoke_result):
 
 
 def test_train_records_flash_kernels_per_layer():
-    r = train(RunConfig(**{**SMOKE, "variant": "flash", "max_steps": 2, "eval": False}), device="cpu",
-              progress=False)
+    r = train(RunConfig(**{**SMOKE, "variant": "flash", "max_steps": 2, "eval": False}), device="cpu", progress=False)
     assert r["steps"] == 2 and r["accuracy"] is None
     assert len(r["kernels"]) == 2 and all(k and all(name.startswith("sdpa") for name in k) for k in r["kernels"])
 
 
 def test_non_finite_loss_is_recorded_as_failed(tmp_path):
-    cfg = RunConfig(**{**SMOKE, "lr": 1e30, "epochs": 1})  # diverges to NaN within the first epoch
+    cfg = RunConfig(**{**SMOKE, "lr": 1e30, "epochs": 1, "train_samples": 64})  # NaN by its second (last) step
     with pytest.raises(NonFiniteLoss, match="non-finite loss by step"):
         run_and_record(cfg, tmp_path, device="cpu", progress=False)
     path = tmp_path / record_name(cfg)
@@ -120,6 +120,7 @@ def test_write_record_atomic(tmp_path):
 
 # --- the papermill sweep ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def smoke_sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
@@ -138,7 +139,7 @@ def sweep_quiet(*args, **kwargs):
 def test_sweep_writes_records_and_notebooks(smoke_sweep):
     out, summary = smoke_sweep
     assert [s["status"] for s in summary] == ["ok", "ok"]
-    for variant, s in zip(["baseline", "flash"], summary):
+    for variant, s in zip(["baseline", "flash"], summary, strict=True):
         rec = read_record(s["record"])
         assert all(k in rec for k in REQUIRED)
         assert rec["variant"] == variant and rec["seed"] == 0 and rec["status"] == "ok" and rec["error"] is None
@@ -165,25 +166,28 @@ def test_sweep_skips_done_runs_and_force_reruns(smoke_sweep):
     assert [s["status"] for s in forced] == ["ok", "ok"]
     assert all(read_record(s["record"])["status"] == "ok" for s in forced)
     assert len(list((out / "records").glob("*.json"))) == 2
-    assert all(Path(s["notebook"]).stat().st_mtime_ns > t for s, t in zip(forced, before))  # really rerun
+    assert all(Path(s["notebook"]).stat().st_mtime_ns > t for s, t in zip(forced, before, strict=True))  # really rerun
 
 
 @pytest.mark.slow
 def test_sweep_records_failed_runs_and_goes_on(tmp_path):
     summary = sweep_quiet(["baseline", "flash"], [0], tmp_path, smoke=True, overrides={"lr": 1e30})
     assert [s["status"] for s in summary] == ["failed", "failed"]  # the first failure did not stop the sweep
-    for variant, s in zip(["baseline", "flash"], summary):
+    for variant, s in zip(["baseline", "flash"], summary, strict=True):
         rec = read_record(s["record"])
         assert rec["variant"] == variant and rec["status"] == "failed"
         assert rec["error"].startswith("NonFiniteLoss: non-finite loss"), rec["error"]
         assert Path(s["notebook"]).exists() and s["notebook"].endswith(".failed.ipynb")
 
 
-@pytest.mark.parametrize("overrides, variants, words", [
-    ({"learning_rate": 1e-4}, ["baseline"], "unknown parameter(s) learning_rate"),
-    ({"lr": 0}, ["baseline"], "bad parameter lr=0"),
-    ({}, ["baseline", "softmax"], "bad parameter variant='softmax'"),
-])
+@pytest.mark.parametrize(
+    "overrides, variants, words",
+    [
+        ({"learning_rate": 1e-4}, ["baseline"], "unknown parameter(s) learning_rate"),
+        ({"lr": 0}, ["baseline"], "bad parameter lr=0"),
+        ({}, ["baseline", "softmax"], "bad parameter variant='softmax'"),
+    ],
+)
 def test_sweep_bad_overrides_raise_before_running(tmp_path, overrides, variants, words):
     with pytest.raises(ValueError) as err:
         sweep_quiet(variants, [0], tmp_path, overrides=overrides, smoke=True)
@@ -198,6 +202,7 @@ def test_sweep_nothing_to_run(tmp_path):
 
 # --- CLI -------------------------------------------------------------------------------------------------
 
+
 def test_cli_unknown_variant_exits_2(tmp_path, capsys):
     rc = main(["sweep", "--smoke", "--variants", "softmax", "--out", str(tmp_path / "out")])
     assert rc == 2
@@ -207,12 +212,30 @@ def test_cli_unknown_variant_exits_2(tmp_path, capsys):
 
 
 def test_parse_set():
-    got = parse_set(["lr=1e-4", "train_samples=None", "epochs=3", "notes={'concurrent_runs': 4}",
-                     "data=../shared/data/imdb", "model=bundle/all-MiniLM-L6-v2-fp16", "eval=False",
-                     "feature_map=favor+", "x=a=b"])
-    assert got == {"lr": 1e-4, "train_samples": None, "epochs": 3, "notes": {"concurrent_runs": 4},
-                   "data": "../shared/data/imdb", "model": "bundle/all-MiniLM-L6-v2-fp16", "eval": False,
-                   "feature_map": "favor+", "x": "a=b"}
+    got = parse_set(
+        [
+            "lr=1e-4",
+            "train_samples=None",
+            "epochs=3",
+            "notes={'concurrent_runs': 4}",
+            "data=../shared/data/imdb",
+            "model=bundle/all-MiniLM-L6-v2-fp16",
+            "eval=False",
+            "feature_map=favor+",
+            "x=a=b",
+        ]
+    )
+    assert got == {
+        "lr": 1e-4,
+        "train_samples": None,
+        "epochs": 3,
+        "notes": {"concurrent_runs": 4},
+        "data": "../shared/data/imdb",
+        "model": "bundle/all-MiniLM-L6-v2-fp16",
+        "eval": False,
+        "feature_map": "favor+",
+        "x": "a=b",
+    }
     assert parse_set(None) == {}
     with pytest.raises(ValueError, match="name=value"):
         parse_set(["lr"])
@@ -229,13 +252,33 @@ def test_cli_table(tmp_path, capsys):
 
 # --- aggregation -----------------------------------------------------------------------------------------
 
+
 def make_record(variant, seed, accuracy, config_hash="aaaaaaaaaaaa", status="ok", **extra):
     rec = {k: None for k in REQUIRED}
-    rec.update(variant=variant, seed=seed, model="m", max_length=128, epochs=3, batch_size=32, lr=5e-5,
-               precision="bf16", train_samples=25000, test_samples=25000, accuracy=accuracy,
-               train_time_s=100.0 + seed, peak_memory_mb=1000.0, tokens_per_s=1e5, device="NVIDIA Test GPU",
-               kernels=[["transformers eager"]], versions={"torch": "x"}, git_sha="abc", status=status,
-               error=None if status == "ok" else "NonFiniteLoss: boom", config_hash=config_hash, notes={})
+    rec.update(
+        variant=variant,
+        seed=seed,
+        model="m",
+        max_length=128,
+        epochs=3,
+        batch_size=32,
+        lr=5e-5,
+        precision="bf16",
+        train_samples=25000,
+        test_samples=25000,
+        accuracy=accuracy,
+        train_time_s=100.0 + seed,
+        peak_memory_mb=1000.0,
+        tokens_per_s=1e5,
+        device="NVIDIA Test GPU",
+        kernels=[["transformers eager"]],
+        versions={"torch": "x"},
+        git_sha="abc",
+        status=status,
+        error=None if status == "ok" else "NonFiniteLoss: boom",
+        config_hash=config_hash,
+        notes={},
+    )
     if status != "ok":
         rec.update(accuracy=None, train_time_s=None, peak_memory_mb=None, tokens_per_s=None)
     rec.update(extra)
@@ -273,7 +316,7 @@ def test_summarise_mean_std_and_failed(four_seeds):
 
 def test_paired_vs_baseline_t_interval(four_seeds):
     out = paired_vs_baseline(four_seeds).set_index("variant")
-    d = [f - b for f, b in zip(FLASH, BASE)]
+    d = [f - b for f, b in zip(FLASH, BASE, strict=True)]
     n = len(d)
     half = stats.t.ppf(0.975, n - 1) * statistics.stdev(d) / math.sqrt(n)
     row = out.loc["flash"]
@@ -285,16 +328,29 @@ def test_paired_vs_baseline_t_interval(four_seeds):
 
 
 def test_paired_only_shared_seeds(tmp_path):
-    write_records(tmp_path, [make_record("baseline", 0, 0.80), make_record("baseline", 1, 0.82),
-                             make_record("flash", 1, 0.85), make_record("flash", 2, 0.90)])
+    write_records(
+        tmp_path,
+        [
+            make_record("baseline", 0, 0.80),
+            make_record("baseline", 1, 0.82),
+            make_record("flash", 1, 0.85),
+            make_record("flash", 2, 0.90),
+        ],
+    )
     row = paired_vs_baseline(load_records(tmp_path)).iloc[0]
     assert row["n_pairs"] == 1 and row["diff_mean"] == pytest.approx(0.03) and math.isnan(row["ci_low"])
 
 
 def test_two_config_hashes_never_mixed(tmp_path):
-    write_records(tmp_path, [make_record("baseline", s, 0.8 + s / 100, config_hash=h) for s in range(2)
-                             for h in ("aaaaaaaaaaaa", "bbbbbbbbbbbb")]
-                  + [make_record("flash", 0, 0.9, config_hash="bbbbbbbbbbbb")])
+    write_records(
+        tmp_path,
+        [
+            make_record("baseline", s, 0.8 + s / 100, config_hash=h)
+            for s in range(2)
+            for h in ("aaaaaaaaaaaa", "bbbbbbbbbbbb")
+        ]
+        + [make_record("flash", 0, 0.9, config_hash="bbbbbbbbbbbb")],
+    )
     recs = load_records(tmp_path)
     with pytest.raises(ValueError, match="records from 2 configurations/devices"):
         paired_vs_baseline(recs)
@@ -325,8 +381,10 @@ def test_summarise_counts_failures_recorded_by_the_sweep(tmp_path):
     from attnpaper.experiment.sweep import _failed_record
 
     cfg = RunConfig(**{**SMOKE, "seed": 1})  # a run whose kernel died before it could write its record
-    write_records(tmp_path, [make_record("baseline", 0, 0.8, model=cfg.model, max_length=cfg.max_length,
-                                         config_hash=cfg.config_hash())])
+    write_records(
+        tmp_path,
+        [make_record("baseline", 0, 0.8, model=cfg.model, max_length=cfg.max_length, config_hash=cfg.config_hash())],
+    )
     rec_path = tmp_path / "records" / record_name(cfg)
     save_result(_failed_record(cfg, tmp_path / "nowhere.json", RuntimeError("Kernel died")), rec_path)
     recs = load_records(tmp_path)

@@ -1,13 +1,19 @@
 """The attention kernels against their definitions, outside any model."""
+
 import math
 
 import pytest
 import torch
 
 from attnpaper.attention import (
-    elu_features, exact_attention, favor_features, linear_attention, orthogonal_gaussian, softmax_attention, unpad,
+    elu_features,
+    exact_attention,
+    favor_features,
+    linear_attention,
+    orthogonal_gaussian,
+    softmax_attention,
+    unpad,
 )
-from conftest import cuda
 
 
 def rel(a, b):
@@ -117,7 +123,7 @@ def test_favor_error_falls_with_features():
     assert e256 < 0.6 * e16
 
 
-@cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("backend", ["auto", "varlen", "sdpa"])
 def test_gpu_varlen_matches_eager_bf16(backend):
     q, k, v = qkv(b=4, h=12, n=128, d=64, device="cuda", dtype=torch.bfloat16)

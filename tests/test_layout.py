@@ -3,15 +3,22 @@
 Floors, bottom to top (a module may import its own floor and those below):
 files, variants < attention < model < training < experiment < analysis < bench < the command line.
 """
+
 import ast
 import re
 from pathlib import Path
 
-import pytest
-
 PKG = Path(__file__).resolve().parent.parent / "attnpaper"
-FLOORS = [("files", "variants"), ("attention",), ("model",), ("training",), ("experiment",), ("analysis",),
-          ("bench",), ("__main__", "__init__")]
+FLOORS = [
+    ("files", "variants"),
+    ("attention",),
+    ("model",),
+    ("training",),
+    ("experiment",),
+    ("analysis",),
+    ("bench",),
+    ("__main__", "__init__"),
+]
 FLOOR = {name: i for i, names in enumerate(FLOORS) for name in names}
 
 
@@ -34,7 +41,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
                 base = pkg[: len(pkg) - (node.level - 1)]
                 target = ".".join([*base, *(node.module.split(".") if node.module else [])])
             elif node.module and node.module.startswith("attnpaper"):
-                target = node.module[len("attnpaper."):] if node.module != "attnpaper" else ""
+                target = node.module[len("attnpaper.") :] if node.module != "attnpaper" else ""
             else:
                 continue
             for alias in node.names:  # `from . import x` imports module x when x is one
@@ -43,7 +50,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("attnpaper."):
-                    found.add(alias.name[len("attnpaper."):])
+                    found.add(alias.name[len("attnpaper.") :])
     resolved = set()
     for t in found:
         if t in known:
@@ -104,7 +111,7 @@ def test_no_circles():
             if t.endswith("__init__"):
                 continue  # package fronts only re-export
             if state.get(t) == 1:
-                circles.append(" -> ".join(stack[stack.index(t):] + [t]))
+                circles.append(" -> ".join(stack[stack.index(t) :] + [t]))
             elif t not in state:
                 visit(t)
         stack.pop()
@@ -120,8 +127,11 @@ def test_readme_layout_lists_every_module():
     readme = (PKG.parent / "README.md").read_text()
     section = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"`(attnpaper/[\w/]+\.py)`", section))
-    present = {f"attnpaper/{p.relative_to(PKG).as_posix()}" for p in PKG.rglob("*.py")
-               if p.name != "__init__.py" or p.parent == PKG}
+    present = {
+        f"attnpaper/{p.relative_to(PKG).as_posix()}"
+        for p in PKG.rglob("*.py")
+        if p.name != "__init__.py" or p.parent == PKG
+    }
     assert not present - listed, f"modules missing from the README's layout: {sorted(present - listed)}"
     assert not listed - present, f"the README's layout names modules that do not exist: {sorted(listed - present)}"
 

@@ -1,4 +1,5 @@
 """Runs that survive faults: resume after a kill, damaged files, a full disk, two sweeps, bad input."""
+
 from __future__ import annotations
 
 import errno
@@ -16,9 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from attnpaper.training.config import SMOKE, RunConfig
 from attnpaper.experiment.records import read_record, record_name, save_result, write_record
 from attnpaper.experiment.run import run_and_record
+from attnpaper.training.config import SMOKE, RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 # 256 rows in batches of 8: 32 steps an epoch, 96 in all; a checkpoint every 10 steps and at 32, 64, 96
@@ -43,8 +44,13 @@ KILLER = textwrap.dedent("""
 def killed_run(cfg, out, ckpt_dir):
     """Run cfg in a child process that is SIGKILLed after its second checkpoint."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", KILLER, json.dumps(cfg.to_dict()), str(out), str(ckpt_dir)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, json.dumps(cfg.to_dict()), str(out), str(ckpt_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     return Path(ckpt_dir) / record_name(cfg).replace(".json", ".ckpt")
 
@@ -109,6 +115,7 @@ def _record(cfg):
 
 
 # --- damaged output folders, full disks, two sweeps -------------------------------------------------------
+
 
 def quiet_sweep(*args, **kwargs):
     from attnpaper.experiment.sweep import sweep
@@ -182,11 +189,25 @@ def test_write_atomic_removes_its_temp_file_when_the_disk_is_full(tmp_path, monk
 
 @pytest.mark.slow
 def test_two_sweeps_into_one_folder_run_each_configuration_once(tmp_path):
-    cmd = [sys.executable, "-m", "attnpaper", "sweep", "--smoke", "--variants", "baseline", "linear",
-           "--seeds", "0", "1", "--out", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "attnpaper",
+        "sweep",
+        "--smoke",
+        "--variants",
+        "baseline",
+        "linear",
+        "--seeds",
+        "0",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     results = [p.communicate(timeout=900) for p in procs]
     assert all(p.returncode == 0 for p in procs), [r[1][-1500:] for r in results]
     runs = [json.loads(r[0]) for r in results]
@@ -218,6 +239,7 @@ def test_stale_claim_is_taken_over_and_a_live_one_is_not(tmp_path):
 
 
 # --- bad input: one line, exit 2, nothing run -------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def bad_data(tmp_path_factory):
@@ -273,8 +295,14 @@ CLI_CASES = [
     (["--seeds", "-1"], "bad seed -1"),
     (["--set", "max_length=1000"], "bad parameter max_length=1000: the model has 512 positions"),
     (["--set", "hybrid_layers=1"], "hybrid_layers=1: applies to the hybrid variant only"),
-    (["--variants", "hybrid", "--set", "hybrid_layers=9"], "bad parameter hybrid_layers=9: must be None or an int in [0, 2]"),
-    (["--variants", "flash", "--set", "flash_backend='varlen'"], "bad parameter flash_backend='varlen': needs a CUDA GPU"),
+    (
+        ["--variants", "hybrid", "--set", "hybrid_layers=9"],
+        "bad parameter hybrid_layers=9: must be None or an int in [0, 2]",
+    ),
+    (
+        ["--variants", "flash", "--set", "flash_backend='varlen'"],
+        "bad parameter flash_backend='varlen': needs a CUDA GPU",
+    ),
     (["--set", "step_mode='turbo'"], "bad parameter step_mode='turbo'"),
     (["--set", "data=/nowhere/imdb"], "IMDb data directory /nowhere/imdb does not exist"),
     (["--set", "model=/nowhere/model"], "model directory /nowhere/model does not exist"),
@@ -290,14 +318,17 @@ def test_cli_bad_input_is_one_line_exit_2_and_nothing_runs(args, words, tmp_path
     assert not ran
 
 
-@pytest.mark.parametrize("case, words", [
-    ("empty", "has no rows"),
-    ("null", "column text has 1 empty (null) value(s), the first in row 1"),
-    ("labels", "labels must be 0 or 1, found [1, 2]"),
-    ("schema", "lacks column(s) text, label"),
-    ("types", "column text must hold strings"),
-    ("no-test", "missing split 'test'"),
-])
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("empty", "has no rows"),
+        ("null", "column text has 1 empty (null) value(s), the first in row 1"),
+        ("labels", "labels must be 0 or 1, found [1, 2]"),
+        ("schema", "lacks column(s) text, label"),
+        ("types", "column text must hold strings"),
+        ("no-test", "missing split 'test'"),
+    ],
+)
 def test_cli_bad_data_is_named_before_any_run(case, words, bad_data, tmp_path, capsys):
     if case == "no-test":
         (Path(bad_data[case]) / "test.parquet").unlink(missing_ok=True)
@@ -331,20 +362,26 @@ def test_cli_table_of_nothing_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"error: no records (*.json) under {tmp_path}"
 
 
-@pytest.mark.parametrize("call, words", [
-    (lambda: RunConfig(lr=float("inf")).validate(), "bad parameter lr=inf: must be a finite number"),
-    (lambda: RunConfig(weight_decay=float("nan")).validate(), "bad parameter weight_decay=nan"),
-    (lambda: RunConfig(seed="abc").validate(), "bad parameter seed='abc': must be an int >= 0"),
-    (lambda: RunConfig(eval="no").validate(), "bad parameter eval='no'"),
-    (lambda: RunConfig(redraw_every=-1).validate(), "bad parameter redraw_every=-1"),
-    (lambda: RunConfig(variant="linear", attention_dropout=0.1).validate(), "no probability matrix"),
-    (lambda: _build("linear", num_features=True), "num_features must be None or an int >= 0, got True"),
-    (lambda: _build("baseline", num_labels=0), "num_labels must be an int >= 1"),
-    (lambda: _build("baseline", model="/nowhere/model"), "model directory /nowhere/model does not exist"),
-    (lambda: _splits("/nowhere/imdb"), "IMDb data directory /nowhere/imdb does not exist"),
-    (lambda: _splits("/nowhere/tokens.npz"), "token cache /nowhere/tokens.npz does not exist"),
-    (lambda: _plan(model="nowhere-org/no-such-model"), "bad parameter model='nowhere-org/no-such-model'"),
-])
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda: RunConfig(lr=float("inf")).validate(), "bad parameter lr=inf: must be a finite number"),
+        (lambda: RunConfig(weight_decay=float("nan")).validate(), "bad parameter weight_decay=nan"),
+        (lambda: RunConfig(seed="abc").validate(), "bad parameter seed='abc': must be an int in [0"),
+        (lambda: RunConfig(eval="no").validate(), "bad parameter eval='no'"),
+        (lambda: RunConfig(redraw_every=-1).validate(), "bad parameter redraw_every=-1"),
+        (lambda: RunConfig(variant="linear", attention_dropout=0.1).validate(), "no probability matrix"),
+        (
+            lambda: _build("linear", num_features=True),
+            "bad option num_features=True: must be None (d log d) or an int >= 1",
+        ),
+        (lambda: _build("baseline", num_labels=0), "num_labels must be an int >= 1"),
+        (lambda: _build("baseline", model="/nowhere/model"), "model directory /nowhere/model does not exist"),
+        (lambda: _splits("/nowhere/imdb"), "IMDb data directory /nowhere/imdb does not exist"),
+        (lambda: _splits("/nowhere/tokens.npz"), "token cache /nowhere/tokens.npz does not exist"),
+        (lambda: _plan(model="nowhere-org/no-such-model"), "bad parameter model='nowhere-org/no-such-model'"),
+    ],
+)
 def test_api_bad_input_raises_value_error(call, words):
     with pytest.raises(ValueError) as err:
         call()
