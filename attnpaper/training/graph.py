@@ -204,6 +204,7 @@ class WholeStep:
         self.stream.wait_stream(cur)
         with torch.cuda.stream(self.stream):
             self._run(static)
+            self.optimizer.zero_grad(set_to_none=True)  # hold no gradients outside the graphs' pool
         cur.wait_stream(self.stream)
 
     def _record(self, shape):
