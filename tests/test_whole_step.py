@@ -9,12 +9,13 @@ from transformers import get_scheduler, masking_utils
 
 import attnpaper
 from attnpaper.training import graph as G
-from attnpaper.training.batches import Collator, to_device
+from attnpaper import variants as V
+from attnpaper.training.batches import Collator, chunk_for, to_device
 from attnpaper.training.step import TrainStep, resolve_step_mode
 from conftest import cuda, tiny_bert, tiny_distilbert
 
 SEQS = [[1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 2], [1, 7, 2], [1, 5, 6, 7, 8, 2]]
-BATCHES = [SEQS, SEQS[:2], [[1, 9, 9, 9, 2]] * 4, SEQS[1:]]  # packed: two token buckets; padded: one shape
+BATCHES = [SEQS, SEQS[:2], [[1, 9, 9, 9, 2]] * 4, SEQS[1:]]  # packed: two token counts; padded: one shape
 SCHEDULES = {"linear": "linear", "constant": "constant_with_warmup"}  # as the loop names them
 
 
@@ -22,17 +23,20 @@ def make(config, variant, mode, clip=None, schedule="linear", device="cpu", prec
          total=8, **kw):
     """A step on a fresh model: the same initial weights for the same config and variant."""
     torch.manual_seed(0)
-    model = attnpaper.build_model(config(), variant, num_features=16).to(device)
+    options = {"num_features": 16} if "num_features" in V.variant(variant).options else {}
+    model = attnpaper.build_model(config(), variant, **options).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, fused=True)
     sched = get_scheduler(SCHEDULES[schedule], opt, num_warmup_steps=2, num_training_steps=total)
     scaler = scaler or torch.amp.GradScaler(torch.device(device).type, enabled=False)
     return TrainStep(model, opt, sched, scaler, precision, device, mode, max_grad_norm=clip, **kw)
 
 
-def batches(variant, n=len(BATCHES), device=None):
-    packed = variant == "flash"
-    collate = Collator("packed" if packed else "padded", max_length=16, batch_size=4, static=True,
-                       bucket=8 if packed else None)
+def batches(variant, n=len(BATCHES), device=None, layout=None):
+    """The variant's own layout (flash, linear, hybrid: packed) unless ``layout``; packed: two token counts."""
+    layout = layout or V.variant(variant).layout
+    chunk = chunk_for(variant, layout)
+    collate = Collator(layout, max_length=16, batch_size=4, static=True, chunk=chunk,
+                       bucket=(8 if chunk == 1 else None) if layout == "packed" else None)
     out = [collate(s, [i % 2] * len(s)) for i, s in enumerate((BATCHES * 4)[:n])]
     return [to_device(b, device) for b in out] if device else out
 
@@ -62,16 +66,17 @@ def assert_same(a, b, atol):
             assert torch.allclose(x, y, atol=atol, rtol=0), (x - y).abs().max()
 
 
-# Every variant on both models; each variant sees clipping on one model and not the other, and
-# the two schedules alternate, so all four (clip, schedule) pairs occur on each model.
-CASES = [(cfg, v, (None, 1.0)[j], ("linear", "constant")[(i + j) % 2])
+# Every variant in its own layout on both models (and linear padded too); each variant sees clipping
+# on one model and not the other, and the schedules alternate: all four (clip, schedule) pairs occur.
+CASES = [(cfg, v, None, (None, 1.0)[j], ("linear", "constant")[(i + j) % 2])
          for i, v in enumerate(attnpaper.VARIANTS) for j, cfg in enumerate((tiny_bert, tiny_distilbert))]
+CASES.append((tiny_bert, "linear", "padded", 1.0, "linear"))
 
 
-@pytest.mark.parametrize("config,variant,clip,schedule", CASES,
-                         ids=[f"{c.__name__}-{v}-clip{m}-{s}" for c, v, m, s in CASES])
-def test_whole_step_equals_eager_fp32(config, variant, clip, schedule):
-    data = batches(variant)
+@pytest.mark.parametrize("config,variant,layout,clip,schedule", CASES,
+                         ids=[f"{c.__name__}-{v}-{L or V.variant(v).layout}-clip{m}-{s}" for c, v, L, m, s in CASES])
+def test_whole_step_equals_eager_fp32(config, variant, layout, clip, schedule):
+    data = batches(variant, layout=layout)
     eager = run(make(config, variant, "eager", clip, schedule), data)
     step = make(config, variant, "whole", clip, schedule, backend=None, graph=False)
     whole = run(step, data)
