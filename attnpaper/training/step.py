@@ -1,10 +1,13 @@
-"""One training step, eager or captured: forward, backward and the optimizer, with no host sync.
+"""One training step, eager, captured or whole: forward, backward and the optimizer, with no host sync.
 
-``captured`` compiles the forward (and through AOTAutograd the backward) with
-``torch.compile(mode="reduce-overhead")``: Inductor fuses the kernels and CUDA graphs replay them,
-so the host issues a handful of launches per step instead of hundreds. ``compiled`` is the same
-without CUDA graphs; ``eager`` is plain PyTorch. The fused AdamW step and the scheduler stay
-outside the graph (the learning rate is a Python float that changes every step).
+``whole`` (the default on a GPU) records the entire step, forward, backward, clipping, the fused
+AdamW update and the learning-rate schedule, as one CUDA graph per batch shape (see
+attnpaper.training.graph): the host copies the batch in and replays. ``captured`` compiles the
+forward (and through AOTAutograd the backward) with ``torch.compile(mode="reduce-overhead")``:
+Inductor fuses the kernels and CUDA graphs replay them, while the fused AdamW step and the
+scheduler stay outside the graph (the learning rate is a Python float that changes every step).
+``compiled`` is the same without CUDA graphs; ``eager`` is plain PyTorch. Every mode runs the same
+body (``TrainStep._update``).
 """
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ import sys
 import torch
 
 from .batches import forward
+from .graph import WholeStep
 
-STEP_MODES = ("auto", "eager", "compiled", "captured")
-"""auto: captured on a CUDA GPU that Inductor supports (compute capability >= 7.0), else eager."""
+STEP_MODES = ("auto", "eager", "compiled", "captured", "whole")
+"""auto: whole on a CUDA GPU that Inductor supports (compute capability >= 7.0), else eager."""
 RECOMPILE_LIMIT = 32  # packed batches take one graph per token bucket; more than this is a bug
 
 
@@ -30,8 +34,8 @@ def resolve_step_mode(requested: str, device, warn=True) -> str:
     device = torch.device(device)
     capable = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 7
     if requested == "auto":
-        return "captured" if capable else "eager"
-    if requested in ("captured", "compiled") and not capable:
+        return "whole" if capable else "eager"
+    if requested in ("captured", "compiled", "whole") and not capable:
         if warn:
             where = "a CPU" if device.type != "cuda" else f"a GPU of compute capability {torch.cuda.get_device_capability(device)}"
             print(f"step_mode={requested!r} needs a CUDA GPU of compute capability >= 7.0, not {where}; "
@@ -66,32 +70,56 @@ class LossModule(torch.nn.Module):
 class TrainStep:
     """forward + backward + optimizer step for one collated batch; returns the loss (a device tensor).
 
-    mode: 'eager', 'compiled' or 'captured' (see module doc). backend: the torch.compile backend
-    ('inductor'; tests use 'aot_eager' to check graphs on a CPU without compiling kernels).
+    mode: 'eager', 'compiled', 'captured' or 'whole' (see module doc). backend: the torch.compile
+    backend ('inductor'; tests use 'aot_eager' to check graphs on a CPU without compiling kernels;
+    None in whole mode: the forward is not compiled). ``mode`` afterwards names what runs: whole
+    falls back to captured, with one line on stderr, under DDP (gradients are averaged by DDP's
+    hooks outside one graph).
+
+    Whole mode: graph (default: on a CUDA device) records CUDA graphs, graph=False runs the same
+    step uncaptured (a CPU check); compile_mode is Inductor's mode (default None; never one with
+    CUDA graphs). Its loss stays valid for graph.LOSS_RING - 1 calls; ``nonfinite`` is a device
+    flag set by any non-finite loss. Checkpoints: save and load optimizer, scheduler and scaler as
+    in every mode (or with ``state_dict``/``load_state_dict`` here); loads copy into the tensors
+    the graphs read, and the schedule follows the loaded ``scheduler.last_epoch``. Never call
+    ``scheduler.step()`` in whole mode: the step does.
     """
 
     def __init__(self, model, optimizer, scheduler, scaler, precision, device, mode="eager",
-                 backend="inductor", max_grad_norm=None, ddp=None):
+                 backend="inductor", max_grad_norm=None, ddp=None, graph=None, compile_mode=None):
         if mode not in STEP_MODES[1:]:
             raise ValueError(f"unknown step mode {mode!r}; valid: {', '.join(STEP_MODES[1:])}")
+        if mode == "whole" and ddp is not None:
+            print("step_mode='whole' does not run under DDP (its gradient all-reduce runs outside one graph); "
+                  "running the captured step", file=sys.stderr, flush=True)
+            mode = "captured"
         self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
         self.precision, self.device, self.mode, self.max_grad_norm = precision, torch.device(device), mode, max_grad_norm
         self.ddp = ddp  # a DistributedDataParallel(LossModule(model)): gradients averaged over ranks
         self.fwd = self._loss
-        if mode != "eager":
+        self.whole = None
+        if mode != "eager" and backend is not None:
             reset_compiler()
-            kw = {"mode": "reduce-overhead"} if mode == "captured" and backend == "inductor" else {}
+            kw = {}
+            if backend == "inductor" and mode == "captured":
+                kw = {"mode": "reduce-overhead"}
+            elif backend == "inductor" and mode == "whole" and compile_mode:
+                if "no-cudagraphs" not in compile_mode and compile_mode != "default":
+                    raise ValueError(f"compile_mode {compile_mode!r} would record CUDA graphs inside the whole "
+                                     "step's graph; valid: default, max-autotune-no-cudagraphs")
+                kw = {"mode": compile_mode}
             # static shapes, one graph per bucket: symbolic sizes would cost host time in every call.
             # Under DDP, dynamo splits the graph at gradient-bucket boundaries (so not fullgraph).
             self.fwd = torch.compile(self._loss, backend=backend, fullgraph=ddp is None, dynamic=False, **kw)
+        if mode == "whole":
+            self.whole = WholeStep(self._update, optimizer, scheduler, self.device, graph=graph)
 
     def _loss(self, batch):
         with autocast(self.precision, self.device):
             return self.ddp(batch) if self.ddp is not None else forward(self.model, batch)[0]
 
-    def __call__(self, batch):
-        if self.mode == "captured":
-            torch.compiler.cudagraph_mark_step_begin()
+    def _update(self, batch):
+        """The step's body in every mode: loss, scaled backward, clipping, the (scaled) optimizer step."""
         loss = self.fwd(batch)
         self.scaler.scale(loss).backward()
         if self.max_grad_norm:
@@ -99,6 +127,30 @@ class TrainStep:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)  # no sync: a tensor scale
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        return loss
+
+    def __call__(self, batch):
+        if self.whole is not None:
+            return self.whole(batch)
+        if self.mode == "captured":
+            torch.compiler.cudagraph_mark_step_begin()
+        loss = self._update(batch)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach().clone()  # a graph's output is overwritten by its next replay
+
+    @property
+    def nonfinite(self):
+        """Whole mode: a device flag, True once any loss was not finite (None in other modes)."""
+        return self.whole.nonfinite if self.whole is not None else None
+
+    def state_dict(self) -> dict:
+        """What the next step depends on besides the model: optimizer, scheduler and scaler states."""
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Load a ``state_dict`` (from any mode); in whole mode, into the tensors the graphs read."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
