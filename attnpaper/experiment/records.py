@@ -44,10 +44,12 @@ def is_record_path(path) -> bool:
 def read_record(path) -> dict:
     """A record, or ValueError naming the file when it is not a whole record."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             rec = json.load(f)
     except json.JSONDecodeError as err:
         raise ValueError(f"record {path} is not valid JSON ({err}); it may be truncated") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"record {path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
     if not isinstance(rec, dict):
         raise ValueError(f"record {path} is not a JSON object")
     missing = [k for k in REQUIRED if k not in rec]
