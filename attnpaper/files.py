@@ -20,8 +20,6 @@ def temp_path(path) -> Path:
 
 
 @contextlib.contextmanager
-@contextlib.contextmanager
-@contextlib.contextmanager
 def atomic_file(path, mode="w"):
     """Open a temporary file beside ``path``; on leaving, fsync and rename it to ``path``.
 
