@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..files import write_atomic
 from ..training import data as D
 from ..training.config import RunConfig
 from ..training.step import reset_compiler
@@ -66,13 +68,63 @@ def measure(variant, model, length, steps, batch_size, lengths, step_mode="auto"
     return out
 
 
+def check_out_file(out, append=False) -> Path | None:
+    """``--out`` as a JSON file that can be written (and, with append, read), checked before measuring."""
+    if out is None:
+        return None
+    if not str(out).strip():
+        raise ValueError("--out is empty; give a file path for the JSON report, e.g. results/local/bench.json")
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file path for the JSON report, e.g. {out / 'bench.json'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = out.parent / f".probe-{os.getpid()}-{out.name}"
+        probe.write_text("ok")
+        probe.unlink()
+        if out.exists() and not os.access(out, os.W_OK):
+            raise PermissionError(13, "Permission denied", str(out))
+    except OSError as err:
+        why = "a folder on its path is a file" if isinstance(err, (FileExistsError, NotADirectoryError)) else err.strerror
+        raise ValueError(f"cannot write --out {out}: {why or err}; give a writable file path") from None
+    if append and out.exists():
+        try:
+            json.loads(out.read_text())["rows"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise ValueError(f"--append: {out} is not a bench report (JSON with 'rows'); give another --out") from None
+    return out
+
+
+def check_bench(variants, steps, repeats, batch_size, step_modes):
+    """Names and counts, each refused in one line (ValueError) before anything is measured."""
+    from ..variants import VARIANTS
+    from ..training.step import STEP_MODES
+
+    for name, value in (("steps", steps), ("repeats", repeats), ("batch size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    for what, names, valid in (("variant(s)", variants, VARIANTS), ("step mode(s)", step_modes, STEP_MODES[1:])):
+        unknown = [n for n in names if n not in valid]
+        if unknown or not names:
+            raise ValueError(f"unknown {what} {', '.join(unknown) or '(none given)'}; valid: {', '.join(valid)}")
+
+
+def mode_label(requested, ran) -> str:
+    """The step mode of a row: 'captured', or 'captured (ran eager)' when it fell back (a CPU)."""
+    return requested if ran in (None, requested) else f"{requested} (ran {ran})"
+
+
 def bench(variants, model, lengths_list, steps, repeats, batch_size, source=None, out=None,
           step_modes=("eager", "captured"), append=False) -> list[dict]:
     """Measure every (length, variant, step mode) ``repeats`` times in one process; print a table.
 
     The order rotates between repeats, and the first pair of the last repeat is measured again at
     the end, to show that memory does not creep from run to run. append: add the rows to ``out``.
+    Bad counts or names and an ``out`` that cannot be written are refused before any measurement.
+    A mode that fell back (captured on a CPU runs eager) keeps its own rows, labelled with what ran.
     """
+    check_bench(variants, steps, repeats, batch_size, step_modes)
+    out = check_out_file(out, append)
     source = source or D.default_source()
     pairs = [(v, m) for v in variants for m in step_modes]
     rows = []
@@ -85,7 +137,7 @@ def bench(variants, model, lengths_list, steps, repeats, batch_size, source=None
                 m = measure(v, model, L, steps, batch_size, lengths, mode)
                 rows.append({"variant": v, "max_length": L, "model": model, "repeat": r,
                              "wall_s": time.perf_counter() - t0, **m})
-                print(f"L={L:4d} rep={r} {v:9s} {m['step_mode']:9s} {m['step_time_ms_median']:8.2f} ms/step "
+                print(f"L={L:4d} rep={r} {v:9s} {mode_label(mode, m['step_mode']):9s} {m['step_time_ms_median']:8.2f} ms/step "
                       f"gpu busy {m.get('gpu_busy_ms_per_step') or 0:7.2f} ms "
                       f"peak {m['peak_memory_mb'] or 0:8.0f} MB  pad {m['padding_fraction']:.2f} "
                       f"syncs {m.get('host_syncs_per_step')}", flush=True)
@@ -93,11 +145,10 @@ def bench(variants, model, lengths_list, steps, repeats, batch_size, source=None
               "versions": device_info(), "rows": rows}
     print(table(report))
     if out:
-        if append and Path(out).exists():
-            kept = json.loads(Path(out).read_text())["rows"] + rows
+        if append and out.exists():
+            kept = json.loads(out.read_text())["rows"] + rows
             report.update(rows=kept, model=sorted({r["model"] for r in kept}))
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=1, default=str))
+        write_atomic(out, json.dumps(report, indent=1, default=str))
     return rows
 
 
@@ -107,6 +158,8 @@ def table(report) -> str:
 
     df = pd.DataFrame(report["rows"])
     df["gpu_busy_ms_per_step"] = df["gpu_busy_ms_per_step"].replace(0.0, float("nan"))  # a CPU: no GPU time
+    requested = df["step_mode_requested"] if "step_mode_requested" in df else df["step_mode"]
+    df["step_mode"] = [mode_label(q, m) for q, m in zip(requested, df["step_mode"])]  # fallbacks kept apart
     g = df.groupby(["model", "max_length", "variant", "step_mode"]).agg(
         wall_ms=("step_time_ms_median", "median"), gpu_busy_ms=("gpu_busy_ms_per_step", "median"),
         peak_mb=("peak_memory_mb", "max"), reserved_mb=("peak_reserved_mb", "max"))
