@@ -43,6 +43,13 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _interrupted(err) -> int:
+    """One line saying what was kept and how to resume, the JSON summary so far; 130 (SIGINT) or 143 (SIGTERM)."""
+    print(str(err), file=sys.stderr, flush=True)
+    print(json.dumps(err.summary, indent=1), flush=True)
+    return 143 if "SIGTERM" in str(err) else 130
+
+
 def main(argv=None):
     from . import __version__
     from .variants import MODEL_ALIASES, VARIANTS
@@ -112,11 +119,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         if args.cmd == "sweep":
-            from .experiment.sweep import NOTEBOOK, SweepStopped, sweep
+            from .experiment.sweep import NOTEBOOK, SweepInterrupted, SweepStopped, check_runner, sweep
 
-            notebook = Path(args.notebook) if args.notebook else NOTEBOOK
-            if not notebook.is_file():
-                raise ValueError(f"experiment notebook {notebook} not found; pass --notebook PATH")
+            notebook = check_runner(Path(args.notebook) if args.notebook else NOTEBOOK, args.kernel)
             if args.gpus:
                 from .experiment.sweep import gpu_ids, plan, sweep_on_gpus
 
@@ -128,6 +133,8 @@ def main(argv=None):
                 except SweepStopped as err:
                     print(f"error: {err}", file=sys.stderr)
                     return 1
+                except SweepInterrupted as err:
+                    return _interrupted(err)
                 print(json.dumps(res, indent=1))
                 return 1 if any(r["status"] == "failed" for r in res) else 0
             try:
@@ -138,6 +145,8 @@ def main(argv=None):
             except SweepStopped as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 1
+            except SweepInterrupted as err:
+                return _interrupted(err)
             print(json.dumps(res, indent=1))
             return 1 if any(r["status"] == "failed" for r in res) else 0
         if args.cmd == "bench":
