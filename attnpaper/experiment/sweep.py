@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..files import checkout_root
 from .claims import Claim
+from .fingerprint import fingerprints, stale
 from ..training.config import SMOKE, RunConfig
 from ..files import clean_temp, pid_alive, write_atomic
 from .records import new_record, read_record, record_name, save_result, write_record
@@ -142,18 +143,26 @@ def prepare_out(out) -> Path:
     return out
 
 
-def _done(rec_path, out, log) -> bool:
-    """True when an ok record exists; a corrupt one is set aside (corrupt/) and reported."""
+def _done(rec_path, out, log, current=None) -> bool:
+    """True when an ok record exists whose data and model fingerprints match ``current`` (see
+    fingerprint.stale); a corrupt record is set aside (corrupt/) and reported."""
     if not rec_path.exists():
         return False
     try:
-        return read_record(rec_path)["status"] == "ok"
+        rec = read_record(rec_path)
     except (ValueError, OSError) as err:
         aside = out / "corrupt" / rec_path.name
         aside.parent.mkdir(exist_ok=True)
         os.replace(rec_path, aside)
         log(f"corrupt record {rec_path} ({str(err)[:120]}): moved to {aside}; running it again")
         return False
+    if rec["status"] != "ok":
+        return False
+    why = stale(rec, current or {})
+    if why:
+        log(f"rerun {rec_path.name}: {why}")
+        return False
+    return True
 
 
 def _write_error(err) -> OSError | None:
@@ -191,7 +200,9 @@ def sweep(variants, seeds, out, overrides=None, smoke=False, force=False, notebo
           kernel_name=None, log=print, fresh=False, keep_checkpoints=False, stream=False) -> list[dict]:
     """Execute ``notebook`` for each configuration; records go to out/records, notebooks to out/notebooks.
 
-    A run whose record exists with status ok is skipped unless force; a run another live process
+    A run whose record exists with status ok is skipped unless force, or unless the content of its data
+    or model files changed since (data_fingerprint, model_fingerprint; a record from before these fields
+    counts as matching only where they cannot be computed, e.g. the hub's IMDb); a run another live process
     has claimed is skipped. A killed run resumes from its checkpoint (unless ``fresh``). A failed
     run is recorded as failed with its error (never over an ok record) and the sweep goes on; a
     write error that every run would hit stops it (SweepStopped). Before each run a line says how
@@ -226,11 +237,13 @@ def sweep(variants, seeds, out, overrides=None, smoke=False, force=False, notebo
 
 def _sweep_loop(pm, configs, out, summary, force, notebook, kernel_name, log, fresh, keep_checkpoints, stream):
     """The runs of ``sweep``, appended to ``summary`` as they finish (a run stopped by a signal: 'interrupted')."""
-    start, ran = time.perf_counter(), []
+    start, ran, prints = time.perf_counter(), [], {}
     for i, cfg in enumerate(configs):
         rec_path = out / "records" / record_name(cfg)
         nb_path = out / "notebooks" / rec_path.with_suffix(".ipynb").name
-        if not force and _done(rec_path, out, log):
+        if (cfg.data, cfg.model) not in prints:  # hashed once per sweep (and cached across sweeps)
+            prints[cfg.data, cfg.model] = fingerprints(cfg)
+        if not force and _done(rec_path, out, log, prints[cfg.data, cfg.model]):
             log(f"skip {rec_path.name}: already recorded (use --force to rerun)")
             summary.append({"record": str(rec_path), "status": "skipped"})
             continue
