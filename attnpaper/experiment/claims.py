@@ -5,6 +5,10 @@ NFS v3+). While the run goes on, a heartbeat thread refreshes the claim's time a
 other live claims: any on this host that share its GPU (or CPU) make the run's timing contended,
 and the record says so (``notes.concurrent_runs``). A claim whose process is gone (this host) or
 whose heartbeat stopped (another host) is stale and is taken over.
+
+Not ``filelock``: its lock is held only while its process lives and says nothing about who holds it,
+whereas a claim must outlive a crash as a file that names its holder, device and heartbeat, so that
+other sweeps can tell a live run from a dead one, take the dead one over, and note shared devices.
 """
 from __future__ import annotations
 
