@@ -3,7 +3,8 @@
 A record keeps ``data_fingerprint`` and ``model_fingerprint``, and the sweep reruns a recorded run
 whose fingerprints no longer match (the parquet files replaced in the same folder, new weights in
 the same model folder). Size and modification time alone would miss a copy that keeps both, so each
-file is hashed (SHA-256); the hash is cached by (path, size, mtime_ns), in memory and in
+file is hashed (SHA-256); the hash is cached by (path, size, mtime_ns, and ctime_ns and inode, which
+a copy that restores the modification time still changes), in memory and in
 ``$XDG_CACHE_HOME/attnpaper/file-hashes.json``, so a rerun reads no file twice. None means that the
 fingerprint cannot be computed here (the hub's IMDb, files that are missing): such a run matches any.
 """
@@ -39,10 +40,10 @@ def _load_cache() -> dict:
 
 
 def file_hash(path) -> str:
-    """SHA-256 of a file's bytes, cached by (resolved path, size, mtime_ns)."""
+    """SHA-256 of a file's bytes, cached by (resolved path, size, mtime_ns, ctime_ns, inode)."""
     path = Path(path).resolve()
     st = path.stat()
-    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
     if key in _memory:
         return _memory[key]
     cache = _load_cache()
