@@ -88,8 +88,9 @@ def main(argv=None):
                         formatter_class=fmt)
     be.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"from {', '.join(VARIANTS)}")
     be.add_argument("--model", nargs="+", default=["distilbert-base-random"], help=f"one or more of: {models}")
-    be.add_argument("--step-modes", nargs="+", default=["eager", "captured"],
-                    help="from eager, compiled, captured (measured side by side)")
+    be.add_argument("--step-modes", nargs="+", default=None,
+                    help="from eager, compiled, captured (measured side by side); default: eager and captured "
+                         "on a GPU, eager on a CPU (where the others would run eager)")
     be.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
     be.add_argument("--lengths", nargs="+", type=int, default=[128], help="max_length of each measurement")
     be.add_argument("--steps", type=int, default=40, help="timed training steps per measurement")
@@ -154,7 +155,7 @@ def main(argv=None):
 
             for model in args.model:
                 bench(args.variants, model, args.lengths, args.steps, args.repeats, args.batch_size,
-                      args.data, args.out, step_modes=tuple(args.step_modes), append=args.append or model != args.model[0])
+                      args.data, args.out, step_modes=args.step_modes, append=args.append or model != args.model[0])
         elif args.cmd == "bundle":
             from .experiment.bundle import make_bundle
 

@@ -109,21 +109,39 @@ def check_bench(variants, steps, repeats, batch_size, step_modes):
             raise ValueError(f"unknown {what} {', '.join(unknown) or '(none given)'}; valid: {', '.join(valid)}")
 
 
-def mode_label(requested, ran) -> str:
-    """The step mode of a row: 'captured', or 'captured (ran eager)' when it fell back (a CPU)."""
-    return requested if ran in (None, requested) else f"{requested} (ran {ran})"
+def default_step_modes() -> tuple:
+    """eager and captured on a GPU that can capture, eager alone elsewhere (the others would run eager)."""
+    from ..training.step import resolve_step_mode
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return ("eager", "captured") if resolve_step_mode("captured", device, warn=False) == "captured" else ("eager",)
+
+
+def check_step_modes_here(step_modes):
+    """Refuse modes that would fall back to eager here: their rows would be eager rows under another name."""
+    from ..training.step import resolve_step_mode
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    fallen = [m for m in step_modes if resolve_step_mode(m, device, warn=False) != m]
+    if fallen:
+        where = "a CPU" if device == "cpu" else "this GPU (compute capability < 7.0)"
+        raise ValueError(f"step mode(s) {', '.join(fallen)} cannot run on {where} and would run eager; "
+                         "give --step-modes eager (the default here)")
 
 
 def bench(variants, model, lengths_list, steps, repeats, batch_size, source=None, out=None,
-          step_modes=("eager", "captured"), append=False) -> list[dict]:
+          step_modes=None, append=False) -> list[dict]:
     """Measure every (length, variant, step mode) ``repeats`` times in one process; print a table.
 
     The order rotates between repeats, and the first pair of the last repeat is measured again at
     the end, to show that memory does not creep from run to run. append: add the rows to ``out``.
-    Bad counts or names and an ``out`` that cannot be written are refused before any measurement.
-    A mode that fell back (captured on a CPU runs eager) keeps its own rows, labelled with what ran.
+    step_modes: default eager and captured (eager alone where captured cannot run). Bad counts or
+    names, a mode that would fall back to eager here (captured on a CPU) and an ``out`` that cannot
+    be written are refused (ValueError, one line) before any measurement.
     """
+    step_modes = tuple(step_modes) if step_modes is not None else default_step_modes()
     check_bench(variants, steps, repeats, batch_size, step_modes)
+    check_step_modes_here(step_modes)
     out = check_out_file(out, append)
     source = source or D.default_source()
     pairs = [(v, m) for v in variants for m in step_modes]
@@ -137,7 +155,7 @@ def bench(variants, model, lengths_list, steps, repeats, batch_size, source=None
                 m = measure(v, model, L, steps, batch_size, lengths, mode)
                 rows.append({"variant": v, "max_length": L, "model": model, "repeat": r,
                              "wall_s": time.perf_counter() - t0, **m})
-                print(f"L={L:4d} rep={r} {v:9s} {mode_label(mode, m['step_mode']):9s} {m['step_time_ms_median']:8.2f} ms/step "
+                print(f"L={L:4d} rep={r} {v:9s} {m['step_mode']:9s} {m['step_time_ms_median']:8.2f} ms/step "
                       f"gpu busy {m.get('gpu_busy_ms_per_step') or 0:7.2f} ms "
                       f"peak {m['peak_memory_mb'] or 0:8.0f} MB  pad {m['padding_fraction']:.2f} "
                       f"syncs {m.get('host_syncs_per_step')}", flush=True)
@@ -158,8 +176,6 @@ def table(report) -> str:
 
     df = pd.DataFrame(report["rows"])
     df["gpu_busy_ms_per_step"] = df["gpu_busy_ms_per_step"].replace(0.0, float("nan"))  # a CPU: no GPU time
-    requested = df["step_mode_requested"] if "step_mode_requested" in df else df["step_mode"]
-    df["step_mode"] = [mode_label(q, m) for q, m in zip(requested, df["step_mode"])]  # fallbacks kept apart
     g = df.groupby(["model", "max_length", "variant", "step_mode"]).agg(
         wall_ms=("step_time_ms_median", "median"), gpu_busy_ms=("gpu_busy_ms_per_step", "median"),
         peak_mb=("peak_memory_mb", "max"), reserved_mb=("peak_reserved_mb", "max"))
