@@ -43,6 +43,13 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _interrupted(err) -> int:
+    """One line saying what was kept and how to resume, the JSON summary so far; 130 (SIGINT) or 143 (SIGTERM)."""
+    print(str(err), file=sys.stderr, flush=True)
+    print(json.dumps(err.summary, indent=1), flush=True)
+    return 143 if "SIGTERM" in str(err) else 130
+
+
 def main(argv=None):
     from . import __version__
     from .variants import MODEL_ALIASES, VARIANTS
@@ -81,8 +88,9 @@ def main(argv=None):
                         formatter_class=fmt)
     be.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"from {', '.join(VARIANTS)}")
     be.add_argument("--model", nargs="+", default=["distilbert-base-random"], help=f"one or more of: {models}")
-    be.add_argument("--step-modes", nargs="+", default=["eager", "captured"],
-                    help="from eager, compiled, captured (measured side by side)")
+    be.add_argument("--step-modes", nargs="+", default=None,
+                    help="from eager, compiled, captured (measured side by side); default: eager and captured "
+                         "on a GPU, eager on a CPU (where the others would run eager)")
     be.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
     be.add_argument("--lengths", nargs="+", type=int, default=[128], help="max_length of each measurement")
     be.add_argument("--steps", type=int, default=40, help="timed training steps per measurement")
@@ -112,11 +120,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         if args.cmd == "sweep":
-            from .experiment.sweep import NOTEBOOK, SweepStopped, sweep
+            from .experiment.sweep import NOTEBOOK, SweepInterrupted, SweepStopped, check_runner, sweep
 
-            notebook = Path(args.notebook) if args.notebook else NOTEBOOK
-            if not notebook.is_file():
-                raise ValueError(f"experiment notebook {notebook} not found; pass --notebook PATH")
+            notebook = check_runner(Path(args.notebook) if args.notebook else NOTEBOOK, args.kernel)
             if args.gpus:
                 from .experiment.sweep import gpu_ids, plan, sweep_on_gpus
 
@@ -128,6 +134,8 @@ def main(argv=None):
                 except SweepStopped as err:
                     print(f"error: {err}", file=sys.stderr)
                     return 1
+                except SweepInterrupted as err:
+                    return _interrupted(err)
                 print(json.dumps(res, indent=1))
                 return 1 if any(r["status"] == "failed" for r in res) else 0
             try:
@@ -138,6 +146,8 @@ def main(argv=None):
             except SweepStopped as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 1
+            except SweepInterrupted as err:
+                return _interrupted(err)
             print(json.dumps(res, indent=1))
             return 1 if any(r["status"] == "failed" for r in res) else 0
         if args.cmd == "bench":
@@ -145,7 +155,7 @@ def main(argv=None):
 
             for model in args.model:
                 bench(args.variants, model, args.lengths, args.steps, args.repeats, args.batch_size,
-                      args.data, args.out, step_modes=tuple(args.step_modes), append=args.append or model != args.model[0])
+                      args.data, args.out, step_modes=args.step_modes, append=args.append or model != args.model[0])
         elif args.cmd == "bundle":
             from .experiment.bundle import make_bundle
 

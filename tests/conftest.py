@@ -4,8 +4,8 @@ Tests marked ``@pytest.mark.cuda`` are skipped, with the reason, on a machine wi
 """
 
 import pytest
+import helpers
 import torch
-from transformers import BertConfig, DistilBertConfig
 from transformers.utils import logging
 
 logging.set_verbosity_error()
@@ -20,26 +20,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(no_gpu)
 
 
-@pytest.fixture
-def tiny_bert():
-    """A 4-layer BERT configuration, 32 wide, without dropout (build_model copies it, never mutates it)."""
-    return BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-    )
+@pytest.fixture(name="tiny_bert")
+def tiny_bert_fixture():
+    """A 4-layer BERT configuration, 32 wide, without dropout (helpers.tiny_bert)."""
+    return helpers.tiny_bert()
 
 
-@pytest.fixture
-def tiny_distilbert():
-    """The DistilBERT counterpart of tiny_bert."""
-    return DistilBertConfig(
-        vocab_size=100, dim=32, n_layers=4, n_heads=4, hidden_dim=64, max_position_embeddings=64, dropout=0.0
-    )
+@pytest.fixture(name="tiny_distilbert")
+def tiny_distilbert_fixture():
+    """The DistilBERT counterpart of tiny_bert (helpers.tiny_distilbert)."""
+    return helpers.tiny_distilbert()
 
 
 @pytest.fixture(params=["bert", "distilbert"])

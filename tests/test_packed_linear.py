@@ -10,7 +10,7 @@ from attnpaper.attention.plug import _linear
 from attnpaper.training.batches import LINEAR_CHUNK, Collator, chunk_for, forward, real_tokens, slot_tokens
 from attnpaper.training.config import SMOKE, RunConfig
 from attnpaper.training.loop import train
-from conftest import tiny_bert, tiny_distilbert
+from helpers import tiny_bert, tiny_distilbert
 
 # lengths 11, 3, 6, 1 and 16 (= max_length): partial chunks, a one-token sequence and a full one
 SEQS = [[1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 2], [1, 7, 2], [1, 5, 6, 7, 8, 2], [1], list(range(3, 19))]

@@ -12,7 +12,7 @@ from attnpaper.training import graph as G
 from attnpaper import variants as V
 from attnpaper.training.batches import Collator, chunk_for, to_device
 from attnpaper.training.step import TrainStep, resolve_step_mode
-from conftest import cuda, tiny_bert, tiny_distilbert
+from helpers import cuda, tiny_bert, tiny_distilbert
 
 SEQS = [[1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 2], [1, 7, 2], [1, 5, 6, 7, 8, 2]]
 BATCHES = [SEQS, SEQS[:2], [[1, 9, 9, 9, 2]] * 4, SEQS[1:]]  # packed: two token counts; padded: one shape

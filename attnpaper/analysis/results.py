@@ -19,36 +19,92 @@ GROUP = ["config_hash", "device", "model", "max_length"]
 ORDER = ["baseline", "sdpa", "flash", "linear", "hybrid"]
 
 
+STATUSES = ("ok", "failed")
+NUMBERS = {"accuracy": (0.0, 1.0), "train_time_s": (0.0, math.inf), "tokens_per_s": (0.0, math.inf),
+           "peak_memory_mb": (0.0, math.inf)}
+"""Measured fields: None (not measured) or a finite number in this closed range."""
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def record_problem(rec: dict) -> str | None:
+    """What makes a record unfit for the table (wrong type, NaN, out of range, unknown name), or None."""
+    from ..variants import VARIANTS
+
+    if rec["variant"] not in VARIANTS:
+        return f"unknown variant {rec['variant']!r} (valid: {', '.join(VARIANTS)})"
+    if rec["status"] not in STATUSES:
+        return f"unknown status {rec['status']!r} (valid: {', '.join(STATUSES)})"
+    if isinstance(rec["seed"], bool) or not isinstance(rec["seed"], int) or rec["seed"] < 0:
+        return f"seed {rec['seed']!r} is not an int >= 0"
+    for key in ("device", "model", "config_hash"):
+        if not isinstance(rec[key], str) or not rec[key]:
+            return f"{key} {rec[key]!r} is not a non-empty string"
+    if isinstance(rec["max_length"], bool) or not isinstance(rec["max_length"], int) or rec["max_length"] < 1:
+        return f"max_length {rec['max_length']!r} is not an int >= 1"
+    for key, (low, high) in NUMBERS.items():
+        x = rec.get(key)
+        if x is None:
+            continue
+        if not _number(x):
+            return f"{key} {x!r} is not a number"
+        if not math.isfinite(x) or not low <= x <= high:
+            return f"{key} {x!r} is not a finite number in [{low:g}, {high:g}]"
+    steps = rec.get("steps")
+    if rec["status"] == "ok" and steps is not None and (not _number(steps) or steps < 2):
+        return f"an ok record of {steps!r} training step(s) is not a result (more epochs or train_samples)"
+    return None
+
+
 def load_records(*dirs, warn=None) -> pd.DataFrame:
     """Every record (records/*.json, or *.json) under the given folders, one row each.
 
-    Hidden files (temporary writes) are not records. A damaged record is reported in one line
-    naming its path (``warn``, default stderr) and left out; the sweep reruns it.
+    Hidden files (temporary writes) are not records. A damaged record, or one with a wrong type, a
+    NaN, a value out of range or an unknown variant or status, is reported in one line naming its
+    path and what is wrong (``warn``, default stderr) and left out; the sweep reruns damaged ones.
+    A folder given twice (or a file reached twice) is read once.
     """
     import sys
 
     from ..experiment.records import is_record_path
 
     warn = warn or (lambda msg: print(msg, file=sys.stderr))
-    paths = []
+    paths, seen = [], set()
     for d in dirs:
         d = Path(d)
         found = (d / "records").glob("*.json") if (d / "records").is_dir() else d.glob("*.json")
-        paths += sorted(p for p in found if is_record_path(p))
+        for p in sorted(p for p in found if is_record_path(p)):
+            if p.resolve() not in seen:
+                seen.add(p.resolve())
+                paths.append(p)
     if not paths:
         raise ValueError(f"no records (*.json) under {', '.join(map(str, dirs))}")
     rows = []
     for p in paths:
         try:
-            rows.append(read_record(p) | {"path": str(p)})
+            rec = read_record(p)
         except (ValueError, OSError) as err:
             warn(f"skipped: {err}")
+            continue
+        problem = record_problem(rec)
+        if problem:
+            warn(f"skipped: record {p}: {problem}")
+            continue
+        rows.append(rec | {"path": str(p)})
     if not rows:
         raise ValueError(f"no readable records under {', '.join(map(str, dirs))}")
     df = pd.DataFrame(rows)
+    for key in NUMBERS:  # None or numbers by now: one float column each (None becomes NaN)
+        df[key] = pd.to_numeric(df[key]) if key in df else float("nan")
     dup = df[df.duplicated(GROUP + ["variant", "seed"], keep=False)]
     if len(dup):
         raise ValueError(f"the same (configuration, variant, seed) recorded twice: {sorted(dup['path'])}")
+    unevaluated = df[(df["status"] == "ok") & df["accuracy"].isna()]
+    if len(unevaluated):
+        warn(f"note: {len(unevaluated)} ok record(s) without accuracy (run with eval=False): shown as "
+             f"'not evaluated' and left out of accuracy means and paired differences")
     return df
 
 
@@ -71,6 +127,7 @@ def timed(records: pd.DataFrame) -> pd.Series:
 def summarise(records: pd.DataFrame) -> pd.DataFrame:
     """One row per (configuration, device, variant): n seeds, accuracy mean/std, time, memory; failed runs counted.
 
+    n_eval counts the ok runs with an accuracy (eval=False runs have none; their mean is NaN).
     Times average only the runs that had the GPU to themselves (n_timed); memory is per process
     and so comes from every run.
     """
@@ -80,7 +137,7 @@ def summarise(records: pd.DataFrame) -> pd.DataFrame:
         ok = g[g["status"] == "ok"]
         solo = ok[ok["_timed"]]
         row = dict(zip(GROUP + ["variant"], key))
-        row.update(n=len(ok), failed=int((g["status"] != "ok").sum()),
+        row.update(n=len(ok), failed=int((g["status"] != "ok").sum()), n_eval=int(ok["accuracy"].notna().sum()),
                    acc_mean=ok["accuracy"].mean(), acc_std=ok["accuracy"].std(ddof=1),
                    n_timed=len(solo), train_time_s=solo["train_time_s"].mean(),
                    tokens_per_s=solo["tokens_per_s"].mean(), peak_memory_mb=ok["peak_memory_mb"].mean())

@@ -24,7 +24,7 @@ def paper_table(records: pd.DataFrame) -> pd.DataFrame:
             rows.append({
                 "model": r["model"], "max_length": int(r["max_length"]), "device": r["device"],
                 "variant": r["variant"], "n": int(r["n"]), "failed": int(r["failed"]),
-                "accuracy": round(r["acc_mean"], 4), "sd": _round(r["acc_std"], 4),
+                "n_eval": int(r["n_eval"]), "accuracy": _round(r["acc_mean"], 4), "sd": _round(r["acc_std"], 4),
                 "diff_pts": None if p is None else _round(100 * p["diff_mean"], 2),
                 "ci95_low": None if p is None else _round(100 * p["ci_low"], 2),
                 "ci95_high": None if p is None else _round(100 * p["ci_high"], 2),
@@ -39,6 +39,15 @@ def _round(x, digits):
     return None if x is None or pd.isna(x) else round(float(x), digits)
 
 
+def _accuracy(mean, sd, n_eval, n) -> str:
+    """'0.8500 ± 0.0100', '0.8500' for one seed, 'not evaluated' when no run has an accuracy (eval=False),
+    and how many of the n runs the mean covers when some have none."""
+    if mean is None or pd.isna(mean):
+        return "not evaluated"
+    text = f"{mean:.4f} ± {sd:.4f}" if sd is not None and not pd.isna(sd) else f"{mean:.4f}"
+    return text if n_eval == n else f"{text} ({n_eval} of {n} evaluated)"
+
+
 def _display(table: pd.DataFrame) -> pd.DataFrame:
     """Human formats: the interval in one column, '-' for what does not apply."""
     def interval(r):
@@ -50,8 +59,7 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
 
     out = pd.DataFrame({
         "model": table["model"], "N": table["max_length"], "variant": table["variant"], "n": table["n"],
-        "accuracy": [f"{a:.4f} ± {s:.4f}" if s is not None and not pd.isna(s) else f"{a:.4f}"
-                     for a, s in zip(table["accuracy"], table["sd"])],
+        "accuracy": [_accuracy(*r) for r in zip(table["accuracy"], table["sd"], table["n_eval"], table["n"])],
         "vs baseline, pts [95% CI]": table.apply(interval, axis=1),
         "train s": [("-" if t is None or pd.isna(t) else f"{t:.1f}") for t in table["train_time_s"]],
         "peak MB": [("-" if m is None or pd.isna(m) else f"{m:.0f}") for m in table["peak_memory_mb"]],

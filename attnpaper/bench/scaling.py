@@ -229,9 +229,17 @@ def main(argv=None) -> int:
     al.add_argument("--out-dir", default="results/local", help="scaling-kernels.json and scaling-model.json go here")
     args = ap.parse_args(argv)
     try:
+        if args.cmd in ("kernels", "all"):
+            check_lengths(list(args.kernel_lengths), args.kernel_tokens)
+            check_names(list(args.mechanisms), list(K.MECHANISMS), "mechanism(s)")
+            check_names(list(args.passes), K.PASSES, "pass(es)")
+            check_count(args.warmup, "warmup", 0), check_count(args.repeats, "repeats")
         if args.cmd in ("model", "all"):  # bad model arguments fail before the kernels are measured
             check_model(args.model_lengths, args.model_tokens, args.variants, args.model, args.steps, args.data,
                         args.step_mode)
+        if not torch.cuda.is_available():
+            raise ValueError(f"scaling {args.cmd} measures GPU kernels and no CUDA GPU is visible here; run it on a "
+                             "GPU machine (on a CPU it would take long and say nothing about a GPU)")
         out_dir = Path(getattr(args, "out_dir", "."))
         if args.cmd in ("kernels", "all"):
             run_kernels(args.kernel_lengths, args.kernel_tokens, args.mechanisms, args.passes, args.warmup,

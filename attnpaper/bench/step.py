@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..files import write_atomic
 from ..training import data as D
 from ..training.config import RunConfig
 from ..training.step import reset_compiler
@@ -66,13 +68,81 @@ def measure(variant, model, length, steps, batch_size, lengths, step_mode="auto"
     return out
 
 
+def check_out_file(out, append=False) -> Path | None:
+    """``--out`` as a JSON file that can be written (and, with append, read), checked before measuring."""
+    if out is None:
+        return None
+    if not str(out).strip():
+        raise ValueError("--out is empty; give a file path for the JSON report, e.g. results/local/bench.json")
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file path for the JSON report, e.g. {out / 'bench.json'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = out.parent / f".probe-{os.getpid()}-{out.name}"
+        probe.write_text("ok")
+        probe.unlink()
+        if out.exists() and not os.access(out, os.W_OK):
+            raise PermissionError(13, "Permission denied", str(out))
+    except OSError as err:
+        why = "a folder on its path is a file" if isinstance(err, (FileExistsError, NotADirectoryError)) else err.strerror
+        raise ValueError(f"cannot write --out {out}: {why or err}; give a writable file path") from None
+    if append and out.exists():
+        try:
+            json.loads(out.read_text())["rows"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise ValueError(f"--append: {out} is not a bench report (JSON with 'rows'); give another --out") from None
+    return out
+
+
+def check_bench(variants, steps, repeats, batch_size, step_modes):
+    """Names and counts, each refused in one line (ValueError) before anything is measured."""
+    from ..variants import VARIANTS
+    from ..training.step import STEP_MODES
+
+    for name, value in (("steps", steps), ("repeats", repeats), ("batch size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    for what, names, valid in (("variant(s)", variants, VARIANTS), ("step mode(s)", step_modes, STEP_MODES[1:])):
+        unknown = [n for n in names if n not in valid]
+        if unknown or not names:
+            raise ValueError(f"unknown {what} {', '.join(unknown) or '(none given)'}; valid: {', '.join(valid)}")
+
+
+def default_step_modes() -> tuple:
+    """eager and captured on a GPU that can capture, eager alone elsewhere (the others would run eager)."""
+    from ..training.step import resolve_step_mode
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return ("eager", "captured") if resolve_step_mode("captured", device, warn=False) == "captured" else ("eager",)
+
+
+def check_step_modes_here(step_modes):
+    """Refuse modes that would fall back to eager here: their rows would be eager rows under another name."""
+    from ..training.step import resolve_step_mode
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    fallen = [m for m in step_modes if resolve_step_mode(m, device, warn=False) != m]
+    if fallen:
+        where = "a CPU" if device == "cpu" else "this GPU (compute capability < 7.0)"
+        raise ValueError(f"step mode(s) {', '.join(fallen)} cannot run on {where} and would run eager; "
+                         "give --step-modes eager (the default here)")
+
+
 def bench(variants, model, lengths_list, steps, repeats, batch_size, source=None, out=None,
-          step_modes=("eager", "captured"), append=False) -> list[dict]:
+          step_modes=None, append=False) -> list[dict]:
     """Measure every (length, variant, step mode) ``repeats`` times in one process; print a table.
 
     The order rotates between repeats, and the first pair of the last repeat is measured again at
     the end, to show that memory does not creep from run to run. append: add the rows to ``out``.
+    step_modes: default eager and captured (eager alone where captured cannot run). Bad counts or
+    names, a mode that would fall back to eager here (captured on a CPU) and an ``out`` that cannot
+    be written are refused (ValueError, one line) before any measurement.
     """
+    step_modes = tuple(step_modes) if step_modes is not None else default_step_modes()
+    check_bench(variants, steps, repeats, batch_size, step_modes)
+    check_step_modes_here(step_modes)
+    out = check_out_file(out, append)
     source = source or D.default_source()
     pairs = [(v, m) for v in variants for m in step_modes]
     rows = []
@@ -93,11 +163,10 @@ def bench(variants, model, lengths_list, steps, repeats, batch_size, source=None
               "versions": device_info(), "rows": rows}
     print(table(report))
     if out:
-        if append and Path(out).exists():
-            kept = json.loads(Path(out).read_text())["rows"] + rows
+        if append and out.exists():
+            kept = json.loads(out.read_text())["rows"] + rows
             report.update(rows=kept, model=sorted({r["model"] for r in kept}))
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=1, default=str))
+        write_atomic(out, json.dumps(report, indent=1, default=str))
     return rows
 
 

@@ -71,18 +71,44 @@ def unpack_xz(src="bundle/xz", dst="bundle") -> list[Path]:
     return out
 
 
+def check_bundle_args(out, max_length, positions=512) -> Path:
+    """``out`` a folder that can be written, ``max_length`` an int in 1..positions: ValueError in one line."""
+    import os
+
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or not 1 <= max_length <= positions:
+        raise ValueError(f"--max-length {max_length!r}: give an int from 1 to {positions} (the model's positions)")
+    if out is None or not str(out).strip():
+        raise ValueError("--out is empty; give a folder for the bundle, e.g. bundle")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the bundle")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".probe-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        why = "a folder on its path is a file" if isinstance(err, (FileExistsError, NotADirectoryError)) else err.strerror
+        raise ValueError(f"cannot write --out {out}: {why or err}; give a writable folder") from None
+    return out
+
+
 def make_bundle(out="bundle", source=None, max_length=128, wheels=".whl", xz=False) -> Path:
     """Write the bundle and check that what one call carries (the model, these token ids, the lengths,
     the git sha and the wheels) stays under the device's 64 MiB. xz: also write bundle/xz/ (model
-    weights and token ids xz-compressed) and check that instead."""
+    weights and token ids xz-compressed) and check that instead. A bad ``out`` or ``max_length`` is
+    refused (ValueError, one line) before anything is read or written."""
+    import json
+
     from transformers import AutoTokenizer
 
     from ..model.build import offline_model_dir
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    src = offline_model_dir()
+    positions = json.loads((src / "config.json").read_text()).get("max_position_embeddings", 512)
+    out = check_bundle_args(out, max_length, positions)
     source = source or D.default_source()
-    model_dir = export_fp16(offline_model_dir(), out / MODEL_DIRNAME)
+    model_dir = export_fp16(src, out / MODEL_DIRNAME)
     tok = AutoTokenizer.from_pretrained(model_dir)
     raw = D.read_texts(source)
     splits = {s: D.tokenize(*raw[s], tok, max_length) for s in D.SPLITS}

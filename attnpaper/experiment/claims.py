@@ -5,6 +5,10 @@ NFS v3+). While the run goes on, a heartbeat thread refreshes the claim's time a
 other live claims: any on this host that share its GPU (or CPU) make the run's timing contended,
 and the record says so (``notes.concurrent_runs``). A claim whose process is gone (this host) or
 whose heartbeat stopped (another host) is stale and is taken over.
+
+Not ``filelock``: its locks (flock) name no holder and are unreliable between hosts on NFS, while a
+claim is a file that names its holder, device and heartbeat, which other sweeps here or on another
+host read to tell a live run from a dead one and to see who shares their device.
 """
 from __future__ import annotations
 

@@ -44,10 +44,12 @@ def is_record_path(path) -> bool:
 def read_record(path) -> dict:
     """A record, or ValueError naming the file when it is not a whole record."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             rec = json.load(f)
     except json.JSONDecodeError as err:
         raise ValueError(f"record {path} is not valid JSON ({err}); it may be truncated") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"record {path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
     if not isinstance(rec, dict):
         raise ValueError(f"record {path} is not a JSON object")
     missing = [k for k in REQUIRED if k not in rec]
@@ -84,12 +86,15 @@ def default_output_dir(smoke=False) -> Path:
 
 
 def new_record(cfg: RunConfig) -> dict:
-    """A record for cfg before any measurement: configuration, hash, device, versions, git sha."""
+    """A record for cfg before any measurement: configuration, hash, device, versions, git sha, and the
+    content fingerprints of its data and model (``data_fingerprint``, ``model_fingerprint``: see
+    attnpaper.experiment.fingerprint; not in REQUIRED, so records written before them still read)."""
     from ..training.measure import device_info  # torch: imported only when a run starts
+    from .fingerprint import fingerprints
 
     versions = device_info()
     rec = {k: None for k in REQUIRED}
     rec.update(cfg.to_dict(), config=cfg.to_dict(), config_hash=cfg.config_hash(), device=versions.pop("device"),
                versions=versions, git_sha=git_sha(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               status="running", error=None)
+               status="running", error=None, **fingerprints(cfg))
     return rec

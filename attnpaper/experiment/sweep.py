@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..files import checkout_root
 from .claims import Claim
+from .fingerprint import fingerprints, stale
 from ..training.config import SMOKE, RunConfig
 from ..files import clean_temp, pid_alive, write_atomic
 from .records import new_record, read_record, record_name, save_result, write_record
@@ -32,6 +33,68 @@ FOLDERS = ("records", "notebooks", "checkpoints", "claims", ".staging")
 
 class SweepStopped(RuntimeError):
     """The sweep cannot go on (the output folder cannot be written); results so far are intact."""
+
+
+class SweepInterrupted(Exception):
+    """SIGINT or SIGTERM stopped the sweep; ``summary`` holds the runs so far, the stopped one included."""
+
+    def __init__(self, message: str, summary: list[dict]):
+        super().__init__(message)
+        self.summary = summary
+
+
+def check_runner(notebook, kernel_name=None) -> Path:
+    """The notebook is a Jupyter notebook with a cell tagged 'parameters', and the kernel exists.
+
+    ValueError in one line otherwise, before any run: each run would otherwise fail the same way.
+    """
+    import nbformat
+
+    notebook = Path(notebook)
+    if not notebook.is_file():
+        raise ValueError(f"experiment notebook {notebook} not found; pass --notebook PATH (an .ipynb file)")
+    try:
+        nb = nbformat.read(notebook, as_version=4)
+    except Exception as err:  # nbformat raises JSON, validation and decoding errors alike
+        raise ValueError(f"--notebook {notebook} is not a Jupyter notebook ({type(err).__name__}: "
+                         f"{str(err).strip().splitlines()[0][:160] if str(err).strip() else ''}); "
+                         "pass the experiment notebook, chapters/07_experiment.ipynb") from None
+    if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
+        raise ValueError(f"--notebook {notebook} has no cell tagged 'parameters', so papermill could not set "
+                         "the run's parameters; pass the experiment notebook, chapters/07_experiment.ipynb")
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    specs = KernelSpecManager().find_kernel_specs()
+    if kernel_name is not None and kernel_name not in specs:
+        raise ValueError(f"--kernel {kernel_name!r}: no such Jupyter kernel; valid: {', '.join(sorted(specs))}")
+    wanted = nb.metadata.get("kernelspec", {}).get("name")
+    if kernel_name is None and wanted and wanted not in specs:
+        raise ValueError(f"--notebook {notebook} asks for the Jupyter kernel {wanted!r}, which is not installed; "
+                         f"pass --kernel, one of: {', '.join(sorted(specs))}")
+    return notebook
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGTERM raises KeyboardInterrupt like SIGINT does (in the main thread); the handlers are restored after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):  # once: a second signal must not cut the clean-up short
+        for sig in old:
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def plan(variants, seeds, overrides=None, smoke=False, check=True) -> list[RunConfig]:
@@ -80,18 +143,26 @@ def prepare_out(out) -> Path:
     return out
 
 
-def _done(rec_path, out, log) -> bool:
-    """True when an ok record exists; a corrupt one is set aside (corrupt/) and reported."""
+def _done(rec_path, out, log, current=None) -> bool:
+    """True when an ok record exists whose data and model fingerprints match ``current`` (see
+    fingerprint.stale); a corrupt record is set aside (corrupt/) and reported."""
     if not rec_path.exists():
         return False
     try:
-        return read_record(rec_path)["status"] == "ok"
+        rec = read_record(rec_path)
     except (ValueError, OSError) as err:
         aside = out / "corrupt" / rec_path.name
         aside.parent.mkdir(exist_ok=True)
         os.replace(rec_path, aside)
         log(f"corrupt record {rec_path} ({str(err)[:120]}): moved to {aside}; running it again")
         return False
+    if rec["status"] != "ok":
+        return False
+    why = stale(rec, current or {})
+    if why:
+        log(f"rerun {rec_path.name}: {why}")
+        return False
+    return True
 
 
 def _write_error(err) -> OSError | None:
@@ -129,24 +200,50 @@ def sweep(variants, seeds, out, overrides=None, smoke=False, force=False, notebo
           kernel_name=None, log=print, fresh=False, keep_checkpoints=False, stream=False) -> list[dict]:
     """Execute ``notebook`` for each configuration; records go to out/records, notebooks to out/notebooks.
 
-    A run whose record exists with status ok is skipped unless force; a run another live process
+    A run whose record exists with status ok is skipped unless force, or unless the content of its data
+    or model files changed since (data_fingerprint, model_fingerprint; a record from before these fields
+    counts as matching only where they cannot be computed, e.g. the hub's IMDb); a run another live process
     has claimed is skipped. A killed run resumes from its checkpoint (unless ``fresh``). A failed
     run is recorded as failed with its error (never over an ok record) and the sweep goes on; a
     write error that every run would hit stops it (SweepStopped). Before each run a line says how
     far the sweep is (runs done and left, elapsed, an estimate of the rest); ``stream`` also passes
     each run's own output (its progress bars) through as it comes. Returns one summary dict per run.
+
+    A bad notebook or kernel is refused (ValueError) before any run. SIGINT or SIGTERM stops the run
+    in progress (its kernel is killed; its checkpoint stays) and raises SweepInterrupted, whose
+    summary lists the runs so far; records already written are kept, and the same call resumes.
     """
     import papermill as pm
 
     configs = plan(variants, seeds, overrides, smoke)
+    check_runner(notebook, kernel_name)
     out = prepare_out(out)
     if stream:
         _stream_papermill_output()
-    summary, start, ran = [], time.perf_counter(), []
+    summary = []
+    try:
+        with _signals_interrupt():
+            _sweep_loop(pm, configs, out, summary, force, notebook, kernel_name, log, fresh, keep_checkpoints, stream)
+    except KeyboardInterrupt as err:
+        why = str(err) or "SIGINT"
+        kept = sum(r["status"] == "ok" for r in summary)
+        stopped = [r for r in summary if r["status"] == "interrupted"]
+        what = f"; {Path(stopped[0]['record']).stem} was stopped (its checkpoint, if any, is kept)" if stopped else ""
+        raise SweepInterrupted(f"interrupted ({why}): {kept} run(s) recorded in this sweep and every earlier record "
+                               f"under {out / 'records'} are kept{what}; run the same command again to resume",
+                               summary) from None
+    return summary
+
+
+def _sweep_loop(pm, configs, out, summary, force, notebook, kernel_name, log, fresh, keep_checkpoints, stream):
+    """The runs of ``sweep``, appended to ``summary`` as they finish (a run stopped by a signal: 'interrupted')."""
+    start, ran, prints = time.perf_counter(), [], {}
     for i, cfg in enumerate(configs):
         rec_path = out / "records" / record_name(cfg)
         nb_path = out / "notebooks" / rec_path.with_suffix(".ipynb").name
-        if not force and _done(rec_path, out, log):
+        if (cfg.data, cfg.model) not in prints:  # hashed once per sweep (and cached across sweeps)
+            prints[cfg.data, cfg.model] = fingerprints(cfg)
+        if not force and _done(rec_path, out, log, prints[cfg.data, cfg.model]):
             log(f"skip {rec_path.name}: already recorded (use --force to rerun)")
             summary.append({"record": str(rec_path), "status": "skipped"})
             continue
@@ -163,10 +260,12 @@ def sweep(variants, seeds, out, overrides=None, smoke=False, force=False, notebo
             summary.append(_run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_name,
                                     log, fresh, keep_checkpoints, stream))
             ran.append(summary[-1]["wall_s"])
+        except KeyboardInterrupt:
+            summary.append({"record": str(rec_path), "status": "interrupted"})
+            raise
         finally:
             claim.release()
             shutil.rmtree(stage, ignore_errors=True)
-    return summary
 
 
 def _progress(i, total, summary, elapsed, walls) -> str:
@@ -206,8 +305,7 @@ def _run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_nam
     log(f"run  {cfg.variant} seed {cfg.seed} -> {nb_path}")
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(notebook), str(staged_nb), parameters=params, kernel_name=kernel_name,
-                            progress_bar=False, log_output=stream)  # the kernel runs in this cwd
+        _execute(pm, notebook, staged_nb, params, kernel_name, stream)
         rec = read_record(staged_rec)
         if rec["status"] != "ok":
             raise RuntimeError(f"the notebook finished but its record says {rec['status']}")
@@ -235,6 +333,63 @@ def _run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_nam
         (out / "checkpoints" / rec_path.with_suffix(".ckpt").name).unlink(missing_ok=True)
     return {"record": str(rec_path), "notebook": str(nb_path), "status": "ok",
             "resumed_from_step": rec.get("resumed_from_step", 0), "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def _execute(pm, notebook, staged_nb, params, kernel_name, stream):
+    """papermill's execute_notebook in a worker thread; a KeyboardInterrupt here (SIGINT, or SIGTERM through
+    _signals_interrupt) kills the run's kernel, waits for the thread and propagates, recording nothing.
+
+    In the main thread nbclient would take SIGINT and SIGTERM for itself, shut the kernel down and report a
+    failed cell, and leave SIGTERM at its default (a silent exit) afterwards.
+    """
+    import threading
+
+    from jupyter_client import AsyncKernelManager
+
+    kernels, result = [], {}
+
+    class TrackedKernelManager(AsyncKernelManager):  # remembers the kernel, to stop it on an interrupt
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            kernels.append(self)
+
+    def target():
+        try:
+            pm.execute_notebook(str(notebook), str(staged_nb), parameters=params, kernel_name=kernel_name,
+                                progress_bar=False, log_output=stream,  # the kernel runs in this cwd
+                                kernel_manager_class=TrackedKernelManager)
+        except BaseException as err:  # handed to the main thread
+            result["error"] = err
+
+    worker = threading.Thread(target=target, name="papermill", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        _kill_kernels(kernels)
+        worker.join(30)
+        raise
+    if "error" in result:
+        raise result["error"]
+
+
+def _kill_kernels(kernels):
+    """Kill each kernel's process group (kernels run in their own session); its checkpoint stays for a resume."""
+    import signal
+
+    for km in kernels:
+        proc = getattr(getattr(km, "provisioner", None), "process", None)
+        if proc is None or proc.poll() is not None:
+            continue
+        try:
+            group = os.getpgid(proc.pid)
+            if group == os.getpgrp():  # not in a session of its own: the kernel alone, never this sweep
+                raise PermissionError
+            os.killpg(group, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
 
 
 def _failed_record(cfg, staged_rec, err) -> dict:
@@ -307,16 +462,35 @@ def sweep_on_gpus(worker_argv: list[str], gpus: list[str], log=print) -> list[di
     relays = [threading.Thread(target=relay, args=(g, p.stderr), daemon=True) for g, p in zip(gpus, procs)]
     for t in relays:
         t.start()
-    outputs = [p.stdout.read() for p in procs]  # stderr belongs to the relays: not communicate()
+    interrupted, outputs = None, []
+    with _signals_interrupt():
+        try:
+            for p in procs:
+                outputs.append(p.stdout.read())  # stderr belongs to the relays: not communicate()
+        except KeyboardInterrupt as err:  # each worker stops its run, keeps its records, reports them
+            interrupted = str(err) or "SIGINT"
+            for p in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    p.terminate()
+            outputs += [p.stdout.read() for p in procs[len(outputs):]]
     for p, t in zip(procs, relays):
         p.wait()
         t.join()
     merged = {}
     for gpu, proc, out in zip(gpus, procs, outputs):
+        if interrupted:
+            with contextlib.suppress(ValueError):
+                for entry in json.loads(out or "[]"):
+                    merged[entry["record"]] = entry | {"gpu": gpu}
+            continue
         if proc.returncode not in (0, 1):
             raise SweepStopped(f"the sweep on GPU {gpu} stopped (exit {proc.returncode}); rerun to resume")
         for entry in json.loads(out or "[]"):
             entry["gpu"] = gpu
             if entry["status"] in ("ok", "failed") or entry["record"] not in merged:
                 merged[entry["record"]] = entry  # the worker that ran it, not the ones that skipped it
+    if interrupted:
+        kept = sum(r["status"] == "ok" for r in merged.values())
+        raise SweepInterrupted(f"interrupted ({interrupted}): {kept} run(s) recorded in this sweep and every earlier "
+                               "record are kept; run the same command again to resume", list(merged.values()))
     return list(merged.values())
