@@ -40,7 +40,7 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: unit slow notebooks book
+test: lint unit slow notebooks book
 	$(PYTEST) tests/book_built.py tests/test_browser.py
 
 clean:

@@ -5,6 +5,7 @@ so ``AutoModelForSequenceClassification.from_pretrained`` reloads a saved attnpa
 command line (``python -m attnpaper``, ``attnpaper``) skips that import: its --help stays instant,
 and each command imports what it needs.
 """
+
 import importlib
 import sys
 import warnings
@@ -13,8 +14,13 @@ from pathlib import Path
 from .variants import MODEL_ALIASES, OFFLINE_MODEL, RANDOM_DISTILBERT, VARIANTS
 
 __version__ = "0.1.0"
-_LAZY = {"attention_modules": "model.auto", "build_model": "model.build", "kernels_used": "model.build",
-         "layer_plan": "model.build", "offline_model_dir": "model.build"}
+_LAZY = {
+    "attention_modules": "model.auto",
+    "build_model": "model.build",
+    "kernels_used": "model.build",
+    "layer_plan": "model.build",
+    "offline_model_dir": "model.build",
+}
 __all__ = ["MODEL_ALIASES", "OFFLINE_MODEL", "RANDOM_DISTILBERT", "VARIANTS", *_LAZY]
 
 

@@ -1,4 +1,5 @@
 """Command line: `python -m attnpaper sweep|bench|bundle|table|scaling ...` (see --help of each)."""
+
 from __future__ import annotations
 
 import argparse
@@ -65,57 +66,95 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="cmd", required=True)
     models = f"{', '.join(MODEL_ALIASES)}, a local directory or a hub name"
 
-    sw = sub.add_parser("sweep", help="run the experiment notebook per (variant, seed) with papermill",
-                        formatter_class=fmt)
-    sw.add_argument("--variants", nargs="+", default=["baseline", "flash", "linear", "hybrid"],
-                    help=f"from {', '.join(VARIANTS)}")
+    sw = sub.add_parser(
+        "sweep", help="run the experiment notebook per (variant, seed) with papermill", formatter_class=fmt
+    )
+    sw.add_argument(
+        "--variants", nargs="+", default=["baseline", "flash", "linear", "hybrid"], help=f"from {', '.join(VARIANTS)}"
+    )
     sw.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    sw.add_argument("--set", action="append", metavar="NAME=VALUE",
-                    help="override a notebook parameter (repeatable), e.g. --set lr=1e-4 --set data=DIR")
+    sw.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="override a notebook parameter (repeatable), e.g. --set lr=1e-4 --set data=DIR",
+    )
     sw.add_argument("--smoke", action="store_true", help="tiny random model on synthetic data (CPU, seconds)")
     sw.add_argument("--force", action="store_true", help="rerun even when a record exists (a failed rerun keeps it)")
     sw.add_argument("--fresh", action="store_true", help="ignore checkpoints of unfinished runs and start them over")
     sw.add_argument("--keep-checkpoints", action="store_true", help="keep each run's last checkpoint after its record")
     sw.add_argument("--out", default="results/local", help="folder for records/ and notebooks/")
     sw.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
-    sw.add_argument("--notebook", default=None,
-                    help="the experiment notebook (default: chapters/07_experiment.ipynb of this checkout)")
+    sw.add_argument(
+        "--notebook",
+        default=None,
+        help="the experiment notebook (default: chapters/07_experiment.ipynb of this checkout)",
+    )
     sw.add_argument("--quiet", action="store_true", help="one line per run instead of streaming its progress")
-    sw.add_argument("--gpus", default=None, metavar="N|all",
-                    help="run on N GPUs at once, one run per GPU (workers split the runs through claims)")
+    sw.add_argument(
+        "--gpus",
+        default=None,
+        metavar="N|all",
+        help="run on N GPUs at once, one run per GPU (workers split the runs through claims)",
+    )
 
-    be = sub.add_parser("bench", help="training-step time and peak memory of variants, side by side",
-                        formatter_class=fmt)
+    be = sub.add_parser(
+        "bench", help="training-step time and peak memory of variants, side by side", formatter_class=fmt
+    )
     be.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"from {', '.join(VARIANTS)}")
     be.add_argument("--model", nargs="+", default=["distilbert-base-random"], help=f"one or more of: {models}")
-    be.add_argument("--step-modes", nargs="+", default=None,
-                    help="from eager, compiled, captured (measured side by side); default: eager and captured "
-                         "on a GPU, eager on a CPU (where the others would run eager)")
+    be.add_argument(
+        "--step-modes",
+        nargs="+",
+        default=None,
+        help="from whole, captured, compiled, eager (measured side by side); default: whole, "
+        "captured and eager on a GPU, eager on a CPU (where the others would run eager)",
+    )
+    be.add_argument(
+        "--reference",
+        action="store_true",
+        help="also measure transformers' own model (no attnpaper), eager and under "
+        "torch.compile(mode='reduce-overhead') (a GPU only)",
+    )
     be.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
     be.add_argument("--lengths", nargs="+", type=int, default=[128], help="max_length of each measurement")
     be.add_argument("--steps", type=int, default=40, help="timed training steps per measurement")
     be.add_argument("--repeats", type=int, default=2, help="measurements per (variant, length, mode)")
     be.add_argument("--batch-size", type=int, default=32)
-    be.add_argument("--data", default=None,
-                    help="review lengths: an IMDb folder, a .npy of token counts (default: $ATTNPAPER_IMDB or hub)")
+    be.add_argument(
+        "--data",
+        default=None,
+        help="review lengths: an IMDb folder, a .npy of token counts (default: $ATTNPAPER_IMDB or hub)",
+    )
     be.add_argument("--out", default=None, help="write the measurements to this JSON file")
 
-    bu = sub.add_parser("bundle", help="prepare a self-contained folder for an offline GPU machine",
-                        formatter_class=fmt)
+    bu = sub.add_parser(
+        "bundle", help="prepare a self-contained folder for an offline GPU machine", formatter_class=fmt
+    )
     bu.add_argument("--out", default="bundle")
     bu.add_argument("--data", default=None, help="IMDb source (default: $ATTNPAPER_IMDB or hub)")
     bu.add_argument("--max-length", type=int, default=128)
     bu.add_argument("--wheels", default=".whl", help="folder of wheels the GPU machine lacks")
-    bu.add_argument("--xz", action="store_true",
-                    help="also write bundle/xz: weights and token ids xz-compressed (fits 64 MiB with 512 tokens)")
+    bu.add_argument(
+        "--xz",
+        action="store_true",
+        help="also write bundle/xz: weights and token ids xz-compressed (fits 64 MiB with 512 tokens)",
+    )
 
     tb = sub.add_parser("table", help="summarise records into the results table", formatter_class=fmt)
     tb.add_argument("dirs", nargs="+", help="folders holding records/*.json")
-    tb.add_argument("--format", default="text", choices=("text", "markdown", "latex", "csv"),
-                    help="text for the terminal; markdown, latex (booktabs) or csv to paste")
+    tb.add_argument(
+        "--format",
+        default="text",
+        choices=("text", "markdown", "latex", "csv"),
+        help="text for the terminal; markdown, latex (booktabs) or csv to paste",
+    )
 
-    sub.add_parser("scaling", help="attention kernels and the training step over sequence length "
-                                   "(python -m attnpaper scaling --help)", add_help=False)
+    sub.add_parser(
+        "scaling",
+        help="attention kernels and the training step over sequence length (python -m attnpaper scaling --help)",
+        add_help=False,
+    )
 
     args = ap.parse_args(argv)
     try:
@@ -139,10 +178,20 @@ def main(argv=None):
                 print(json.dumps(res, indent=1))
                 return 1 if any(r["status"] == "failed" for r in res) else 0
             try:
-                res = sweep(args.variants, args.seeds, args.out, parse_set(args.set), args.smoke, args.force,
-                            notebook=notebook, kernel_name=args.kernel, fresh=args.fresh,
-                            keep_checkpoints=args.keep_checkpoints, stream=not args.quiet,
-                            log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                res = sweep(
+                    args.variants,
+                    args.seeds,
+                    args.out,
+                    parse_set(args.set),
+                    args.smoke,
+                    args.force,
+                    notebook=notebook,
+                    kernel_name=args.kernel,
+                    fresh=args.fresh,
+                    keep_checkpoints=args.keep_checkpoints,
+                    stream=not args.quiet,
+                    log=lambda msg: print(msg, file=sys.stderr, flush=True),
+                )
             except SweepStopped as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 1
@@ -154,8 +203,19 @@ def main(argv=None):
             from .bench.step import bench
 
             for model in args.model:
-                bench(args.variants, model, args.lengths, args.steps, args.repeats, args.batch_size,
-                      args.data, args.out, step_modes=args.step_modes, append=args.append or model != args.model[0])
+                bench(
+                    args.variants,
+                    model,
+                    args.lengths,
+                    args.steps,
+                    args.repeats,
+                    args.batch_size,
+                    args.data,
+                    args.out,
+                    step_modes=args.step_modes,
+                    append=args.append or model != args.model[0],
+                    reference=args.reference,
+                )
         elif args.cmd == "bundle":
             from .experiment.bundle import make_bundle
 

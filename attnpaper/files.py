@@ -2,6 +2,7 @@
 
 Plain Python, no torch: records, checkpoints and claims all write through ``atomic_file``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,7 +52,7 @@ def clean_temp(folder, max_age_s=24 * 3600) -> list[Path]:
     removed = []
     host = socket.gethostname()
     for p in Path(folder).glob(TMP_PREFIX + "*"):
-        pid, name_host, _ = (p.name[len(TMP_PREFIX):].split("@", 2) + ["", ""])[:3]
+        pid, name_host, _ = (p.name[len(TMP_PREFIX) :].split("@", 2) + ["", ""])[:3]
         dead = name_host == host and pid.isdigit() and not pid_alive(int(pid))
         try:
             if dead or time.time() - p.stat().st_mtime > max_age_s:

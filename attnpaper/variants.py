@@ -2,6 +2,7 @@
 how its batches are laid out, and the valid values of every option. No torch: the command line's
 --help reads it, and every other floor (model building, run parameters, checks) asks it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,22 +47,59 @@ ATTNPAPER = "attnpaper"  # the name attnpaper's attention registers under in tra
 COMMON = ("attention_dropout", "seed")
 EXACT = ("flash_backend",)
 LINEAR = ("feature_map", "num_features", "redraw_every")
-TABLE = {v.name: v for v in (
-    Variant("baseline", "eager", "builtin", COMMON, "padded", True,
-            "eager softmax, as DistilBERT computes it (transformers' eager attention)"),
-    Variant("sdpa", "sdpa", "builtin", COMMON, "padded", True,
-            "transformers' default: torch's scaled_dot_product_attention with a padding mask"),
-    Variant("flash", ATTNPAPER, "exact", COMMON + EXACT, "packed", True,
-            "exact attention through fused kernels in every layer, padding-free end to end"),
-    Variant("linear", ATTNPAPER, "linear", COMMON + LINEAR, "packed", False,
-            "FAVOR+ (or elu+1) linear attention in every layer, padding-free end to end"),
-    Variant("hybrid", ATTNPAPER, "hybrid", COMMON + EXACT + LINEAR + ("hybrid_layers",), "packed", False,
-            "the first k layers flash, the rest linear, padding-free end to end"),
-)}
+TABLE = {
+    v.name: v
+    for v in (
+        Variant(
+            "baseline",
+            "eager",
+            "builtin",
+            COMMON,
+            "padded",
+            True,
+            "eager softmax, as DistilBERT computes it (transformers' eager attention)",
+        ),
+        Variant(
+            "sdpa",
+            "sdpa",
+            "builtin",
+            COMMON,
+            "padded",
+            True,
+            "transformers' default: torch's scaled_dot_product_attention with a padding mask",
+        ),
+        Variant(
+            "flash",
+            ATTNPAPER,
+            "exact",
+            COMMON + EXACT,
+            "packed",
+            True,
+            "exact attention through fused kernels in every layer, padding-free end to end",
+        ),
+        Variant(
+            "linear",
+            ATTNPAPER,
+            "linear",
+            COMMON + LINEAR,
+            "packed",
+            False,
+            "FAVOR+ (or elu+1) linear attention in every layer, padding-free end to end",
+        ),
+        Variant(
+            "hybrid",
+            ATTNPAPER,
+            "hybrid",
+            COMMON + EXACT + LINEAR + ("hybrid_layers",),
+            "packed",
+            False,
+            "the first k layers flash, the rest linear, padding-free end to end",
+        ),
+    )
+}
 VARIANTS = tuple(TABLE)
 """baseline, sdpa, flash, linear, hybrid (see TABLE)."""
-OPTIONS = ("attention_dropout", "flash_backend", "feature_map", "num_features", "redraw_every",
-           "hybrid_layers", "seed")
+OPTIONS = ("attention_dropout", "flash_backend", "feature_map", "num_features", "redraw_every", "hybrid_layers", "seed")
 """Every option build_model takes; each variant takes those in its row."""
 
 
@@ -112,16 +150,26 @@ def check_options(name: str, options: dict) -> Variant:
         if why:
             raise ValueError(f"bad option {key}={value!r}: {why}")
         if key not in row.options and value != DEFAULTS[key]:
-            raise ValueError(f"option {key}={value!r} does not apply to variant {name!r}, which takes: "
-                             f"{', '.join(row.options)}")
+            raise ValueError(
+                f"option {key}={value!r} does not apply to variant {name!r}, which takes: {', '.join(row.options)}"
+            )
     if options.get("attention_dropout", 0) > 0 and not row.dropout:
-        raise ValueError(f"bad option attention_dropout={options['attention_dropout']!r}: linear attention has "
-                         f"no probability matrix to drop; valid for {name!r}: 0")
+        raise ValueError(
+            f"bad option attention_dropout={options['attention_dropout']!r}: linear attention has "
+            f"no probability matrix to drop; valid for {name!r}: 0"
+        )
     return row
 
 
-DEFAULTS = {"attention_dropout": 0.0, "flash_backend": "auto", "feature_map": "favor+", "num_features": None,
-            "redraw_every": 0, "hybrid_layers": None, "seed": 0}
+DEFAULTS = {
+    "attention_dropout": 0.0,
+    "flash_backend": "auto",
+    "feature_map": "favor+",
+    "num_features": None,
+    "redraw_every": 0,
+    "hybrid_layers": None,
+    "seed": 0,
+}
 
 OFFLINE_MODEL = "minilm-offline"
 RANDOM_DISTILBERT = "distilbert-base-random"

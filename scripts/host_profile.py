@@ -4,11 +4,10 @@
 Prints the 20 functions with the most own time; a step bound by the host shows up here, not in
 the GPU profile.
 """
+
 import cProfile
 import pstats
 import sys
-
-import numpy as np
 
 from attnpaper.bench.step import imdb_lengths, random_split
 from attnpaper.training.config import RunConfig
@@ -16,10 +15,12 @@ from attnpaper.training.loop import train
 
 model, variant, mode = sys.argv[1:4]
 length = int(sys.argv[4]) if len(sys.argv) > 4 else 128
-split = random_split(imdb_lengths(sys.argv[5] if len(sys.argv) > 5 else "bundle/imdb-train-lengths.npy", length),
-                     32 * 200, seed=0)
-cfg = RunConfig(variant=variant, model=model, max_length=length, max_steps=200, eval=False, step_mode=mode,
-                data="(random)")
+split = random_split(
+    imdb_lengths(sys.argv[5] if len(sys.argv) > 5 else "bundle/imdb-train-lengths.npy", length), 32 * 200, seed=0
+)
+cfg = RunConfig(
+    variant=variant, model=model, max_length=length, max_steps=200, eval=False, step_mode=mode, data="(random)"
+)
 train(RunConfig(**{**cfg.to_dict(), "max_steps": 10}), splits={"train": split, "test": split}, progress=False)
 prof = cProfile.Profile()
 prof.enable()

@@ -12,6 +12,7 @@ schedule; dropout is --dropout, 0 by default so the losses are comparable step b
 
 Each variant gets its own batch layout (flash, linear, hybrid: packed; see attnpaper.variants).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,15 +38,39 @@ WARM_CALLS = UNCAPTURED_CALLS + 1  # calls per batch shape before a step replays
 
 def configs(dry, dropout):
     if dry:
-        return {"minilm": BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=64, max_position_embeddings=64,
-                                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout),
-                "distilbert": DistilBertConfig(vocab_size=1000, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
-                                               max_position_embeddings=64, dropout=dropout,
-                                               attention_dropout=dropout)}
-    return {"minilm": BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
-                                 hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout),
-            "distilbert": DistilBertConfig(dropout=dropout, attention_dropout=dropout)}
+        return {
+            "minilm": BertConfig(
+                vocab_size=1000,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=64,
+                max_position_embeddings=64,
+                hidden_dropout_prob=dropout,
+                attention_probs_dropout_prob=dropout,
+            ),
+            "distilbert": DistilBertConfig(
+                vocab_size=1000,
+                dim=32,
+                n_layers=2,
+                n_heads=4,
+                hidden_dim=64,
+                max_position_embeddings=64,
+                dropout=dropout,
+                attention_dropout=dropout,
+            ),
+        }
+    return {
+        "minilm": BertConfig(
+            hidden_size=384,
+            num_hidden_layers=6,
+            num_attention_heads=12,
+            intermediate_size=1536,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+        ),
+        "distilbert": DistilBertConfig(dropout=dropout, attention_dropout=dropout),
+    }
 
 
 def make_batches(vocab, length, batch_size, layout, chunk, n=16, seed=0):
@@ -89,8 +114,9 @@ def measure(config, variant, mode, data, device, steps, profile_steps, dry):
     sched = get_scheduler("linear", opt, num_warmup_steps=10, num_training_steps=10_000)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     kw = {"backend": None, "graph": False} if dry and mode == "whole" else {}  # a CPU: uncaptured, uncompiled
-    step = TrainStep(model, opt, sched, scaler, "bf16" if device.type == "cuda" else "fp32", device, mode,
-                     max_grad_norm=1.0, **kw)
+    step = TrainStep(
+        model, opt, sched, scaler, "bf16" if device.type == "cuda" else "fp32", device, mode, max_grad_norm=1.0, **kw
+    )
     batches = [to_device(b, device) for b in data] if device.type == "cuda" else data
     shapes = {tuple(b["input_ids"].shape) for b in batches}
     calls = {s: 0 for s in shapes}
@@ -117,12 +143,18 @@ def measure(config, variant, mode, data, device, steps, profile_steps, dry):
         step(batches[(i + j) % len(batches)])
     sync(device)
     busy = stop_profiler(prof, profile_steps)["gpu_busy_ms_per_step"]
-    row = {"variant": variant, "mode": step.mode, "wall_ms": wall_ms,
-           "busy_ms": busy if device.type == "cuda" else None,
-           "compile_record_s": max(0.0, warm_s - warm_calls * wall_ms / 1000), "shapes": len(shapes),
-           "graphs": step.whole.graphs if step.whole is not None else None,
-           "peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
-           "loss_first": float(losses[0]), "loss_last": float(losses[-1])}
+    row = {
+        "variant": variant,
+        "mode": step.mode,
+        "wall_ms": wall_ms,
+        "busy_ms": busy if device.type == "cuda" else None,
+        "compile_record_s": max(0.0, warm_s - warm_calls * wall_ms / 1000),
+        "shapes": len(shapes),
+        "graphs": step.whole.graphs if step.whole is not None else None,
+        "peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
+        "loss_first": float(losses[0]),
+        "loss_last": float(losses[-1]),
+    }
     if device.type == "cuda":
         row["nonfinite"] = bool(step.nonfinite) if step.whole is not None else None
     del step, model, opt
@@ -132,7 +164,9 @@ def measure(config, variant, mode, data, device, steps, profile_steps, dry):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="minilm,distilbert", help="comma-separated: minilm, distilbert")
-    ap.add_argument("--variants", default="sdpa,flash,linear", help=f"comma-separated of {', '.join(attnpaper.VARIANTS)}")
+    ap.add_argument(
+        "--variants", default="sdpa,flash,linear", help=f"comma-separated of {', '.join(attnpaper.VARIANTS)}"
+    )
     ap.add_argument("--modes", default="eager,captured,whole", help="comma-separated step modes; eager comes first")
     ap.add_argument("--steps", type=int, default=200, help="timed steps per run")
     ap.add_argument("--profile-steps", type=int, default=30)
@@ -146,8 +180,11 @@ def main(argv=None):
     dry = args.cpu_dry_run
     models, variants = args.models.split(","), args.variants.split(",")
     modes = args.modes.split(",")
-    for name, valid, what in [(models, ("minilm", "distilbert"), "model"), (variants, attnpaper.VARIANTS, "variant"),
-                              (modes, ("eager", "compiled", "captured", "whole"), "mode")]:
+    for name, valid, what in [
+        (models, ("minilm", "distilbert"), "model"),
+        (variants, attnpaper.VARIANTS, "variant"),
+        (modes, ("eager", "compiled", "captured", "whole"), "mode"),
+    ]:
         bad = [x for x in name if x not in valid]
         if bad:
             ap.error(f"unknown {what} {bad[0]!r}; valid: {', '.join(valid)}")
@@ -161,10 +198,14 @@ def main(argv=None):
         modes = [m for m in modes if m in ("eager", "whole")]
     else:
         torch.backends.cuda.matmul.allow_tf32 = True
-    print(f"# device {torch.cuda.get_device_name() if not dry else 'cpu (dry run)'}, torch {torch.__version__}, "
-          f"batch {args.batch_size} x {args.length} tokens, dropout {args.dropout}, {args.steps} timed steps")
-    print(f"{'model':10s} {'variant':9s} {'mode':9s} {'wall ms':>8s} {'busy ms':>8s} {'wall/busy':>9s} "
-          f"{'compile s':>9s} {'peak MB':>8s} {'max|dloss|':>10s} {'loss 1->20':>13s} shapes graphs")
+    print(
+        f"# device {torch.cuda.get_device_name() if not dry else 'cpu (dry run)'}, torch {torch.__version__}, "
+        f"batch {args.batch_size} x {args.length} tokens, dropout {args.dropout}, {args.steps} timed steps"
+    )
+    print(
+        f"{'model':10s} {'variant':9s} {'mode':9s} {'wall ms':>8s} {'busy ms':>8s} {'wall/busy':>9s} "
+        f"{'compile s':>9s} {'peak MB':>8s} {'max|dloss|':>10s} {'loss 1->20':>13s} shapes graphs"
+    )
     rows = []
     for name in models:
         config = configs(dry, args.dropout)[name]
@@ -178,12 +219,15 @@ def main(argv=None):
                 row.update(model=name, max_abs_loss_diff=float((losses - ref).abs().max()))
                 rows.append(row)
                 busy = row["busy_ms"]
-                print(f"{name:10s} {variant:9s} {row['mode']:9s} {row['wall_ms']:8.2f} "
-                      f"{busy if busy is not None else float('nan'):8.2f} "
-                      f"{row['wall_ms'] / busy if busy else float('nan'):9.2f} {row['compile_record_s']:9.1f} "
-                      f"{row['peak_mb'] if row['peak_mb'] is not None else float('nan'):8.0f} "
-                      f"{row['max_abs_loss_diff']:10.2e} {row['loss_first']:6.3f}->{row['loss_last']:6.3f} "
-                      f"{row['shapes']:6d} {row['graphs'] if row['graphs'] is not None else '-':>6}", flush=True)
+                print(
+                    f"{name:10s} {variant:9s} {row['mode']:9s} {row['wall_ms']:8.2f} "
+                    f"{busy if busy is not None else float('nan'):8.2f} "
+                    f"{row['wall_ms'] / busy if busy else float('nan'):9.2f} {row['compile_record_s']:9.1f} "
+                    f"{row['peak_mb'] if row['peak_mb'] is not None else float('nan'):8.0f} "
+                    f"{row['max_abs_loss_diff']:10.2e} {row['loss_first']:6.3f}->{row['loss_last']:6.3f} "
+                    f"{row['shapes']:6d} {row['graphs'] if row['graphs'] is not None else '-':>6}",
+                    flush=True,
+                )
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)

@@ -3,8 +3,8 @@
 Tests marked ``@pytest.mark.cuda`` are skipped, with the reason, on a machine without a CUDA GPU.
 """
 
-import pytest
 import helpers
+import pytest
 import torch
 from transformers.utils import logging
 

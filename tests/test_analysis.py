@@ -1,5 +1,6 @@
 """The chapters' analysis: step tables, results and memory tables, run notebooks, kernel rates and crossovers,
 on small synthetic inputs with known answers and on the committed files under results/."""
+
 import json
 import math
 import warnings
@@ -20,19 +21,30 @@ H100 = RESULTS / "h100"
 
 
 def step_row(variant, n, wall, busy, peak, mode="eager", **extra):
-    return {"variant": variant, "max_length": n, "step_mode": mode, "step_time_ms_median": wall,
-            "gpu_busy_ms_per_step": busy, "peak_memory_mb": peak, **extra}
+    return {
+        "variant": variant,
+        "max_length": n,
+        "step_mode": mode,
+        "step_time_ms_median": wall,
+        "gpu_busy_ms_per_step": busy,
+        "peak_memory_mb": peak,
+        **extra,
+    }
 
 
 # --- step tables -------------------------------------------------------------------------------------
 
+
 def test_step_table_medians_maxima_and_ratios():
-    rows = [step_row("baseline", 128, 10, 5, 100), step_row("baseline", 128, 14, 7, 120),
-            step_row("baseline", 128, 30, 6, 90),  # median wall 14, busy 6; peak max 120
-            step_row("flash", 128, 7, 3, 60),
-            step_row("baseline", 512, 40, 20, 400), step_row("flash", 512, 20, 16, 100)]
-    t = step_table(rows, ["max_length", "variant"], ("wall_ms", "busy_ms", "peak_mb", "wall_over_busy"),
-                   ref="baseline")
+    rows = [
+        step_row("baseline", 128, 10, 5, 100),
+        step_row("baseline", 128, 14, 7, 120),
+        step_row("baseline", 128, 30, 6, 90),  # median wall 14, busy 6; peak max 120
+        step_row("flash", 128, 7, 3, 60),
+        step_row("baseline", 512, 40, 20, 400),
+        step_row("flash", 512, 20, 16, 100),
+    ]
+    t = step_table(rows, ["max_length", "variant"], ("wall_ms", "busy_ms", "peak_mb", "wall_over_busy"), ref="baseline")
     assert t.loc[(128, "baseline"), "wall_ms"] == 14 and t.loc[(128, "baseline"), "busy_ms"] == 6
     assert t.loc[(128, "baseline"), "peak_mb"] == 120
     assert t.loc[(128, "baseline"), "wall_over_busy"] == pytest.approx(14 / 6)
@@ -40,8 +52,15 @@ def test_step_table_medians_maxima_and_ratios():
     assert t.loc[(512, "flash"), "busy_vs_baseline"] == pytest.approx(16 / 20)
     assert t.loc[(512, "flash"), "mem_vs_baseline"] == pytest.approx(100 / 400)
     assert t.loc[(512, "baseline"), "wall_vs_baseline"] == 1
-    assert list(t.columns) == ["wall_ms", "busy_ms", "peak_mb", "wall_over_busy",
-                               "wall_vs_baseline", "busy_vs_baseline", "mem_vs_baseline"]
+    assert list(t.columns) == [
+        "wall_ms",
+        "busy_ms",
+        "peak_mb",
+        "wall_over_busy",
+        "wall_vs_baseline",
+        "busy_vs_baseline",
+        "mem_vs_baseline",
+    ]
 
 
 def test_step_table_one_key_and_no_gpu_time():
@@ -52,8 +71,7 @@ def test_step_table_one_key_and_no_gpu_time():
 
 
 def test_step_table_reference_missing_in_one_group_is_blank():
-    rows = [step_row("sdpa", 128, 10, 5, 100), step_row("flash", 128, 8, 4, 80),
-            step_row("flash", 256, 9, 5, 90)]
+    rows = [step_row("sdpa", 128, 10, 5, 100), step_row("flash", 128, 8, 4, 80), step_row("flash", 256, 9, 5, 90)]
     t = step_table(rows, ["max_length", "variant"], ref="sdpa")
     assert t.loc[(128, "flash"), "wall_vs_sdpa"] == pytest.approx(0.8)
     assert math.isnan(t.loc[(256, "flash"), "wall_vs_sdpa"])
@@ -71,8 +89,9 @@ def test_step_table_refuses_bad_arguments():
 
 def test_step_table_on_the_committed_step_benchmark():
     report = json.loads((H100 / "bench-step.json").read_text())
-    t = step_table(report["rows"], ["model", "max_length", "variant", "step_mode"],
-                   ("wall_ms", "syncs", "reserved_mb"), ref="sdpa")
+    t = step_table(
+        report["rows"], ["model", "max_length", "variant", "step_mode"], ("wall_ms", "syncs", "reserved_mb"), ref="sdpa"
+    )
     for r in report["rows"]:  # one row per (model, length, variant, mode) here: the values themselves
         key = (r["model"], r["max_length"], r["variant"], r["step_mode"])
         same = [x for x in report["rows"] if (x["model"], x["max_length"], x["variant"], x["step_mode"]) == key]
@@ -84,9 +103,14 @@ def test_step_table_on_the_committed_step_benchmark():
 
 
 def test_annotation_ms_is_the_median_optimizer_span():
-    report = {"rows": [{"top_gpu_ops": [["Optimizer.step#AdamW.step", 2.0], ["gemm", 9.0]]},
-                       {"top_gpu_ops": [["Optimizer.step#AdamW.step", 4.0]]},
-                       {"top_gpu_ops": [["Optimizer.step#AdamW.step", 3.0]]}, {"top_gpu_ops": []}]}
+    report = {
+        "rows": [
+            {"top_gpu_ops": [["Optimizer.step#AdamW.step", 2.0], ["gemm", 9.0]]},
+            {"top_gpu_ops": [["Optimizer.step#AdamW.step", 4.0]]},
+            {"top_gpu_ops": [["Optimizer.step#AdamW.step", 3.0]]},
+            {"top_gpu_ops": []},
+        ]
+    }
     assert annotation_ms(report) == 3.0
     with pytest.raises(ValueError, match="Optimizer.step"):
         annotation_ms({"rows": [{"top_gpu_ops": [["gemm", 1.0]]}]})
@@ -95,15 +119,30 @@ def test_annotation_ms_is_the_median_optimizer_span():
 
 # --- results, memory, runs -------------------------------------------------------------------------
 
+
 def record(variant, seed, acc, peak=1000.0, status="ok", config="c1", started="2026-01-01T00:00", **extra):
-    return {"variant": variant, "seed": seed, "accuracy": acc, "status": status, "config_hash": config,
-            "device": "GPU", "model": "m", "max_length": 128, "train_time_s": 100.0, "tokens_per_s": 1.0,
-            "peak_memory_mb": peak, "started": started, "notes": {}, **extra}
+    return {
+        "variant": variant,
+        "seed": seed,
+        "accuracy": acc,
+        "status": status,
+        "config_hash": config,
+        "device": "GPU",
+        "model": "m",
+        "max_length": 128,
+        "train_time_s": 100.0,
+        "tokens_per_s": 1.0,
+        "peak_memory_mb": peak,
+        "started": started,
+        "notes": {},
+        **extra,
+    }
 
 
 def test_results_table_formats_and_paper_columns():
-    recs = pd.DataFrame([record("baseline", s, a) for s, a in enumerate([0.80, 0.82, 0.84])]
-                        + [record("sdpa", 0, 0.81, peak=900.4)])
+    recs = pd.DataFrame(
+        [record("baseline", s, a) for s, a in enumerate([0.80, 0.82, 0.84])] + [record("sdpa", 0, 0.81, peak=900.4)]
+    )
     table = results_table(summarise(recs).set_index("variant"))
     assert table.loc["baseline", "accuracy"] == "0.8200 ± 0.0200"
     assert table.loc["sdpa", "accuracy"] == "0.8100"  # one seed: no spread
@@ -127,11 +166,17 @@ def test_paper_loss_points():
 
 
 def test_accuracy_gain_pairs_seeds_and_leaves_missing_blank():
-    short = pd.DataFrame([record("baseline", s, a) for s, a in enumerate([0.80, 0.82, 0.90])]
-                         + [record("flash", 0, 0.81)])
-    long = pd.DataFrame([record("baseline", 0, 0.85), record("baseline", 1, 0.86),
-                         record("baseline", 5, 0.99),  # no seed 5 at the short length: not in the gain
-                         record("baseline", 2, 0.5, status="failed")])
+    short = pd.DataFrame(
+        [record("baseline", s, a) for s, a in enumerate([0.80, 0.82, 0.90])] + [record("flash", 0, 0.81)]
+    )
+    long = pd.DataFrame(
+        [
+            record("baseline", 0, 0.85),
+            record("baseline", 1, 0.86),
+            record("baseline", 5, 0.99),  # no seed 5 at the short length: not in the gain
+            record("baseline", 2, 0.5, status="failed"),
+        ]
+    )
     g = accuracy_gain(short, long, ["baseline", "flash"])
     assert g.loc["baseline", "seeds at 128"] == 3 and g.loc["baseline", "seeds at 512"] == 3
     assert g.loc["baseline", "accuracy at 128"] == pytest.approx(0.84)
@@ -142,16 +187,19 @@ def test_accuracy_gain_pairs_seeds_and_leaves_missing_blank():
 
 
 def test_accuracy_gain_on_the_committed_records():
-    g = accuracy_gain(load_records(H100), load_records(RESULTS / "h100x2" / "acc512-2gpu"),
-                      ["baseline", "linear"])
+    g = accuracy_gain(load_records(H100), load_records(RESULTS / "h100x2" / "acc512-2gpu"), ["baseline", "linear"])
     assert g.loc["baseline", "seeds at 128"] == 3 and g.loc["baseline", "seeds at 512"] >= 1
     assert 0.8 < g.loc["baseline", "accuracy at 512"] < 1
 
 
 def test_memory_parts_add_up_to_the_peak():
-    recs = pd.DataFrame([record("baseline", 0, 0.8, peak=1000.0, weights_mb=100.0, optimizer_mb=200.0),
-                         record("flash", 0, 0.8, peak=700.0, weights_mb=100.0, optimizer_mb=200.0),
-                         record("flash", 1, 0.8, peak=9999.0, weights_mb=100.0, optimizer_mb=200.0)])
+    recs = pd.DataFrame(
+        [
+            record("baseline", 0, 0.8, peak=1000.0, weights_mb=100.0, optimizer_mb=200.0),
+            record("flash", 0, 0.8, peak=700.0, weights_mb=100.0, optimizer_mb=200.0),
+            record("flash", 1, 0.8, peak=9999.0, weights_mb=100.0, optimizer_mb=200.0),
+        ]
+    )
     parts = memory_parts(recs, ["flash", "baseline"])
     assert list(parts.index) == ["flash", "baseline"]
     assert parts.loc["flash"].tolist() == [100.0, 100.0, 200.0, 300.0]
@@ -161,9 +209,13 @@ def test_memory_parts_add_up_to_the_peak():
 
 
 def test_seed_spread_and_run_order():
-    recs = pd.DataFrame([record("a", 0, 0.8, peak=10.0, started="2026-01-03"),
-                         record("a", 1, 0.8, peak=13.5, started="2026-01-01"),
-                         record("b", 0, 0.8, peak=7.0, started="2026-01-02")])
+    recs = pd.DataFrame(
+        [
+            record("a", 0, 0.8, peak=10.0, started="2026-01-03"),
+            record("a", 1, 0.8, peak=13.5, started="2026-01-01"),
+            record("b", 0, 0.8, peak=7.0, started="2026-01-02"),
+        ]
+    )
     assert seed_spread(recs).to_dict() == {"a": 3.5, "b": 0.0}
     ordered = in_run_order(recs)
     assert ordered["peak_memory_mb"].tolist() == [13.5, 7.0, 10.0] and list(ordered.index) == [0, 1, 2]
@@ -204,29 +256,56 @@ def test_executed_notebooks(tmp_path):
 
 
 def test_layer_runs():
-    assert layer_runs([["a"], ["a"], ["a"], ["b", "c"], ["b", "c"], ["a"]]) == \
-        "layers 0-2: a; layers 3-4: b, c; layers 5: a"
+    assert (
+        layer_runs([["a"], ["a"], ["a"], ["b", "c"], ["b", "c"], ["a"]])
+        == "layers 0-2: a; layers 3-4: b, c; layers 5: a"
+    )
     assert layer_runs([["x"]]) == "layers 0: x"
     assert layer_runs([]) == ""
 
 
 # --- kernels and the training step at length -------------------------------------------------------
 
+
 def kernels_report():
     """Two lengths, an exact kernel, a wrapper around it, a linear one, eager softmax."""
     rows = []
-    ms = {("eager", 128): (1.0, 3.0), ("eager", 256): (2.0, 6.0), ("exact", 128): (0.5, 1.5),
-          ("exact", 256): (1.0, 3.5), ("wrap", 128): (0.6, 2.0), ("wrap", 256): (1.1, 3.6),
-          ("lin", 128): (0.8, 2.0), ("lin", 256): (0.8, 2.0)}
-    mb = {"eager": {128: 100, 256: 200}, "exact": {128: 10, 256: 10}, "wrap": {128: 12, 256: 12},
-          "lin": {128: 30, 256: 30}}
+    ms = {
+        ("eager", 128): (1.0, 3.0),
+        ("eager", 256): (2.0, 6.0),
+        ("exact", 128): (0.5, 1.5),
+        ("exact", 256): (1.0, 3.5),
+        ("wrap", 128): (0.6, 2.0),
+        ("wrap", 256): (1.1, 3.6),
+        ("lin", 128): (0.8, 2.0),
+        ("lin", 256): (0.8, 2.0),
+    }
+    mb = {
+        "eager": {128: 100, 256: 200},
+        "exact": {128: 10, 256: 10},
+        "wrap": {128: 12, 256: 12},
+        "lin": {128: 30, 256: 30},
+    }
     for (m, n), (f, fb) in ms.items():
         for p, t in (("fwd", f), ("fwd_bwd", fb)):
-            rows.append({"mechanism": m, "seq_len": n, "pass": p, "ms": t, "tflops": 100 / t,
-                         "peak_mb": mb[m][n], "status": "ok"})
+            rows.append(
+                {
+                    "mechanism": m,
+                    "seq_len": n,
+                    "pass": p,
+                    "ms": t,
+                    "tflops": 100 / t,
+                    "peak_mb": mb[m][n],
+                    "status": "ok",
+                }
+            )
     rows.append({"mechanism": "missing", "seq_len": 128, "pass": "fwd", "status": "unavailable"})
-    return {"kind": "scaling-kernels", "matmul_tflops": 400.0, "rows": rows,
-            "mechanisms": {"eager": "e", "exact": "x", "wrap": "w", "lin": "l", "missing": "m"}}
+    return {
+        "kind": "scaling-kernels",
+        "matmul_tflops": 400.0,
+        "rows": rows,
+        "mechanisms": {"eager": "e", "exact": "x", "wrap": "w", "lin": "l", "missing": "m"},
+    }
 
 
 def test_mechanism_status():
@@ -272,22 +351,25 @@ def test_attention_share_on_the_committed_step():
     assert list(share.columns) == ["sdpa", "flash"]
     assert ((share > 0) & (share < 1)).all().all()
     assert share["sdpa"].iloc[-1] > share["sdpa"].iloc[0]  # attention's share grows with N
-    synthetic = {"rows": [{"seq_len": n, "variant": v, "status": "ok", "attention_ms_per_step": a,
-                           "gpu_busy_ms_per_step": b}
-                          for n, v, a, b in ((128, "sdpa", 1, 10), (128, "flash", 2, 8), (256, "sdpa", 6, 12),
-                                             (256, "flash", 3, 6))]}
+    synthetic = {
+        "rows": [
+            {"seq_len": n, "variant": v, "status": "ok", "attention_ms_per_step": a, "gpu_busy_ms_per_step": b}
+            for n, v, a, b in ((128, "sdpa", 1, 10), (128, "flash", 2, 8), (256, "sdpa", 6, 12), (256, "flash", 3, 6))
+        ]
+    }
     s = scaling.attention_share(synthetic)
     assert s.loc[128, "sdpa"] == pytest.approx(0.1) and s.loc[256, "flash"] == pytest.approx(0.5)
 
 
 # --- notebooks ------------------------------------------------------------------------------------
 
+
 def test_quiet_hides_only_the_known_notice():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         notebook.quiet()
-        warnings.warn("IProgress not found. Please update jupyter and ipywidgets.")
-        warnings.warn("something else")
+        warnings.warn("IProgress not found. Please update jupyter and ipywidgets.", stacklevel=1)
+        warnings.warn("something else", stacklevel=1)
     assert [str(w.message) for w in caught] == ["something else"]
 
 
@@ -302,10 +384,19 @@ def test_glue_all_glues_each_value_without_display(monkeypatch):
 
 def test_step_crossovers():
     n = [128, 256, 512, 1024]
-    wall = pd.DataFrame({"baseline": [10, 20, 40, 80], "sdpa": [9, 15, 30, 60], "flash": [8, 16, 29, 59],
-                         "linear": [30, 30, 30, 30], "hybrid": [20, 22, 31, 45]}, index=n)
-    peak = pd.DataFrame({"baseline": [100, 200, 400, 800], "flash": [50, 60, 70, 80],
-                         "linear": [300, 300, 300, 300]}, index=n)
+    wall = pd.DataFrame(
+        {
+            "baseline": [10, 20, 40, 80],
+            "sdpa": [9, 15, 30, 60],
+            "flash": [8, 16, 29, 59],
+            "linear": [30, 30, 30, 30],
+            "hybrid": [20, 22, 31, 45],
+        },
+        index=n,
+    )
+    peak = pd.DataFrame(
+        {"baseline": [100, 200, 400, 800], "flash": [50, 60, 70, 80], "linear": [300, 300, 300, 300]}, index=n
+    )
     mx = scaling.step_crossovers(wall, peak)
     assert mx["flash_baseline"] == 128 and mx["flash_sdpa"] == 512  # 16 > 15 at 256, then below
     assert mx["linear_baseline"] == 512 and mx["linear_exact"] == 1024  # 30 > 29 at 512

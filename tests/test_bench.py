@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from attnpaper.bench import step as S
@@ -20,13 +21,22 @@ def test_bench_rows_and_table(tmp_path, monkeypatch):
     np.save(lengths, np.array([20, 40, 64, 80], dtype=np.int32))
     out = tmp_path / "bench.json"
     modes = ("eager", "captured") if torch.cuda.is_available() else ("eager",)  # a CPU refuses captured
-    rows = bench(["baseline", "flash"], "bert-tiny-random", [32], steps=3, repeats=2, batch_size=4,
-                 source=str(lengths), out=str(out), step_modes=modes)
+    rows = bench(
+        ["baseline", "flash"],
+        "bert-tiny-random",
+        [32],
+        steps=3,
+        repeats=2,
+        batch_size=4,
+        source=str(lengths),
+        out=str(out),
+        step_modes=modes,
+    )
     # two repeats of the (variant, mode) pairs, rotated, plus the first pair of the last repeat again
     pairs = [(r["variant"], r["step_mode_requested"]) for r in rows]
     first = [(v, m) for v in ("baseline", "flash") for m in modes]
-    assert pairs[:len(first)] == first
-    assert pairs[len(first):] == first[1:] + first[:1] + first[1:2]
+    assert pairs[: len(first)] == first
+    assert pairs[len(first) :] == first[1:] + first[:1] + first[1:2]
     for r in rows:
         assert r["step_time_ms_median"] > 0 and r["kernels"] and r["model"] == "bert-tiny-random"
         assert r["layout"] == ("packed" if r["variant"] == "flash" else "padded")
@@ -37,3 +47,20 @@ def test_bench_rows_and_table(tmp_path, monkeypatch):
     text = table(report)
     assert "wall_vs_baseline" in text and "busy_vs_baseline" in text and "flash" in text
     assert "inf" not in text  # no GPU time on a CPU: blank, not infinite
+
+
+def test_stock_reference_rows_measure_transformers_own_model():
+    """The reference row: transformers' classifier with no attnpaper code, timed by the same Meter."""
+    from attnpaper.bench.stock import measure_stock, padded_batches, stock_model
+    from attnpaper.model.auto import AttnpaperBertForSequenceClassification
+
+    assert not isinstance(stock_model("bert-tiny-random"), AttnpaperBertForSequenceClassification)
+    split = random_split(np.array([10, 20, 32]), 12, vocab=2000)
+    b = padded_batches(split, 4, 32)
+    assert len(b) == 3 and b[0]["input_ids"].shape == (4, 32)
+    assert (b[0]["attention_mask"].sum(1) == torch.tensor([min(len(x), 32) for x in split.ids[:4]])).all()
+    row = measure_stock("bert-tiny-random", "eager", split, steps=8, batch_size=4, length=32, profile_steps=1)
+    assert row["step_mode"] == "eager" and row["step_time_ms_median"] > 0 and 0 < row["padding_fraction"] < 1
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="needs a GPU; valid here: eager"):
+            measure_stock("bert-tiny-random", "reduce-overhead", split, steps=2, batch_size=4, length=32)

@@ -1,6 +1,7 @@
 """Inputs a new user tries that the happy path does not: each gets one line (exit 2) before any work, or a
 correct result; records that do not belong in the table are named and left out; interrupts keep what was
 done and say how to resume; a record is rerun when its data changed (issue 19, part A)."""
+
 import json
 import os
 import signal
@@ -9,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -34,12 +34,33 @@ def own_hash_cache(tmp_path, monkeypatch):
 
 # --- table ----------------------------------------------------------------------------------------------
 
+
 def record(variant="baseline", seed=0, accuracy=0.85, **extra):
     rec = {k: None for k in REQUIRED}
-    rec.update(variant=variant, seed=seed, model="m", max_length=128, epochs=3, batch_size=32, lr=5e-5,
-               precision="bf16", train_samples=100, test_samples=100, accuracy=accuracy, train_time_s=10.0,
-               peak_memory_mb=100.0, tokens_per_s=1e4, device="cpu x86_64", kernels=[], versions={},
-               git_sha="abc", status="ok", error=None, config_hash="aaaaaaaaaaaa", steps=30)
+    rec.update(
+        variant=variant,
+        seed=seed,
+        model="m",
+        max_length=128,
+        epochs=3,
+        batch_size=32,
+        lr=5e-5,
+        precision="bf16",
+        train_samples=100,
+        test_samples=100,
+        accuracy=accuracy,
+        train_time_s=10.0,
+        peak_memory_mb=100.0,
+        tokens_per_s=1e4,
+        device="cpu x86_64",
+        kernels=[],
+        versions={},
+        git_sha="abc",
+        status="ok",
+        error=None,
+        config_hash="aaaaaaaaaaaa",
+        steps=30,
+    )
     return rec | extra
 
 
@@ -99,11 +120,14 @@ def test_table_says_not_evaluated_instead_of_nan(tmp_path, capsys):
     assert "nan" not in out.lower()
     lines = {line.split()[2]: line for line in out.splitlines()[1:]}
     assert "not evaluated" in lines["baseline"] and "0.9000 (1 of 2 evaluated)" in lines["flash"]
-    assert err.strip() == ("note: 2 ok record(s) without accuracy (run with eval=False): shown as 'not evaluated' "
-                           "and left out of accuracy means and paired differences")
+    assert err.strip() == (
+        "note: 2 ok record(s) without accuracy (run with eval=False): shown as 'not evaluated' "
+        "and left out of accuracy means and paired differences"
+    )
 
 
 # --- bench ----------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def no_measuring(monkeypatch):
@@ -116,14 +140,17 @@ def no_measuring(monkeypatch):
     monkeypatch.setattr(step, "imdb_lengths", measure)
 
 
-@pytest.mark.parametrize("argv,says", [
-    (["--out", "{tmp}"], "is a folder; give a file path"),
-    (["--out", "{tmp}/file.txt/bench.json"], "a folder on its path is a file"),
-    (["--out", ""], "--out is empty"),
-    (["--repeats", "0"], "repeats must be an int >= 1, got 0"),
-    (["--steps", "-1"], "steps must be an int >= 1"),
-    (["--step-modes", "fast"], "unknown step mode(s) fast; valid: eager, compiled, captured"),
-])
+@pytest.mark.parametrize(
+    "argv,says",
+    [
+        (["--out", "{tmp}"], "is a folder; give a file path"),
+        (["--out", "{tmp}/file.txt/bench.json"], "a folder on its path is a file"),
+        (["--out", ""], "--out is empty"),
+        (["--repeats", "0"], "repeats must be an int >= 1, got 0"),
+        (["--steps", "-1"], "steps must be an int >= 1"),
+        (["--step-modes", "fast"], "unknown step mode(s) fast; valid: eager, compiled, captured"),
+    ],
+)
 def test_bench_refuses_before_measuring(argv, says, tmp_path, capsys, no_measuring):
     (tmp_path / "file.txt").write_text("x")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
@@ -155,13 +182,17 @@ def test_bench_refuses_a_mode_that_would_run_eager_on_a_cpu(capsys, no_measuring
 
 # --- bundle and scaling ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("argv,says", [
-    (["--out", "{tmp}/file.txt"], "is a file; give a folder"),
-    (["--out", "{tmp}/file.txt/bundle"], "a folder on its path is a file"),
-    (["--out", ""], "--out is empty"),
-    (["--max-length", "0"], "--max-length 0: give an int from 1 to 512"),
-    (["--max-length", "100000"], "--max-length 100000: give an int from 1 to 512"),
-])
+
+@pytest.mark.parametrize(
+    "argv,says",
+    [
+        (["--out", "{tmp}/file.txt"], "is a file; give a folder"),
+        (["--out", "{tmp}/file.txt/bundle"], "a folder on its path is a file"),
+        (["--out", ""], "--out is empty"),
+        (["--max-length", "0"], "--max-length 0: give an int from 1 to 512"),
+        (["--max-length", "100000"], "--max-length 100000: give an int from 1 to 512"),
+    ],
+)
 def test_bundle_refuses_before_any_work(argv, says, tmp_path, capsys, monkeypatch):
     from attnpaper.experiment import bundle
 
@@ -193,14 +224,21 @@ def test_scaling_is_refused_at_once_on_a_cpu(argv, capsys, monkeypatch):
 
 # --- sweep: the runner, interrupts ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("argv,says", [
-    (["--kernel", "no-such-kernel"], "--kernel 'no-such-kernel': no such Jupyter kernel; valid:"),
-    (["--notebook", "{tmp}/notes.txt"], "is not a Jupyter notebook"),
-    (["--notebook", "{tmp}/empty.ipynb"], "is not a Jupyter notebook"),
-    (["--notebook", "{tmp}/plain.ipynb"], "has no cell tagged 'parameters'"),
-    (["--notebook", "{tmp}/other-kernel.ipynb"], "asks for the Jupyter kernel 'no-such-kernel', which is not installed"),
-    (["--notebook", "{tmp}/missing.ipynb"], "not found"),
-])
+
+@pytest.mark.parametrize(
+    "argv,says",
+    [
+        (["--kernel", "no-such-kernel"], "--kernel 'no-such-kernel': no such Jupyter kernel; valid:"),
+        (["--notebook", "{tmp}/notes.txt"], "is not a Jupyter notebook"),
+        (["--notebook", "{tmp}/empty.ipynb"], "is not a Jupyter notebook"),
+        (["--notebook", "{tmp}/plain.ipynb"], "has no cell tagged 'parameters'"),
+        (
+            ["--notebook", "{tmp}/other-kernel.ipynb"],
+            "asks for the Jupyter kernel 'no-such-kernel', which is not installed",
+        ),
+        (["--notebook", "{tmp}/missing.ipynb"], "not found"),
+    ],
+)
 def test_sweep_refuses_a_bad_runner_before_any_run(argv, says, tmp_path, capsys, monkeypatch):
     import nbformat
 
@@ -236,8 +274,21 @@ def test_sigterm_is_handled_like_sigint():
 
 
 def _sweep_cmd(out, *more):
-    return [sys.executable, "-m", "attnpaper", "sweep", "--smoke", "--variants", "baseline", "--seeds", "0",
-            "--quiet", "--out", str(out), *more]
+    return [
+        sys.executable,
+        "-m",
+        "attnpaper",
+        "sweep",
+        "--smoke",
+        "--variants",
+        "baseline",
+        "--seeds",
+        "0",
+        "--quiet",
+        "--out",
+        str(out),
+        *more,
+    ]
 
 
 def _env(tmp_path):
@@ -248,8 +299,9 @@ def _env(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_sweep_says_what_it_kept_and_prints_its_summary(sig, tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.Popen(_sweep_cmd(out), cwd=ROOT, env=_env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _sweep_cmd(out), cwd=ROOT, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 300
     while not any((out / ".staging").glob("*/*.ipynb")) and time.time() < deadline:  # the run is under way
         time.sleep(0.5)
@@ -260,7 +312,9 @@ def test_an_interrupted_sweep_says_what_it_kept_and_prints_its_summary(sig, tmp_
     assert "Traceback" not in stderr
     name = signal.Signals(sig).name
     [line] = [x for x in stderr.splitlines() if x.startswith("interrupted")]
-    assert line.startswith(f"interrupted ({name}): 0 run(s) recorded") and "run the same command again to resume" in line
+    assert (
+        line.startswith(f"interrupted ({name}): 0 run(s) recorded") and "run the same command again to resume" in line
+    )
     summary = json.loads(stdout)
     assert [s["status"] for s in summary] == ["interrupted"]
     assert not list((out / "claims").glob("*.claim")) and not list((out / ".staging").iterdir())
@@ -268,6 +322,7 @@ def test_an_interrupted_sweep_says_what_it_kept_and_prints_its_summary(sig, tmp_
 
 
 # --- fingerprints ---------------------------------------------------------------------------------------
+
 
 def parquet_folder(root, seed=5, n=300):
     import pyarrow as pa
@@ -277,7 +332,7 @@ def parquet_folder(root, seed=5, n=300):
 
     root.mkdir(parents=True, exist_ok=True)
     texts, labels = D.synthetic_corpus(n, seed=seed)
-    for i, split in enumerate(D.SPLITS):
+    for split in D.SPLITS:
         pq.write_table(pa.table({"text": texts, "label": labels.tolist()}), root / f"{split}.parquet")
     return root
 
@@ -354,8 +409,9 @@ def test_records_carry_fingerprints_and_old_ones_still_read(tmp_path):
 @pytest.mark.slow
 def test_replacing_the_parquet_files_reruns_the_sweep(tmp_path):
     out, root = tmp_path / "out", parquet_folder(tmp_path / "imdb", seed=5)
-    cmd = _sweep_cmd(out, "--set", f"data={root}", "--set", "epochs=1", "--set", "train_samples=128",
-                     "--set", "test_samples=64")
+    cmd = _sweep_cmd(
+        out, "--set", f"data={root}", "--set", "epochs=1", "--set", "train_samples=128", "--set", "test_samples=64"
+    )
 
     def run():
         proc = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=900)

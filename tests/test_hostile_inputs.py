@@ -3,6 +3,7 @@
 A model folder without tokenizer files, with missing or garbage weights, empty or broken; data with
 one class, fewer rows than a batch, or no text; a seed that overflows; each named before any run.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -49,6 +50,7 @@ def copy_without(src: Path, dst: Path, *patterns) -> Path:
 
 # --- model folders -------------------------------------------------------------------------------------
 
+
 def test_a_whole_model_folder_passes(good_model):
     check_plan([RunConfig(**{**SMOKE, "model": str(good_model)})])
 
@@ -72,8 +74,9 @@ def test_tokenizer_beyond_the_embeddings_is_refused(tmp_path):
     from transformers import AutoTokenizer
 
     folder = tmp_path / "small-vocab"
-    small = BertConfig(vocab_size=2000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                       intermediate_size=64)
+    small = BertConfig(
+        vocab_size=2000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
     attnpaper.build_model(small, "baseline").save_pretrained(folder)
     AutoTokenizer.from_pretrained(attnpaper.offline_model_dir()).save_pretrained(folder)
     refused(["30522 tokens, more than the model's 2000 embeddings"], model=str(folder))
@@ -125,14 +128,16 @@ def test_refused_before_any_run(good_model, tmp_path, capsys):
 
     folder = copy_without(good_model, tmp_path / "notok", "tokenizer*", "vocab*", "special_tokens*")
     out = tmp_path / "out"
-    rc = main(["sweep", "--smoke", "--variants", "baseline", "--seeds", "0", "--out", str(out),
-               "--set", f"model={folder}"])
+    rc = main(
+        ["sweep", "--smoke", "--variants", "baseline", "--seeds", "0", "--out", str(out), "--set", f"model={folder}"]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "tokenizer" in err[0], err
     assert not list(out.rglob("*.json")) and not list(out.rglob("*.ipynb"))  # nothing ran, nothing recorded
 
 
 # --- degenerate data -----------------------------------------------------------------------------------
+
 
 def write_imdb(root: Path, train: dict, test: dict | None = None) -> str:
     root.mkdir(parents=True, exist_ok=True)
@@ -158,14 +163,17 @@ def test_one_class_is_refused(tmp_path):
     data = write_imdb(tmp_path / "imdb", {"text": ["good"] * 40, "label": [1] * 40}, two_class(40))
     line = refused(["train.parquet: every row has label 1", "both labels"], data=data)
     assert "\n" not in line
-    line = refused(["bad parameter train_samples=1:", "all have label", "valid: rows of both labels"],
-                   train_samples=1)  # the synthetic corpus has both; one row of it cannot
+    line = refused(
+        ["bad parameter train_samples=1:", "all have label", "valid: rows of both labels"], train_samples=1
+    )  # the synthetic corpus has both; one row of it cannot
     assert "1 train row(s) of 2000" in line
 
 
 def test_fewer_rows_than_a_batch_are_refused(tmp_path):
-    refused(["bad parameter train_samples=16:", "fewer than one batch (batch_size=32)", "valid: at least 32"],
-            train_samples=16)
+    refused(
+        ["bad parameter train_samples=16:", "fewer than one batch (batch_size=32)", "valid: at least 32"],
+        train_samples=16,
+    )
     data = write_imdb(tmp_path / "imdb", two_class(10))
     refused([f"bad parameter data={data!r}:", "10 train row(s)", "batch_size=32"], data=data)
     check_plan([RunConfig(**{**SMOKE, "data": data, "batch_size": 8})])  # the same data, a batch that fits
@@ -193,8 +201,10 @@ def test_degenerate_token_cache_subsample_is_refused(tmp_path):
 
     tok = load_tokenizer("bert-tiny-random")
     texts, labels = D.synthetic_corpus(64, seed=1)
-    splits = {"train": D.tokenize(texts, np.ones(64, dtype=np.int64), tok, 16),
-              "test": D.tokenize(texts, labels, tok, 16)}
+    splits = {
+        "train": D.tokenize(texts, np.ones(64, dtype=np.int64), tok, 16),
+        "test": D.tokenize(texts, labels, tok, 16),
+    }
     path = tmp_path / "one-class.npz"
     D.save_token_cache(path, splits, tok, 16)
     refused([f"bad parameter data='{path}':", "64 train row(s) all have label 1"], data=str(path))

@@ -1,6 +1,8 @@
 """Linear attention over packed sequences: equal to the padded kernel, no leakage, one graph, no host sync."""
+
 import pytest
 import torch
+from helpers import tiny_bert, tiny_distilbert
 from torch._dynamo.utils import counters
 
 import attnpaper
@@ -10,7 +12,6 @@ from attnpaper.attention.plug import _linear
 from attnpaper.training.batches import LINEAR_CHUNK, Collator, chunk_for, forward, real_tokens, slot_tokens
 from attnpaper.training.config import SMOKE, RunConfig
 from attnpaper.training.loop import train
-from helpers import tiny_bert, tiny_distilbert
 
 # lengths 11, 3, 6, 1 and 16 (= max_length): partial chunks, a one-token sequence and a full one
 SEQS = [[1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 2], [1, 7, 2], [1, 5, 6, 7, 8, 2], [1], list(range(3, 19))]
@@ -27,13 +28,13 @@ def padded_to_packed(x, b, lengths):
     """x [B, H, N, D] -> [1, H, T, D]: each row's real tokens where the packed batch holds them; the rest random."""
     out = torch.randn(1, x.shape[1], b["input_ids"].numel(), x.shape[-1], dtype=x.dtype)
     for row, (start, n) in enumerate(zip(b["cls_index"].tolist(), lengths)):
-        out[0, :, start:start + n] = x[row, :, :n]
+        out[0, :, start : start + n] = x[row, :, :n]
     return out
 
 
 def real_rows(y, b, lengths):
     """The packed output [1, T, H, D] at each row's real tokens, as [sum of lengths, H, D]."""
-    return torch.cat([y[0, s:s + n] for s, n in zip(b["cls_index"].tolist(), lengths)])
+    return torch.cat([y[0, s : s + n] for s, n in zip(b["cls_index"].tolist(), lengths)])
 
 
 def layer(feature_map):
@@ -89,11 +90,11 @@ def test_no_cross_sequence_leakage(feature_map):
     base = _linear(lay, q, k, v, None, None, packing(b))[0]
     starts, lengths = b["cls_index"].tolist(), [len(s) for s in SEQS]
     k2, v2 = k.clone(), v.clone()
-    k2[..., starts[2]:starts[2] + lengths[2], :] += 1.0
-    v2[..., starts[2]:starts[2] + lengths[2], :] -= 2.0
+    k2[..., starts[2] : starts[2] + lengths[2], :] += 1.0
+    v2[..., starts[2] : starts[2] + lengths[2], :] -= 2.0
     moved = _linear(lay, q, k2, v2, None, None, packing(b))[0]
     for i, (s, n) in enumerate(zip(starts, lengths)):
-        same = torch.equal(moved[0, s:s + n], base[0, s:s + n])
+        same = torch.equal(moved[0, s : s + n], base[0, s : s + n])
         assert same == (i != 2), i
     junk = ~b["key_mask"] | (b["chunk_seq"].repeat_interleave(4) >= 6)  # chunk padding and filler tokens
     k3, v3 = k.clone(), v.clone()
@@ -101,12 +102,14 @@ def test_no_cross_sequence_leakage(feature_map):
     v3[..., junk, :] = -7.0
     moved = _linear(lay, q, k3, v3, None, None, packing(b))[0]
     for s, n in zip(starts, lengths):
-        assert torch.equal(moved[0, s:s + n], base[0, s:s + n])
+        assert torch.equal(moved[0, s : s + n], base[0, s : s + n])
 
 
 @pytest.mark.parametrize("config", [tiny_bert, tiny_distilbert])
-@pytest.mark.parametrize("variant, options", [("linear", {"num_features": 16}), ("linear", {"feature_map": "elu"}),
-                                              ("hybrid", {"num_features": 16})])
+@pytest.mark.parametrize(
+    "variant, options",
+    [("linear", {"num_features": 16}), ("linear", {"feature_map": "elu"}), ("hybrid", {"num_features": 16})],
+)
 def test_packed_model_equals_padded(config, variant, options):
     """Logits, loss and every parameter's gradient: the packed batch against the padded one (float32)."""
     model = attnpaper.build_model(config(), variant, **options).eval()  # eval: DistilBERT's head dropout
@@ -159,7 +162,8 @@ def test_chunked_collator_layout():
 def test_chunk_choice_and_bad_chunks():
     assert chunk_for("linear", "packed") == chunk_for("hybrid", "packed") == LINEAR_CHUNK
     assert chunk_for("flash", "packed") == chunk_for("linear", "padded") == 1
-    assert Collator("packed", max_length=100, chunk=16).bucket == 208  # 2 x 100, rounded up to whole chunks
+    assert Collator("packed", max_length=100, chunk=16).bucket == 800  # 8 x 100, whole chunks
+    assert Collator("packed", max_length=100, chunk=16, bucket=208).bucket == 208
     with pytest.raises(ValueError, match=r"chunk must be an int in \[1, 16\] for the packed layout"):
         Collator("packed", max_length=16, chunk=32)
     with pytest.raises(ValueError, match=r"chunk must be an int in \[1, 1\] for the padded layout"):
@@ -180,9 +184,11 @@ def test_run_config_allows_packed_linear_and_hybrid():
         assert RunConfig(variant=variant, layout="packed").validate().resolved_layout() == "packed"
     assert RunConfig(variant="linear").resolved_layout() == "packed"  # the default: padding-free
     assert RunConfig(variant="linear", layout="padded").validate().resolved_layout() == "padded"
-    for changes, words in [({"variant": "sdpa", "layout": "packed"}, "run flash, linear, hybrid only"),
-                           ({"variant": "linear", "layout": "packed", "bucket": 100}, "multiple of 16"),
-                           ({"variant": "hybrid", "layout": "packed", "max_length": 8}, "max_length")]:
+    for changes, words in [
+        ({"variant": "sdpa", "layout": "packed"}, "run flash, linear, hybrid only"),
+        ({"variant": "linear", "layout": "packed", "bucket": 100}, "multiple of 16"),
+        ({"variant": "hybrid", "layout": "packed", "max_length": 8}, "max_length"),
+    ]:
         with pytest.raises(ValueError, match=words):
             RunConfig(**changes).validate()
 
@@ -213,8 +219,12 @@ def test_packed_compiles_once_per_bucket():
         return forward(model, b)[0]
 
     compiled = torch.compile(eager, backend="aot_eager", fullgraph=True, dynamic=False)
-    batches = [collate(bucket=32), collate(SEQS[1:], LABELS[1:], bucket=32),  # 44, 32, 16, 28 tokens:
-               collate(SEQS[:2], LABELS[:2], bucket=32), collate(SEQS[2:], LABELS[2:], bucket=32)]  # buckets 64, 32
+    batches = [
+        collate(bucket=32),
+        collate(SEQS[1:], LABELS[1:], bucket=32),  # 44, 32, 16, 28 tokens:
+        collate(SEQS[:2], LABELS[:2], bucket=32),
+        collate(SEQS[2:], LABELS[2:], bucket=32),
+    ]  # buckets 64, 32
     shapes = {b["input_ids"].numel() for b in batches}
     assert shapes == {64, 32}
     torch._dynamo.reset()
@@ -231,8 +241,17 @@ def test_packed_compiles_once_per_bucket():
 @pytest.mark.parametrize("variant", ["linear", "hybrid"])
 def test_training_run_with_packed_layout(variant):
     """RunConfig(layout='packed') trains and evaluates linear and hybrid padding-free, and says so."""
-    cfg = RunConfig(**{**SMOKE, "variant": variant, "layout": "packed", "epochs": 1, "train_samples": 64,
-                       "test_samples": 32, "num_features": 16})
+    cfg = RunConfig(
+        **{
+            **SMOKE,
+            "variant": variant,
+            "layout": "packed",
+            "epochs": 1,
+            "train_samples": 64,
+            "test_samples": 32,
+            "num_features": 16,
+        }
+    )
     res = train(cfg, device="cpu", progress=False)
     assert res["layout"] == "packed" and 0 <= res["accuracy"] <= 1
     linear = [k for layer in res["kernels"] for k in layer if k.startswith("linear")]

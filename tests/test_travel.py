@@ -4,6 +4,7 @@ baseline and sdpa save as plain transformers models; flash, linear and hybrid sa
 attnpaper_model.py, so trust_remote_code=True and pipeline(...) load them where attnpaper is installed
 and name `pip install attnpaper` where it is not. Each fresh process is one subprocess for all folders.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,16 +22,22 @@ import attnpaper
 from attnpaper.model.auto import REMOTE_FILE, AttnpaperBertConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = {"bert": BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
-          "distilbert": DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64)}
+MODELS = {
+    "bert": BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
+    "distilbert": DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64),
+}
 TEXTS = ["a fine film, wonderful and moving", "dull, and far too long"]
 PLAIN = ("baseline", "sdpa")
 
 
 def folders_of(root: Path) -> dict:
     """{name: folder} for every variant over a tiny BERT, and baseline/linear over a tiny DistilBERT."""
-    return {f"{kind}-{v}": root / f"{kind}-{v}" for kind in MODELS for v in attnpaper.VARIANTS
-            if kind == "bert" or v in ("baseline", "linear")}
+    return {
+        f"{kind}-{v}": root / f"{kind}-{v}"
+        for kind in MODELS
+        for v in attnpaper.VARIANTS
+        if kind == "bert" or v in ("baseline", "linear")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +61,21 @@ def saved(tmp_path_factory):
 def fresh(code: str, tmp_path, attnpaper_installed=True) -> dict:
     """Run ``code`` in a new python that never imports attnpaper itself (or cannot: blocked); its JSON."""
     block = "" if attnpaper_installed else "import sys; sys.modules['attnpaper'] = None  # as if not installed\n"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_MODULES_CACHE": str(tmp_path / "modules"),
-           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([sys.executable, "-c", block + textwrap.dedent(code)], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", block + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1]) | {"stderr": proc.stderr}
 
@@ -151,8 +169,9 @@ def test_after_import_attnpaper_no_trust_remote_code_is_needed(saved):
     tok = AutoTokenizer.from_pretrained(root / "bert-hybrid")
     back = AutoModelForSequenceClassification.from_pretrained(root / "bert-hybrid").eval()
     with torch.no_grad():
-        assert torch.equal(back(**tok(TEXTS, padding=True, return_tensors="pt")).logits,
-                           torch.tensor(logits["bert-hybrid"]))
+        assert torch.equal(
+            back(**tok(TEXTS, padding=True, return_tensors="pt")).logits, torch.tensor(logits["bert-hybrid"])
+        )
 
 
 def test_labels_are_negative_and_positive():

@@ -1,26 +1,28 @@
 """The whole-step mode: on a CPU its uncaptured step equals the eager step (losses, gradients, weights,
 learning rates, checkpoints) and never syncs; on a GPU its CUDA graph equals the uncaptured step."""
+
 import io
 
 import pytest
 import torch
+from helpers import cuda, tiny_bert, tiny_distilbert
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import get_scheduler, masking_utils
 
 import attnpaper
-from attnpaper.training import graph as G
 from attnpaper import variants as V
+from attnpaper.training import graph as G
 from attnpaper.training.batches import Collator, chunk_for, to_device
 from attnpaper.training.step import TrainStep, resolve_step_mode
-from helpers import cuda, tiny_bert, tiny_distilbert
 
 SEQS = [[1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 2], [1, 7, 2], [1, 5, 6, 7, 8, 2]]
 BATCHES = [SEQS, SEQS[:2], [[1, 9, 9, 9, 2]] * 4, SEQS[1:]]  # packed: two token counts; padded: one shape
 SCHEDULES = {"linear": "linear", "constant": "constant_with_warmup"}  # as the loop names them
 
 
-def make(config, variant, mode, clip=None, schedule="linear", device="cpu", precision="fp32", scaler=None,
-         total=8, **kw):
+def make(
+    config, variant, mode, clip=None, schedule="linear", device="cpu", precision="fp32", scaler=None, total=8, **kw
+):
     """A step on a fresh model: the same initial weights for the same config and variant."""
     torch.manual_seed(0)
     options = {"num_features": 16} if "num_features" in V.variant(variant).options else {}
@@ -31,12 +33,19 @@ def make(config, variant, mode, clip=None, schedule="linear", device="cpu", prec
     return TrainStep(model, opt, sched, scaler, precision, device, mode, max_grad_norm=clip, **kw)
 
 
-def batches(variant, n=len(BATCHES), device=None, layout=None):
+def batches(variant, n=None, device=None, layout=None):
     """The variant's own layout (flash, linear, hybrid: packed) unless ``layout``; packed: two token counts."""
+    n = len(BATCHES) if n is None else n
     layout = layout or V.variant(variant).layout
     chunk = chunk_for(variant, layout)
-    collate = Collator(layout, max_length=16, batch_size=4, static=True, chunk=chunk,
-                       bucket=(8 if chunk == 1 else None) if layout == "packed" else None)
+    collate = Collator(
+        layout,
+        max_length=16,
+        batch_size=4,
+        static=True,
+        chunk=chunk,
+        bucket=(8 if chunk == 1 else None) if layout == "packed" else None,
+    )
     out = [collate(s, [i % 2] * len(s)) for i, s in enumerate((BATCHES * 4)[:n])]
     return [to_device(b, device) for b in out] if device else out
 
@@ -46,7 +55,8 @@ def run(step, data):
     grads, lrs = [], []
     params = list(step.model.parameters())
     hook = step.optimizer.register_step_pre_hook(
-        lambda *a: grads.append([p.grad.clone() if p.grad is not None else None for p in params]))
+        lambda *a: grads.append([p.grad.clone() if p.grad is not None else None for p in params])
+    )
     torch.manual_seed(1)
     losses = []
     for b in data:
@@ -68,13 +78,19 @@ def assert_same(a, b, atol):
 
 # Every variant in its own layout on both models (and linear padded too); each variant sees clipping
 # on one model and not the other, and the schedules alternate: all four (clip, schedule) pairs occur.
-CASES = [(cfg, v, None, (None, 1.0)[j], ("linear", "constant")[(i + j) % 2])
-         for i, v in enumerate(attnpaper.VARIANTS) for j, cfg in enumerate((tiny_bert, tiny_distilbert))]
+CASES = [
+    (cfg, v, None, (None, 1.0)[j], ("linear", "constant")[(i + j) % 2])
+    for i, v in enumerate(attnpaper.VARIANTS)
+    for j, cfg in enumerate((tiny_bert, tiny_distilbert))
+]
 CASES.append((tiny_bert, "linear", "padded", 1.0, "linear"))
 
 
-@pytest.mark.parametrize("config,variant,layout,clip,schedule", CASES,
-                         ids=[f"{c.__name__}-{v}-{L or V.variant(v).layout}-clip{m}-{s}" for c, v, L, m, s in CASES])
+@pytest.mark.parametrize(
+    "config,variant,layout,clip,schedule",
+    CASES,
+    ids=[f"{c.__name__}-{v}-{L or V.variant(v).layout}-clip{m}-{s}" for c, v, L, m, s in CASES],
+)
 def test_whole_step_equals_eager_fp32(config, variant, layout, clip, schedule):
     data = batches(variant, layout=layout)
     eager = run(make(config, variant, "eager", clip, schedule), data)
@@ -99,9 +115,16 @@ def test_whole_step_compiled_equals_eager():
 
 def test_gradient_scaler_skips_like_eager():
     """fp16's path: a scale so large (and a classifier 100x too big) that some steps overflow and are skipped."""
+
     def step(mode, **kw):
-        s = make(tiny_bert, "sdpa", mode, 1.0, scaler=torch.amp.GradScaler("cpu", init_scale=2.0**127,
-                                                                            growth_interval=2), **kw)
+        s = make(
+            tiny_bert,
+            "sdpa",
+            mode,
+            1.0,
+            scaler=torch.amp.GradScaler("cpu", init_scale=2.0**127, growth_interval=2),
+            **kw,
+        )
         with torch.no_grad():
             s.model.classifier.weight.mul_(100)
         return s
@@ -129,9 +152,9 @@ def test_lr_table_follows_the_scheduler_across_chunks_and_seeks(monkeypatch):
         ref_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
         ref = get_scheduler(name, ref_opt, num_warmup_steps=3, num_training_steps=20)
         used = []
-        opt.register_step_pre_hook(lambda o, *a: used.append(float(o.param_groups[0]["lr"])))
+        opt.register_step_pre_hook(lambda o, *a, used=used: used.append(float(o.param_groups[0]["lr"])))
 
-        def body(batch):
+        def body(batch, model=model, opt=opt):
             loss = model(batch["x"]).square().mean()
             loss.backward()
             opt.step()
@@ -165,7 +188,8 @@ def test_bad_whole_settings_are_refused(capsys):
         G.WholeStep(lambda b: None, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), "cpu", graph=True)
     assert resolve_step_mode("whole", "cpu") == "eager"
     assert capsys.readouterr().err.strip().splitlines() == [
-        "step_mode='whole' needs a CUDA GPU of compute capability >= 7.0, not a CPU; running the eager step"]
+        "step_mode='whole' needs a CUDA GPU of compute capability >= 7.0, not a CPU; running the eager step"
+    ]
     step = make(tiny_bert, "sdpa", "whole", ddp=object(), backend=None)  # any non-None ddp: the fallback happens first
     assert step.mode == "captured" and step.whole is None
     assert "running the captured step" in capsys.readouterr().err
@@ -230,9 +254,16 @@ def test_load_copies_into_the_tensors_the_step_reads():
 class NoHostSync(TorchDispatchMode):
     """Raise on any op that makes the host wait for a value: .item(), bool(), data-dependent shapes."""
 
-    SYNCING = {torch.ops.aten._local_scalar_dense, torch.ops.aten.nonzero, torch.ops.aten.masked_select,
-               torch.ops.aten.equal, torch.ops.aten.is_nonzero, torch.ops.aten._unique2, torch.ops.aten.unique_dim,
-               torch.ops.aten.unique_consecutive}
+    SYNCING = {
+        torch.ops.aten._local_scalar_dense,
+        torch.ops.aten.nonzero,
+        torch.ops.aten.masked_select,
+        torch.ops.aten.equal,
+        torch.ops.aten.is_nonzero,
+        torch.ops.aten._unique2,
+        torch.ops.aten.unique_dim,
+        torch.ops.aten.unique_consecutive,
+    }
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func.overloadpacket in self.SYNCING:
@@ -258,6 +289,7 @@ def test_whole_step_never_syncs(variant, monkeypatch):
 
 
 # ---- on a GPU ----------------------------------------------------------------------------------
+
 
 def quiet_bert():
     """tiny_bert without dropout: a graph and an uncaptured step then compute the same function."""

@@ -9,6 +9,7 @@ Pure Python (no torch), so the numbers are exact integers that tests can check. 
 * bytes count reads and writes of high-bandwidth memory (HBM) by the attention core only
   (QK^T, softmax, PV), not the projections, with ``dtype_bytes`` per element.
 """
+
 from __future__ import annotations
 
 SOFTMAX_FLOPS_PER_SCORE = 5

@@ -1,4 +1,5 @@
 """Peak GPU memory of the runs: where it goes, and whether it creeps from one run to the next."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -10,11 +11,9 @@ def memory_parts(records: pd.DataFrame, variants, seed=0) -> pd.DataFrame:
     runs = records[(records["seed"] == seed) & (records["status"] == "ok")].set_index("variant")
     missing = [v for v in variants if v not in runs.index]
     if missing:
-        raise ValueError(f"no successful seed-{seed} run of {', '.join(missing)}; "
-                         f"have: {', '.join(runs.index)}")
+        raise ValueError(f"no successful seed-{seed} run of {', '.join(missing)}; have: {', '.join(runs.index)}")
     runs = runs.reindex(variants)
-    parts = pd.DataFrame({"weights": runs.weights_mb, "gradients": runs.weights_mb,
-                          "optimizer": runs.optimizer_mb})
+    parts = pd.DataFrame({"weights": runs.weights_mb, "gradients": runs.weights_mb, "optimizer": runs.optimizer_mb})
     parts["activations and temporaries"] = runs.peak_memory_mb - parts.sum(axis=1)
     return parts
 

@@ -1,4 +1,5 @@
 """What every chapter notebook does first and often: silence known notices, glue many values at once."""
+
 from __future__ import annotations
 
 import warnings

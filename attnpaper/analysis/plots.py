@@ -1,4 +1,5 @@
 """The book's one palette and figure helpers: a colour per variant and per kernel, crisp SVG output."""
+
 from __future__ import annotations
 
 # Okabe-Ito colours (safe for the common colour-vision deficiencies), one per variant, used by every figure.
@@ -25,13 +26,19 @@ KERNEL_COLORS = {
 """Attention mechanism (kernel) name -> colour, consistent with PALETTE."""
 
 COMPONENT_COLORS = {
-    "qkv_proj": "#9ecae1", "out_proj": "#6baed6", "ffn": "#3182bd",  # dense, linear in N: blues
-    "scores": "#fdae6b", "softmax": "#e6550d", "pv": "#a63603",  # the N^2 attention core: oranges
+    "qkv_proj": "#9ecae1",
+    "out_proj": "#6baed6",
+    "ffn": "#3182bd",  # dense, linear in N: blues
+    "scores": "#fdae6b",
+    "softmax": "#e6550d",
+    "pv": "#a63603",  # the N^2 attention core: oranges
 }
 """Cost component (attnpaper.analysis.cost.layer_flops keys) -> colour: the dense parts blue, the core orange."""
 
 MEMORY_COLORS = {
-    "weights": "#d9d9d9", "gradients": "#bdbdbd", "optimizer": "#969696",
+    "weights": "#d9d9d9",
+    "gradients": "#bdbdbd",
+    "optimizer": "#969696",
     "activations and temporaries": "#E69F00",
 }
 """Parts of the peak GPU memory: the static parts grey, the activations orange."""
@@ -53,20 +60,22 @@ def setup(fmt: str = "svg") -> None:
     import matplotlib as mpl
     from cycler import cycler
 
-    mpl.rcParams.update({
-        "axes.prop_cycle": cycler(color=list(PALETTE.values()) + ["#E69F00", "#F0E442", "#000000"]),
-        "figure.figsize": (6.4, 3.4),
-        "figure.dpi": 100,
-        "savefig.dpi": 200,
-        "font.size": 10,
-        "axes.titlesize": 10,
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-        "legend.frameon": False,
-        "svg.fonttype": "path",
-        "figure.autolayout": False,
-        "figure.constrained_layout.use": True,
-    })
+    mpl.rcParams.update(
+        {
+            "axes.prop_cycle": cycler(color=list(PALETTE.values()) + ["#E69F00", "#F0E442", "#000000"]),
+            "figure.figsize": (6.4, 3.4),
+            "figure.dpi": 100,
+            "savefig.dpi": 200,
+            "font.size": 10,
+            "axes.titlesize": 10,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "legend.frameon": False,
+            "svg.fonttype": "path",
+            "figure.autolayout": False,
+            "figure.constrained_layout.use": True,
+        }
+    )
     try:
         from matplotlib_inline.backend_inline import set_matplotlib_formats
     except ImportError:  # plain Python: nothing to configure for inline display

@@ -1,4 +1,5 @@
 """From records to the results table: per-variant means, seed spread, paired differences to baseline."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,11 @@ import pandas as pd
 from ..experiment.records import read_record
 
 PAPER = pd.DataFrame(
-    {"accuracy": [0.852, 0.840, 0.838, 0.841], "train_time_s": [204.9, 206.6, 206.5, 206.6],
-     "peak_memory_mb": [1424, 1945, 2469, 2993]},
+    {
+        "accuracy": [0.852, 0.840, 0.838, 0.841],
+        "train_time_s": [204.9, 206.6, 206.5, 206.6],
+        "peak_memory_mb": [1424, 1945, 2469, 2993],
+    },
     index=pd.Index(["baseline", "flash", "linear", "hybrid"], name="variant"),
 )
 """The paper's table (DistilBERT-base-uncased, Colab T4), as printed there."""
@@ -20,8 +24,12 @@ ORDER = ["baseline", "sdpa", "flash", "linear", "hybrid"]
 
 
 STATUSES = ("ok", "failed")
-NUMBERS = {"accuracy": (0.0, 1.0), "train_time_s": (0.0, math.inf), "tokens_per_s": (0.0, math.inf),
-           "peak_memory_mb": (0.0, math.inf)}
+NUMBERS = {
+    "accuracy": (0.0, 1.0),
+    "train_time_s": (0.0, math.inf),
+    "tokens_per_s": (0.0, math.inf),
+    "peak_memory_mb": (0.0, math.inf),
+}
 """Measured fields: None (not measured) or a finite number in this closed range."""
 
 
@@ -103,8 +111,10 @@ def load_records(*dirs, warn=None) -> pd.DataFrame:
         raise ValueError(f"the same (configuration, variant, seed) recorded twice: {sorted(dup['path'])}")
     unevaluated = df[(df["status"] == "ok") & df["accuracy"].isna()]
     if len(unevaluated):
-        warn(f"note: {len(unevaluated)} ok record(s) without accuracy (run with eval=False): shown as "
-             f"'not evaluated' and left out of accuracy means and paired differences")
+        warn(
+            f"note: {len(unevaluated)} ok record(s) without accuracy (run with eval=False): shown as "
+            f"'not evaluated' and left out of accuracy means and paired differences"
+        )
     return df
 
 
@@ -137,10 +147,17 @@ def summarise(records: pd.DataFrame) -> pd.DataFrame:
         ok = g[g["status"] == "ok"]
         solo = ok[ok["_timed"]]
         row = dict(zip(GROUP + ["variant"], key))
-        row.update(n=len(ok), failed=int((g["status"] != "ok").sum()), n_eval=int(ok["accuracy"].notna().sum()),
-                   acc_mean=ok["accuracy"].mean(), acc_std=ok["accuracy"].std(ddof=1),
-                   n_timed=len(solo), train_time_s=solo["train_time_s"].mean(),
-                   tokens_per_s=solo["tokens_per_s"].mean(), peak_memory_mb=ok["peak_memory_mb"].mean())
+        row.update(
+            n=len(ok),
+            failed=int((g["status"] != "ok").sum()),
+            n_eval=int(ok["accuracy"].notna().sum()),
+            acc_mean=ok["accuracy"].mean(),
+            acc_std=ok["accuracy"].std(ddof=1),
+            n_timed=len(solo),
+            train_time_s=solo["train_time_s"].mean(),
+            tokens_per_s=solo["tokens_per_s"].mean(),
+            peak_memory_mb=ok["peak_memory_mb"].mean(),
+        )
         rows.append(row)
     out = pd.DataFrame(rows)
     out["_o"] = out["variant"].map({v: i for i, v in enumerate(ORDER)})
@@ -155,8 +172,9 @@ def paired_vs_baseline(records: pd.DataFrame, metric="accuracy", baseline="basel
     """
     groups = records[GROUP].drop_duplicates()
     if len(groups) != 1:
-        raise ValueError(f"records from {len(groups)} configurations/devices; pair within one "
-                         f"(group by {', '.join(GROUP)} first)")
+        raise ValueError(
+            f"records from {len(groups)} configurations/devices; pair within one (group by {', '.join(GROUP)} first)"
+        )
     ok = records[records["status"] == "ok"].pivot(index="seed", columns="variant", values=metric)
     if baseline not in ok:
         raise ValueError(f"no successful {baseline!r} runs to pair with")
@@ -165,8 +183,9 @@ def paired_vs_baseline(records: pd.DataFrame, metric="accuracy", baseline="basel
         d = (ok[v] - ok[baseline]).dropna()
         n = len(d)
         half = t_quantile(n - 1) * d.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
-        rows.append({"variant": v, "n_pairs": n, "diff_mean": d.mean(), "ci_low": d.mean() - half,
-                     "ci_high": d.mean() + half})
+        rows.append(
+            {"variant": v, "n_pairs": n, "diff_mean": d.mean(), "ci_low": d.mean() - half, "ci_high": d.mean() + half}
+        )
     return pd.DataFrame(rows)
 
 
@@ -176,20 +195,26 @@ def results_table(summary: pd.DataFrame, paper: pd.DataFrame = PAPER) -> pd.Data
 
     ``summary`` is :func:`summarise` of one configuration, indexed by variant.
     """
+
     def paper_col(col, fmt):
         return [fmt.format(paper.loc[v, col]) if v in paper.index else "-" for v in summary.index]
 
-    return pd.DataFrame({
-        "seeds": summary["n"].astype(int),
-        "failed": summary["failed"].astype(int),
-        "accuracy": [f"{m:.4f} ± {s:.4f}" if n > 1 else f"{m:.4f}"
-                     for m, s, n in zip(summary.acc_mean, summary.acc_std, summary.n)],
-        "train s (n)": [f"{t:.1f} ({n})" for t, n in zip(summary.train_time_s, summary.n_timed)],
-        "peak MB": summary.peak_memory_mb.round(0).astype(int),
-        "paper acc": paper_col("accuracy", "{:.3f}"),
-        "paper train s": paper_col("train_time_s", "{:.1f}"),
-        "paper max MB": paper_col("peak_memory_mb", "{:.0f}"),
-    }, index=summary.index)
+    return pd.DataFrame(
+        {
+            "seeds": summary["n"].astype(int),
+            "failed": summary["failed"].astype(int),
+            "accuracy": [
+                f"{m:.4f} ± {s:.4f}" if n > 1 else f"{m:.4f}"
+                for m, s, n in zip(summary.acc_mean, summary.acc_std, summary.n)
+            ],
+            "train s (n)": [f"{t:.1f} ({n})" for t, n in zip(summary.train_time_s, summary.n_timed)],
+            "peak MB": summary.peak_memory_mb.round(0).astype(int),
+            "paper acc": paper_col("accuracy", "{:.3f}"),
+            "paper train s": paper_col("train_time_s", "{:.1f}"),
+            "paper max MB": paper_col("peak_memory_mb", "{:.0f}"),
+        },
+        index=summary.index,
+    )
 
 
 def paper_loss_points(paper: pd.DataFrame = PAPER, baseline="baseline") -> pd.Series:
@@ -206,7 +231,11 @@ def accuracy_gain(short: pd.DataFrame, long: pd.DataFrame, variants, lengths=(12
     for v in variants:
         a, b = (x[v].dropna() if v in x else pd.Series(dtype=float) for x in acc)
         both = (b - a).dropna()
-        rows[v] = {f"seeds at {n_short}": len(a), f"accuracy at {n_short}": a.mean(),
-                   f"seeds at {n_long}": len(b), f"accuracy at {n_long}": b.mean() if len(b) else math.nan,
-                   f"{n_long} - {n_short}, points (same seeds)": 100 * both.mean() if len(both) else math.nan}
+        rows[v] = {
+            f"seeds at {n_short}": len(a),
+            f"accuracy at {n_short}": a.mean(),
+            f"seeds at {n_long}": len(b),
+            f"accuracy at {n_long}": b.mean() if len(b) else math.nan,
+            f"{n_long} - {n_short}, points (same seeds)": 100 * both.mean() if len(both) else math.nan,
+        }
     return pd.DataFrame.from_dict(rows, orient="index")

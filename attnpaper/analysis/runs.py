@@ -1,4 +1,5 @@
 """What ran: the shared setup of a set of records, the executed run notebooks, the kernels per layer."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,24 +14,30 @@ def run_setup(records: pd.DataFrame) -> pd.Series:
     """
     hashes = records["config_hash"].unique()
     if len(hashes) != 1:
-        raise ValueError(f"records of {len(hashes)} configurations ({', '.join(map(str, hashes))}); "
-                         "one setup describes one configuration")
+        raise ValueError(
+            f"records of {len(hashes)} configurations ({', '.join(map(str, hashes))}); "
+            "one setup describes one configuration"
+        )
     failed = int((records["status"] != "ok").sum())
     if failed:
         raise ValueError(f"{failed} failed runs among the records; the setup describes successful runs only")
     v, r0 = records.iloc[0]["versions"], records.iloc[0]
-    return pd.Series({
-        "device": ", ".join(records.device.unique()),
-        "torch / transformers / CUDA": f"{v['torch']} / {v['transformers']} / {v.get('cuda')}",
-        "model": ", ".join(records.model.unique()),
-        "config hash": ", ".join(hashes),
-        "precision": ", ".join(records.precision.unique()),
-        "train / test reviews": f"{r0.train_samples:,} / {r0.test_samples:,}",
-        "max_length / batch / epochs": f"{r0.max_length} / {r0.batch_size} / {r0.epochs:g}",
-        "lr / schedule / warm-up / weight decay":
-            f"{r0.lr:g} / {r0.schedule} / {r0.warmup_ratio:g} / {r0.weight_decay:g}",
-        "git commits": ", ".join(sorted(records.git_sha.str[:8].unique())),
-    }, name="")
+    return pd.Series(
+        {
+            "device": ", ".join(records.device.unique()),
+            "torch / transformers / CUDA": f"{v['torch']} / {v['transformers']} / {v.get('cuda')}",
+            "model": ", ".join(records.model.unique()),
+            "config hash": ", ".join(hashes),
+            "precision": ", ".join(records.precision.unique()),
+            "train / test reviews": f"{r0.train_samples:,} / {r0.test_samples:,}",
+            "max_length / batch / epochs": f"{r0.max_length} / {r0.batch_size} / {r0.epochs:g}",
+            "lr / schedule / warm-up / weight decay": (
+                f"{r0.lr:g} / {r0.schedule} / {r0.warmup_ratio:g} / {r0.weight_decay:g}"
+            ),
+            "git commits": ", ".join(sorted(records.git_sha.str[:8].unique())),
+        },
+        name="",
+    )
 
 
 def executed_notebooks(folder) -> pd.DataFrame:
@@ -44,9 +51,15 @@ def executed_notebooks(folder) -> pd.DataFrame:
         if not meta or "parameters" not in meta:
             raise ValueError(f"{path} was not executed by papermill (no papermill metadata)")
         params = meta["parameters"]
-        rows.append({"notebook": path.name, "variant": params["variant"], "seed": params["seed"],
-                     "wall s": round(meta["duration"], 1),
-                     "concurrent": params.get("notes", {}).get("concurrent_runs", 1)})
+        rows.append(
+            {
+                "notebook": path.name,
+                "variant": params["variant"],
+                "seed": params["seed"],
+                "wall s": round(meta["duration"], 1),
+                "concurrent": params.get("notes", {}).get("concurrent_runs", 1),
+            }
+        )
     if not rows:
         raise ValueError(f"no executed notebooks (*.ipynb) in {folder}")
     return pd.DataFrame(rows).sort_values(["variant", "seed"]).set_index("notebook")

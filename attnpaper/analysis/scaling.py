@@ -1,5 +1,6 @@
 """Reading the scaling reports: tables by length, kernel rates, a layer against its kernel, crossover lengths,
 attention's share of the step, and chapter 2's predicted share."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,9 @@ import pandas as pd
 
 from . import cost
 
-PUBLISHED_4K = pd.DataFrame({"fwd": [321, 408, 476], "bwd": [279, 417, 453]},
-                            index=["FlashAttention-2", "cuDNN", "FlashAttention-3"])
+PUBLISHED_4K = pd.DataFrame(
+    {"fwd": [321, 408, 476], "bwd": [279, 417, 453]}, index=["FlashAttention-2", "cuDNN", "FlashAttention-3"]
+)
 """TFLOP/s on an H100 SXM5, head dim 64, N = 4k, non-causal, bf16 (FlashAttention-3 paper, Shah et al. 2024)."""
 
 
@@ -26,9 +28,19 @@ def load(path) -> dict:
 def runs(report) -> pd.DataFrame:
     """One row per process that measured part of a report: when, which commit, which lengths, where."""
     entries = report.get("runs") or [report | {"lengths": sorted({r["seq_len"] for r in report["rows"]})}]
-    return pd.DataFrame([{"started": r["started"][:16].replace("T", " "), "commit": r["git_sha"][:7],
-                          "lengths": ", ".join(map(str, r["lengths"])), "device": r["versions"]["device"],
-                          "torch": r["versions"]["torch"], "CUDA": r["versions"].get("cuda")} for r in entries])
+    return pd.DataFrame(
+        [
+            {
+                "started": r["started"][:16].replace("T", " "),
+                "commit": r["git_sha"][:7],
+                "lengths": ", ".join(map(str, r["lengths"])),
+                "device": r["versions"]["device"],
+                "torch": r["versions"]["torch"],
+                "CUDA": r["versions"].get("cuda"),
+            }
+            for r in entries
+        ]
+    )
 
 
 def table(report, value, column, pass_=None) -> pd.DataFrame:
@@ -66,15 +78,23 @@ def _lt(x, y) -> bool:
 
 def predicted_share(lengths, shape=cost.DISTILBERT_BASE) -> pd.Series:
     """Chapter 2's cost model: the attention core's share of a layer's forward FLOPs at each length."""
-    return pd.Series({n: cost.attention_fraction(cost.layer_flops(n, shape["d_model"], shape["n_heads"],
-                                                                  shape["d_ff"])) for n in lengths})
+    return pd.Series(
+        {
+            n: cost.attention_fraction(cost.layer_flops(n, shape["d_model"], shape["n_heads"], shape["d_ff"]))
+            for n in lengths
+        }
+    )
 
 
 def mechanism_status(report) -> pd.DataFrame:
     """Per mechanism of a kernels report: what runs, and how many rows ended in each status."""
     status = pd.DataFrame(report["rows"]).groupby("mechanism", sort=False)["status"]
-    return pd.DataFrame({"what runs": pd.Series(report["mechanisms"]),
-                         "rows": status.agg(lambda s: ", ".join(f"{k} {v}" for k, v in s.value_counts().items()))})
+    return pd.DataFrame(
+        {
+            "what runs": pd.Series(report["mechanisms"]),
+            "rows": status.agg(lambda s: ", ".join(f"{k} {v}" for k, v in s.value_counts().items())),
+        }
+    )
 
 
 def exact_rates(report, mechanisms, n, bwd_flops) -> pd.DataFrame:
@@ -86,8 +106,13 @@ def exact_rates(report, mechanisms, n, bwd_flops) -> pd.DataFrame:
         raise ValueError(f"length {n} not measured; measured: {', '.join(map(str, ms.index))}")
     tf = {p: table(report, "tflops", "mechanism", p) for p in ("fwd", "fwd_bwd")}
     bwd = {m: bwd_flops / ((ms.loc[n, m] - fwd.loc[n, m]) * 1e-3) / 1e12 for m in mechanisms}
-    rates = pd.DataFrame({"fwd": tf["fwd"].loc[n, mechanisms], "bwd (derived)": pd.Series(bwd),
-                          "fwd + bwd": tf["fwd_bwd"].loc[n, mechanisms]})
+    rates = pd.DataFrame(
+        {
+            "fwd": tf["fwd"].loc[n, mechanisms],
+            "bwd (derived)": pd.Series(bwd),
+            "fwd + bwd": tf["fwd_bwd"].loc[n, mechanisms],
+        }
+    )
     rates["fwd + bwd / matmul"] = rates["fwd + bwd"] / report["matmul_tflops"]
     return rates
 
@@ -100,20 +125,27 @@ def layer_vs_kernel(report, layer, kernel, min_len=0) -> pd.DataFrame:
         if m not in fb:
             raise ValueError(f"mechanism {m!r} not measured; measured: {', '.join(fb.columns)}")
     keep = fb.index[fb.index >= min_len]
-    return pd.DataFrame({"fwd": fwd.loc[keep, layer] / fwd.loc[keep, kernel],
-                         "fwd_bwd": fb.loc[keep, layer] / fb.loc[keep, kernel],
-                         "extra_ms": fb.loc[keep, layer] - fb.loc[keep, kernel]})
+    return pd.DataFrame(
+        {
+            "fwd": fwd.loc[keep, layer] / fwd.loc[keep, kernel],
+            "fwd_bwd": fb.loc[keep, layer] / fb.loc[keep, kernel],
+            "extra_ms": fb.loc[keep, layer] - fb.loc[keep, kernel],
+        }
+    )
 
 
 def crossovers(ms: pd.DataFrame, mb: pd.DataFrame, exact, others) -> pd.DataFrame:
     """For each of ``others``: the crossover lengths (see :func:`crossover`) below the fastest and below
     the smallest of the ``exact`` mechanisms, and below 'eager', in time (``ms``) and memory (``mb``)."""
     best_t, best_m = ms[exact].min(axis=1), mb[exact].min(axis=1)
-    return pd.DataFrame({
-        "time: below the fastest exact": {m: crossover(ms[m], best_t) for m in others},
-        "time: below eager": {m: crossover(ms[m], ms["eager"]) for m in others},
-        "memory: below the smallest exact": {m: crossover(mb[m], best_m) for m in others},
-        "memory: below eager": {m: crossover(mb[m], mb["eager"]) for m in others}})
+    return pd.DataFrame(
+        {
+            "time: below the fastest exact": {m: crossover(ms[m], best_t) for m in others},
+            "time: below eager": {m: crossover(ms[m], ms["eager"]) for m in others},
+            "memory: below the smallest exact": {m: crossover(mb[m], best_m) for m in others},
+            "memory: below eager": {m: crossover(mb[m], mb["eager"]) for m in others},
+        }
+    )
 
 
 def attention_share(report, variants=("sdpa", "flash")) -> pd.DataFrame:
@@ -129,9 +161,13 @@ def step_crossovers(wall: pd.DataFrame, peak_mb: pd.DataFrame, exact=("baseline"
     baseline and below sdpa, linear below baseline and below the fastest ``exact`` variant, the hybrid
     below the fastest exact variant, and linear's peak memory below baseline's and below flash's."""
     best = wall[list(exact)].min(axis=1)
-    pairs = {"flash_baseline": (wall["flash"], wall["baseline"]), "flash_sdpa": (wall["flash"], wall["sdpa"]),
-             "linear_baseline": (wall["linear"], wall["baseline"]), "linear_exact": (wall["linear"], best),
-             "hybrid_exact": (wall["hybrid"], best),
-             "linear_mem_baseline": (peak_mb["linear"], peak_mb["baseline"]),
-             "linear_mem_flash": (peak_mb["linear"], peak_mb["flash"])}
+    pairs = {
+        "flash_baseline": (wall["flash"], wall["baseline"]),
+        "flash_sdpa": (wall["flash"], wall["sdpa"]),
+        "linear_baseline": (wall["linear"], wall["baseline"]),
+        "linear_exact": (wall["linear"], best),
+        "hybrid_exact": (wall["hybrid"], best),
+        "linear_mem_baseline": (peak_mb["linear"], peak_mb["baseline"]),
+        "linear_mem_flash": (peak_mb["linear"], peak_mb["flash"]),
+    }
     return {name: crossover(a, b) for name, (a, b) in pairs.items()}

@@ -1,4 +1,5 @@
 """Training-step benchmarks read back: per (length, variant, step mode) medians, memory and ratios to a reference."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,8 +42,10 @@ def step_table(rows, by, columns=("wall_ms", "busy_ms", "peak_mb"), ref=None) ->
     out = g[list(columns)].copy()
     if ref is not None:
         if ref not in g.index.get_level_values("variant"):
-            raise ValueError(f"reference variant {ref!r} not measured; measured: "
-                             f"{', '.join(sorted(set(g.index.get_level_values('variant'))))}")
+            raise ValueError(
+                f"reference variant {ref!r} not measured; measured: "
+                f"{', '.join(sorted(set(g.index.get_level_values('variant'))))}"
+            )
         for col, stem in RATIOS.items():
             if len(by) > 1:  # the reference row of the same other keys
                 ref_values = g[col].xs(ref, level="variant").reindex(g.index.droplevel("variant")).values
@@ -55,8 +58,7 @@ def step_table(rows, by, columns=("wall_ms", "busy_ms", "peak_mb"), ref=None) ->
 def annotation_ms(report) -> float:
     """Median GPU span of the profiler's ``Optimizer.step`` annotation over the rows that list it
     among their top GPU ops (it covers the optimizer's kernels a second time in the busy time)."""
-    spans = [ms for r in report["rows"] for name, ms in r.get("top_gpu_ops") or ()
-             if name.startswith("Optimizer.step")]
+    spans = [ms for r in report["rows"] for name, ms in r.get("top_gpu_ops") or () if name.startswith("Optimizer.step")]
     if not spans:
         raise ValueError("no row lists an Optimizer.step annotation among its top_gpu_ops")
     return float(np.median(spans))

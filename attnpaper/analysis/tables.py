@@ -1,4 +1,5 @@
 """The results table as a reader pastes it: rounded, with n and paired 95% intervals, in several formats."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -21,17 +22,26 @@ def paper_table(records: pd.DataFrame) -> pd.DataFrame:
         paired = paired.set_index("variant") if len(paired) else pd.DataFrame(index=pd.Index([], name="variant"))
         for _, r in group.iterrows():
             p = paired.loc[r["variant"]] if r["variant"] in paired.index else None
-            rows.append({
-                "model": r["model"], "max_length": int(r["max_length"]), "device": r["device"],
-                "variant": r["variant"], "n": int(r["n"]), "failed": int(r["failed"]),
-                "n_eval": int(r["n_eval"]), "accuracy": _round(r["acc_mean"], 4), "sd": _round(r["acc_std"], 4),
-                "diff_pts": None if p is None else _round(100 * p["diff_mean"], 2),
-                "ci95_low": None if p is None else _round(100 * p["ci_low"], 2),
-                "ci95_high": None if p is None else _round(100 * p["ci_high"], 2),
-                "n_pairs": None if p is None else int(p["n_pairs"]),
-                "train_time_s": _round(r["train_time_s"], 1), "n_timed": int(r["n_timed"]),
-                "peak_memory_mb": _round(r["peak_memory_mb"], 0),
-            })
+            rows.append(
+                {
+                    "model": r["model"],
+                    "max_length": int(r["max_length"]),
+                    "device": r["device"],
+                    "variant": r["variant"],
+                    "n": int(r["n"]),
+                    "failed": int(r["failed"]),
+                    "n_eval": int(r["n_eval"]),
+                    "accuracy": _round(r["acc_mean"], 4),
+                    "sd": _round(r["acc_std"], 4),
+                    "diff_pts": None if p is None else _round(100 * p["diff_mean"], 2),
+                    "ci95_low": None if p is None else _round(100 * p["ci_low"], 2),
+                    "ci95_high": None if p is None else _round(100 * p["ci_high"], 2),
+                    "n_pairs": None if p is None else int(p["n_pairs"]),
+                    "train_time_s": _round(r["train_time_s"], 1),
+                    "n_timed": int(r["n_timed"]),
+                    "peak_memory_mb": _round(r["peak_memory_mb"], 0),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -50,6 +60,7 @@ def _accuracy(mean, sd, n_eval, n) -> str:
 
 def _display(table: pd.DataFrame) -> pd.DataFrame:
     """Human formats: the interval in one column, '-' for what does not apply."""
+
     def interval(r):
         if r["diff_pts"] is None or pd.isna(r["diff_pts"]):
             return "-"
@@ -57,13 +68,18 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
             return f"{r['diff_pts']:+.2f} (n={int(r['n_pairs'])})"
         return f"{r['diff_pts']:+.2f} [{r['ci95_low']:+.2f}, {r['ci95_high']:+.2f}]"
 
-    out = pd.DataFrame({
-        "model": table["model"], "N": table["max_length"], "variant": table["variant"], "n": table["n"],
-        "accuracy": [_accuracy(*r) for r in zip(table["accuracy"], table["sd"], table["n_eval"], table["n"])],
-        "vs baseline, pts [95% CI]": table.apply(interval, axis=1),
-        "train s": [("-" if t is None or pd.isna(t) else f"{t:.1f}") for t in table["train_time_s"]],
-        "peak MB": [("-" if m is None or pd.isna(m) else f"{m:.0f}") for m in table["peak_memory_mb"]],
-    })
+    out = pd.DataFrame(
+        {
+            "model": table["model"],
+            "N": table["max_length"],
+            "variant": table["variant"],
+            "n": table["n"],
+            "accuracy": [_accuracy(*r) for r in zip(table["accuracy"], table["sd"], table["n_eval"], table["n"])],
+            "vs baseline, pts [95% CI]": table.apply(interval, axis=1),
+            "train s": [("-" if t is None or pd.isna(t) else f"{t:.1f}") for t in table["train_time_s"]],
+            "peak MB": [("-" if m is None or pd.isna(m) else f"{m:.0f}") for m in table["peak_memory_mb"]],
+        }
+    )
     if table["failed"].any():
         out["failed"] = table["failed"]
     return out

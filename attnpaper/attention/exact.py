@@ -7,6 +7,7 @@ with no host synchronisation. ``unpad`` builds varlen metadata from a mask on th
 (``nonzero``), so only the teaching chapter and an explicit per-layer ``flash_backend`` use it.
 On CPU the exact SDPA path keeps everything testable.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -83,8 +84,10 @@ def choose_varlen_backend(requested: str, device: torch.device, dropout: float, 
         raise ValueError(f"unknown flash_backend {requested!r}; valid: {', '.join(FLASH_BACKENDS)}")
     if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16):
         if requested in ("varlen", "flash_attn"):
-            raise ValueError(f"flash_backend {requested!r} needs a CUDA device and half precision; "
-                             "valid here: 'auto', 'sdpa', 'math'")
+            raise ValueError(
+                f"flash_backend {requested!r} needs a CUDA device and half precision; "
+                "valid here: 'auto', 'sdpa', 'math'"
+            )
         return "sdpa"
     if requested in ("varlen", "flash_attn", "sdpa"):
         return requested
@@ -113,16 +116,20 @@ def varlen_attention(q, k, v, cu_seqlens, max_seqlen: int, scale=None, dropout=0
     kernel = choose_varlen_backend(backend, q.device, dropout, q.dtype)
     if kernel == "varlen":
         if dropout > 0.0:
-            raise ValueError("torch's varlen_attn has no dropout; set attention_dropout=0 or flash_backend='flash_attn'")
+            raise ValueError(
+                "torch's varlen_attn has no dropout; set attention_dropout=0 or flash_backend='flash_attn'"
+            )
         from torch.nn.attention.varlen import varlen_attn
 
-        return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, scale=scale), \
-            "torch.varlen_attn (FA2), padding-free"
+        return varlen_attn(
+            q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, scale=scale
+        ), "torch.varlen_attn (FA2), padding-free"
     if kernel == "flash_attn":
         from flash_attn import flash_attn_varlen_func
 
-        out = flash_attn_varlen_func(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
-                                     dropout_p=dropout, softmax_scale=scale)
+        out = flash_attn_varlen_func(
+            q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, dropout_p=dropout, softmax_scale=scale
+        )
         return out, "flash_attn.flash_attn_varlen_func, padding-free"
     mask = segment_mask(cu_seqlens, q.shape[0])[None, None]  # [1, 1, T, T]
     qh, kh, vh = (x.transpose(0, 1)[None] for x in (q, k, v))  # each [1, H, T, D]
@@ -156,15 +163,24 @@ def exact_attention(q, k, v, key_mask=None, scale=None, dropout=0.0, backend="au
             from flash_attn import flash_attn_varlen_func
 
             out = flash_attn_varlen_func(
-                qp, kp, vp, u.cu_seqlens, u.cu_seqlens, u.max_seqlen, u.max_seqlen,
-                dropout_p=dropout, softmax_scale=scale,
+                qp,
+                kp,
+                vp,
+                u.cu_seqlens,
+                u.cu_seqlens,
+                u.max_seqlen,
+                u.max_seqlen,
+                dropout_p=dropout,
+                softmax_scale=scale,
             )
             name = "flash_attn.flash_attn_varlen_func"
         return _scatter(out, u, b, n), name
     if kernel == "flash_attn":  # no padding: the dense flash-attn kernel
         from flash_attn import flash_attn_func
 
-        out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout, softmax_scale=scale)
+        out = flash_attn_func(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout, softmax_scale=scale
+        )
         return out, "flash_attn.flash_attn_func"
     mask = None if key_mask is None else key_mask[:, None, None, :]  # [B, 1, 1, N]
     if kernel == "math" or q.device.type != "cuda":

@@ -7,6 +7,7 @@ Padded keys are zeroed in phi(K), so they leave both the numerator and the norma
 Packed (padding-free) batches are handled by ``packed_linear_attention`` and the ``chunk_seq``
 arguments of ``favor_features``: see ``packed_linear_attention`` for the layout and its cost.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,7 @@ def orthogonal_gaussian(num_features: int, dim: int, generator=None) -> torch.Te
     return (w * norms[:, None]).float()
 
 
-def favor_features(x, proj, key_mask=None, is_query=True, eps=1e-6, stabilise=True, chunk_seq=None,
-                   segments=None):
+def favor_features(x, proj, key_mask=None, is_query=True, eps=1e-6, stabilise=True, chunk_seq=None, segments=None):
     """Positive random features phi(x) = exp(w.x - |x|^2/2 - c) / sqrt(M), x already scaled by d^-1/4.
 
     x: [B, H, N, D]; proj: [M, D]. The stabiliser c (a max) cancels in the ratio: per token for
@@ -151,8 +151,9 @@ class _SegmentProducts(torch.autograd.Function):
         pq, pk = (x.reshape(b * h, chunks, t // chunks, m) for x in (phi_q, phi_k))  # [G, C, c, M]
         vv = v.reshape(b * h, chunks, t // chunks, v.shape[-1])  # [G, C, c, D]
         kv = _segment_sum(pk.transpose(-1, -2) @ vv, chunk_seq, segments).to(pk.dtype)  # [G, S, M, D]
-        z = _segment_sum(pk.sum(2, dtype=torch.promote_types(pk.dtype, torch.float32)), chunk_seq,
-                         segments).to(pk.dtype)  # [G, S, M]
+        z = _segment_sum(pk.sum(2, dtype=torch.promote_types(pk.dtype, torch.float32)), chunk_seq, segments).to(
+            pk.dtype
+        )  # [G, S, M]
         num = pq @ kv.index_select(1, chunk_seq)  # [G, C, c, D]
         den = (pq @ z.index_select(1, chunk_seq)[..., None]).squeeze(-1)  # [G, C, c]
         ctx.save_for_backward(pq, pk, vv, kv, z, chunk_seq)
@@ -166,11 +167,14 @@ class _SegmentProducts(torch.autograd.Function):
         shape = g_den.shape  # [B, H, T]
         g_num = g_num.reshape(b_h, chunks, c, -1).to(pq.dtype)  # [G, C, c, D]
         g_den = g_den.reshape(b_h, chunks, c).to(pq.dtype)  # [G, C, c]
-        g_pq = g_num @ kv.index_select(1, chunk_seq).transpose(-1, -2) \
-            + g_den[..., None] * z.index_select(1, chunk_seq)[:, :, None, :]  # [G, C, c, M]
+        g_pq = (
+            g_num @ kv.index_select(1, chunk_seq).transpose(-1, -2)
+            + g_den[..., None] * z.index_select(1, chunk_seq)[:, :, None, :]
+        )  # [G, C, c, M]
         g_kv = _segment_sum(pq.transpose(-1, -2) @ g_num, chunk_seq, ctx.segments).to(pq.dtype)  # [G, S, M, D]
-        g_z = _segment_sum((pq.transpose(-1, -2) @ g_den[..., None]).squeeze(-1), chunk_seq,
-                           ctx.segments).to(pq.dtype)  # [G, S, M]
+        g_z = _segment_sum((pq.transpose(-1, -2) @ g_den[..., None]).squeeze(-1), chunk_seq, ctx.segments).to(
+            pq.dtype
+        )  # [G, S, M]
         g_kv_c = g_kv.index_select(1, chunk_seq)  # [G, C, M, D]
         g_pk = vv @ g_kv_c.transpose(-1, -2) + g_z.index_select(1, chunk_seq)[:, :, None, :]
         g_v = pk @ g_kv_c

@@ -9,6 +9,7 @@ the layer's random features; the attention function dispatches on it, and on the
 a packed batch (training.batches.packed_forward) sends its exact layers to the varlen kernel and
 its linear layers to the chunked per-sequence sums of ``packed_linear_attention``.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,12 @@ from transformers.masking_utils import AttentionMaskInterface
 
 from .exact import FLASH_BACKENDS, exact_attention, varlen_attention
 from .linear import (
-    FEATURE_MAPS, elu_features, favor_features, linear_attention, orthogonal_gaussian, packed_linear_attention,
+    FEATURE_MAPS,
+    elu_features,
+    favor_features,
+    linear_attention,
+    orthogonal_gaussian,
+    packed_linear_attention,
 )
 
 ATTN_NAME = "attnpaper"
@@ -30,8 +36,9 @@ LAYER_KINDS = ("exact", "linear")
 class LayerAttention(nn.Module):
     """Per-layer settings of the attnpaper attention function, and the kernels it ran."""
 
-    def __init__(self, kind, head_dim, flash_backend="auto", feature_map="favor+",
-                 num_features=None, redraw_every=0, seed=0):
+    def __init__(
+        self, kind, head_dim, flash_backend="auto", feature_map="favor+", num_features=None, redraw_every=0, seed=0
+    ):
         super().__init__()
         if kind not in LAYER_KINDS:
             raise ValueError(f"unknown layer kind {kind!r}; valid: {', '.join(LAYER_KINDS)}")
@@ -89,8 +96,9 @@ def redraw_features(model, step: int) -> int:
     return sum(m.redraw_at(step) for m in model.modules() if isinstance(m, LayerAttention))
 
 
-def padding_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None,
-                 attention_mask=None, **kwargs):
+def padding_mask(
+    batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None, attention_mask=None, **kwargs
+):
     """Mask function for ``attnpaper``: the bool [B, N] padding mask (True = real token), or None.
 
     The mask is passed on as it is, never inspected (asking whether it has any padding would make
@@ -113,13 +121,16 @@ def attnpaper_attention(module, query, key, value, attention_mask, scaling=None,
     cu_seqlens = kwargs.get("cu_seq_lens_q")
     if cu_seqlens is not None and layer.kind == "exact":  # packed: [1, H, T, D], every token real
         qp, kp, vp = (x.squeeze(0).transpose(0, 1) for x in (query, key, value))  # each [T, H, D]
-        out, kernel = varlen_attention(qp, kp, vp, cu_seqlens, kwargs["max_length_q"], scaling, dropout,
-                                       layer.flash_backend)
+        out, kernel = varlen_attention(
+            qp, kp, vp, cu_seqlens, kwargs["max_length_q"], scaling, dropout, layer.flash_backend
+        )
         out = out[None]  # [1, T, H, D]
     elif cu_seqlens is not None:  # packed linear: per-sequence sums over chunks (training.batches)
         if kwargs.get("chunk_seq") is None:
-            raise ValueError("linear layers on packed batches need chunk_seq, key_mask and segments: collate "
-                             "with Collator(layout='packed', chunk=c) for c > 1 (see batches.chunk_for)")
+            raise ValueError(
+                "linear layers on packed batches need chunk_seq, key_mask and segments: collate "
+                "with Collator(layout='packed', chunk=c) for c > 1 (see batches.chunk_for)"
+            )
         packing = (kwargs["chunk_seq"], kwargs["segments"], kwargs["key_mask"][None])  # key_mask [1, T]
         out, kernel = _linear(layer, query, key, value, None, scaling, packing)
     elif layer.kind == "exact":
@@ -146,8 +157,9 @@ def _linear(layer, q, k, v, key_mask, scaling, packing=None):
         if layer.feature_map == "favor+":
             scale = (q.shape[-1] ** -0.5 if scaling is None else scaling) ** 0.5  # d^-1/4 on each side
             phi_q = favor_features(q.float() * scale, layer.proj, is_query=True).to(low)  # [B, H, N, M]
-            phi_k = favor_features(k.float() * scale, layer.proj, key_mask, is_query=False, chunk_seq=chunk_seq,
-                                   segments=segments).to(low)
+            phi_k = favor_features(
+                k.float() * scale, layer.proj, key_mask, is_query=False, chunk_seq=chunk_seq, segments=segments
+            ).to(low)
             name = f"linear favor+ (M={layer.num_features}, {_short(low)} products)"
         else:
             phi_q, phi_k = elu_features(q.float()).to(low), elu_features(k.float()).to(low)  # [B, H, N, D]
@@ -161,8 +173,13 @@ def _linear(layer, q, k, v, key_mask, scaling, packing=None):
 
 
 def _short(dtype) -> str:
-    return str(dtype).replace("torch.", "").replace("bfloat16", "bf16").replace("float32", "fp32").replace(
-        "float16", "fp16")
+    return (
+        str(dtype)
+        .replace("torch.", "")
+        .replace("bfloat16", "bf16")
+        .replace("float32", "fp32")
+        .replace("float16", "fp16")
+    )
 
 
 def register() -> str:

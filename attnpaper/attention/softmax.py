@@ -1,4 +1,5 @@
 """Reference softmax attention on small tensors: the O(N^2) definition every kernel is checked against."""
+
 from __future__ import annotations
 
 import torch

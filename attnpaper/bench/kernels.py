@@ -5,13 +5,14 @@ and returns [B, N, H, D]. Tokens per batch are held constant (B = tokens / N), s
 kernel's time grows linearly in N and an O(N) one stays flat. Timing: CUDA events around each
 call, warm-up first, median of repeats, inputs rotated among several sets (each larger than L2).
 """
+
 from __future__ import annotations
 
 import gc
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +62,7 @@ def _eager(batch, seq_len, device):
 
     def run(q, k, v):  # [B, N, H, D] -> [B, H, N, D] views -> [B, N, H, D]
         return eager_attention_forward(module, q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), None)[0]
+
     return run
 
 
@@ -74,7 +76,9 @@ def _sdpa(backend):
             with sdpa_kernel([chosen]):
                 out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
             return out.transpose(1, 2)
+
         return run
+
     return build
 
 
@@ -85,9 +89,9 @@ def _varlen(batch, seq_len, device):
 
     def run(q, k, v):  # [B, N, H, D] -> packed [T, H, D] (a view) -> [B, N, H, D]
         t = batch * seq_len
-        out = varlen_attn(q.view(t, HEADS, -1), k.view(t, HEADS, -1), v.view(t, HEADS, -1), cu, cu,
-                          seq_len, seq_len)
+        out = varlen_attn(q.view(t, HEADS, -1), k.view(t, HEADS, -1), v.view(t, HEADS, -1), cu, cu, seq_len, seq_len)
         return out.view(q.shape)
+
     return run
 
 
@@ -100,6 +104,7 @@ def _attnpaper_flash(batch, seq_len, device):
         qp, kp, vp = (x.view(1, t, HEADS, -1).transpose(1, 2) for x in (q, k, v))
         out, _ = attnpaper_attention(holder, qp, kp, vp, None, cu_seq_lens_q=cu, max_length_q=seq_len)
         return out.view(q.shape)  # [1, T, H, D] -> [B, N, H, D]
+
     return run
 
 
@@ -121,10 +126,11 @@ def _linear(feature_map, num_features=None, compiled=True):
             holder = _Holder(layer).to(device)
 
             def run(q, k, v):  # [B, N, H, D] -> [B, H, N, D] views -> [B, N, H, D], as in the model
-                return attnpaper_attention(holder, q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           None)[0]
+                return attnpaper_attention(holder, q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), None)[0]
+
             built[key] = torch.compile(run, fullgraph=True, dynamic=True, backend=COMPILE_BACKEND) if compiled else run
         return built[key]
+
     return build
 
 
@@ -132,24 +138,53 @@ def _cuda(device):
     return device.type == "cuda"
 
 
-MECHANISMS = {m.name: m for m in [
-    Mechanism("eager", True, False, _eager, what="transformers' eager softmax (matmul, softmax, matmul)"),
-    Mechanism("sdpa-flash", True, False, _sdpa("FLASH_ATTENTION"), what="SDPA, FlashAttention-2 backend"),
-    Mechanism("sdpa-cudnn", True, False, _sdpa("CUDNN_ATTENTION"), _cuda, "SDPA, cuDNN backend"),
-    Mechanism("sdpa-efficient", True, False, _sdpa("EFFICIENT_ATTENTION"), _cuda, "SDPA, memory-efficient backend"),
-    Mechanism("varlen", True, False, _varlen, lambda d: _cuda(d) and has_torch_varlen(),
-              "torch.nn.attention.varlen.varlen_attn (FlashAttention-2 varlen), called directly"),
-    Mechanism("attnpaper-flash", True, False, _attnpaper_flash,
-              what="attnpaper's flash layer on packed tokens (varlen_attention through the plug)"),
-    Mechanism("flash-attn", True, False, _flash_attn_pkg, lambda d: _cuda(d) and has_flash_attn(),
-              "the flash-attn package's flash_attn_func"),
-    Mechanism("elu", False, True, _linear("elu"), what="attnpaper elu+1 linear attention, torch.compile"),
-    *[Mechanism(f"favor+{m}", False, True, _linear("favor+", m), what=f"attnpaper FAVOR+, {m} features, torch.compile")
-      for m in (64, 128, 266)],
-    Mechanism("elu-eager", False, False, _linear("elu", compiled=False), what="attnpaper elu+1, eager"),
-    Mechanism("favor+266-eager", False, False, _linear("favor+", 266, compiled=False),
-              what="attnpaper FAVOR+, 266 features, eager"),
-]}
+MECHANISMS = {
+    m.name: m
+    for m in [
+        Mechanism("eager", True, False, _eager, what="transformers' eager softmax (matmul, softmax, matmul)"),
+        Mechanism("sdpa-flash", True, False, _sdpa("FLASH_ATTENTION"), what="SDPA, FlashAttention-2 backend"),
+        Mechanism("sdpa-cudnn", True, False, _sdpa("CUDNN_ATTENTION"), _cuda, "SDPA, cuDNN backend"),
+        Mechanism("sdpa-efficient", True, False, _sdpa("EFFICIENT_ATTENTION"), _cuda, "SDPA, memory-efficient backend"),
+        Mechanism(
+            "varlen",
+            True,
+            False,
+            _varlen,
+            lambda d: _cuda(d) and has_torch_varlen(),
+            "torch.nn.attention.varlen.varlen_attn (FlashAttention-2 varlen), called directly",
+        ),
+        Mechanism(
+            "attnpaper-flash",
+            True,
+            False,
+            _attnpaper_flash,
+            what="attnpaper's flash layer on packed tokens (varlen_attention through the plug)",
+        ),
+        Mechanism(
+            "flash-attn",
+            True,
+            False,
+            _flash_attn_pkg,
+            lambda d: _cuda(d) and has_flash_attn(),
+            "the flash-attn package's flash_attn_func",
+        ),
+        Mechanism("elu", False, True, _linear("elu"), what="attnpaper elu+1 linear attention, torch.compile"),
+        *[
+            Mechanism(
+                f"favor+{m}", False, True, _linear("favor+", m), what=f"attnpaper FAVOR+, {m} features, torch.compile"
+            )
+            for m in (64, 128, 266)
+        ],
+        Mechanism("elu-eager", False, False, _linear("elu", compiled=False), what="attnpaper elu+1, eager"),
+        Mechanism(
+            "favor+266-eager",
+            False,
+            False,
+            _linear("favor+", 266, compiled=False),
+            what="attnpaper FAVOR+, 266 features, eager",
+        ),
+    ]
+}
 """Mechanism name -> Mechanism, in the order they are measured."""
 
 
@@ -187,12 +222,14 @@ def input_sets(batch, seq_len, device, rotations=ROTATIONS, dtype=torch.bfloat16
     """``rotations`` sets of (q, k, v, dout), each [B, N, H, D], standard normal (never zeros)."""
     g = torch.Generator(device=device).manual_seed(seed)
     shape = (batch, seq_len, HEADS, HEAD_DIM)
-    return [tuple(torch.randn(shape, generator=g, device=device, dtype=dtype) for _ in range(4))
-            for _ in range(rotations)]
+    return [
+        tuple(torch.randn(shape, generator=g, device=device, dtype=dtype) for _ in range(4)) for _ in range(rotations)
+    ]
 
 
 def _callers(fn):
     """fwd (no autograd) and fwd_bwd (gradients of q, k, v for a given output gradient) calls."""
+
     def fwd(q, k, v, dout):
         with torch.no_grad():
             return fn(q, k, v)
@@ -200,16 +237,26 @@ def _callers(fn):
     def fwd_bwd(q, k, v, dout):
         q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
         return torch.autograd.grad(fn(q, k, v), (q, k, v), dout)
+
     return {"fwd": fwd, "fwd_bwd": fwd_bwd}
 
 
 def measure(mech: Mechanism, batch, seq_len, passes, device, warmup, repeats, sets) -> list[dict]:
     """Rows for one mechanism at one length, one per pass; an out-of-memory is a row with status 'oom'."""
-    base = {"mechanism": mech.name, "seq_len": seq_len, "batch": batch, "exact": mech.exact,
-            "compiled": mech.compiled}
+    base = {"mechanism": mech.name, "seq_len": seq_len, "batch": batch, "exact": mech.exact, "compiled": mech.compiled}
     if not mech.available(device):
-        return [{**base, "pass": p, "ms": None, "tflops": None, "peak_mb": None, "status": "unavailable",
-                 "error": f"not available on {device}"} for p in passes]
+        return [
+            {
+                **base,
+                "pass": p,
+                "ms": None,
+                "tflops": None,
+                "peak_mb": None,
+                "status": "unavailable",
+                "error": f"not available on {device}",
+            }
+            for p in passes
+        ]
     rows, fn = [], None
     for p in passes:
         row = {**base, "pass": p, "ms": None, "tflops": None, "peak_mb": None}
@@ -247,8 +294,13 @@ def matmul_tflops(device, n=8192, repeats=20) -> float | None:
     if not _cuda(device):
         return None
     g = torch.Generator(device=device).manual_seed(1)
-    sets = [(torch.randn(n, n, generator=g, device=device, dtype=torch.bfloat16),
-             torch.randn(n, n, generator=g, device=device, dtype=torch.bfloat16)) for _ in range(2)]
+    sets = [
+        (
+            torch.randn(n, n, generator=g, device=device, dtype=torch.bfloat16),
+            torch.randn(n, n, generator=g, device=device, dtype=torch.bfloat16),
+        )
+        for _ in range(2)
+    ]
     ms = time_ms(torch.matmul, sets, 5, repeats, device)
     del sets
     torch.cuda.empty_cache()

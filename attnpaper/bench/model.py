@@ -5,6 +5,7 @@ held constant (batch = tokens / N). Up to 512 tokens the reviews have IMDb's len
 real); beyond, every sequence is N tokens long. Each (variant, N) builds a fresh model, optimizer and
 ``TrainStep``; peak memory is counted from before warm-up, so captured graphs' pools are included.
 """
+
 from __future__ import annotations
 
 import gc
@@ -16,13 +17,12 @@ import time
 import numpy as np
 import torch
 
-from ..training import batches as P
-from .step import random_split
-from ..training.config import RunConfig
 from ..model.build import build_model, resolve_model
+from ..training import batches as P
+from ..training.config import RunConfig
+from ..training.measure import MB, WARMUP_CALLS, elapsed_ms, mark, memory_breakdown, start_profiler, stop_profiler, sync
 from ..training.step import TrainStep, reset_compiler, resolve_step_mode
-from ..training.measure import WARMUP_CALLS
-from ..training.measure import MB, elapsed_ms, mark, memory_breakdown, start_profiler, stop_profiler, sync
+from .step import random_split
 
 IMDB_MAX = 512  # up to this length the batches follow IMDb's lengths; beyond, full-length sequences
 ATTENTION_KERNEL = re.compile(r"flash_fwd|flash_bwd|fmha|sdpa|attention", re.IGNORECASE)
@@ -49,7 +49,7 @@ def make_batches(seq_len, batch, lengths, layout, tokens, n_batches=N_BATCHES, s
     bucket = None if layout == "padded" else min(max(tokens // 4, seq_len), 64 * seq_len)  # token bucket
     bucket = bucket and chunk * math.ceil(bucket / chunk)  # packed linear: whole chunks
     collate = P.Collator(layout, 0, seq_len, batch, static=True, bucket=bucket, chunk=chunk)
-    return [collate(split.ids[i:i + batch], split.labels[i:i + batch]) for i in range(0, len(split), batch)]
+    return [collate(split.ids[i : i + batch], split.labels[i : i + batch]) for i in range(0, len(split), batch)]
 
 
 def attention_kernel_ms(prof, steps) -> tuple[float, list]:
@@ -58,8 +58,14 @@ def attention_kernel_ms(prof, steps) -> tuple[float, list]:
 
     avgs = prof.key_averages()
     cpu = {e.key for e in avgs if e.device_type == DeviceType.CPU}
-    hits = [e for e in avgs if e.device_type != DeviceType.CPU and e.key not in cpu
-            and e.self_device_time_total > 0 and ATTENTION_KERNEL.search(e.key)]
+    hits = [
+        e
+        for e in avgs
+        if e.device_type != DeviceType.CPU
+        and e.key not in cpu
+        and e.self_device_time_total > 0
+        and ATTENTION_KERNEL.search(e.key)
+    ]
     ms = sum(e.self_device_time_total for e in hits) / 1000 / steps
     return ms, sorted({e.key[:80] for e in hits})
 
@@ -79,8 +85,10 @@ def measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device,
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     precision = "bf16" if cuda else "fp32"
     step = TrainStep(net, opt, sched, scaler, precision, device, mode)
-    data = [P.to_device(b, device)
-            for b in make_batches(seq_len, batch, lengths, layout, tokens, chunk=P.chunk_for(variant, layout))]
+    data = [
+        P.to_device(b, device)
+        for b in make_batches(seq_len, batch, lengths, layout, tokens, chunk=P.chunk_for(variant, layout))
+    ]
     shapes = {tuple(b["input_ids"].shape) for b in data}
     seen: dict = {}
     t0 = time.perf_counter()
@@ -106,10 +114,19 @@ def measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device,
     busy = stop_profiler(prof, PROFILE_STEPS)
     attn_ms, attn_kernels = attention_kernel_ms(prof, PROFILE_STEPS) if cuda else (None, [])
     real = sum(P.real_tokens(b) for b in data) / sum(P.slot_tokens(b) for b in data)
-    out = {"step_mode": mode, "layout": layout, "batch_shapes": len(shapes), "warmup_s": warm_s,
-           "step_time_ms_median": statistics.median(walls), "gpu_busy_ms_per_step": busy["gpu_busy_ms_per_step"],
-           "attention_ms_per_step": attn_ms, "attention_kernels": attn_kernels, "top_gpu_ops": busy["top_gpu_ops"],
-           "padding_fraction": 1 - real, **memory_breakdown(net, opt)}
+    out = {
+        "step_mode": mode,
+        "layout": layout,
+        "batch_shapes": len(shapes),
+        "warmup_s": warm_s,
+        "step_time_ms_median": statistics.median(walls),
+        "gpu_busy_ms_per_step": busy["gpu_busy_ms_per_step"],
+        "attention_ms_per_step": attn_ms,
+        "attention_kernels": attn_kernels,
+        "top_gpu_ops": busy["top_gpu_ops"],
+        "padding_fraction": 1 - real,
+        **memory_breakdown(net, opt),
+    }
     out["peak_memory_mb"] = torch.cuda.max_memory_allocated() / MB if cuda else None
     out["peak_reserved_mb"] = torch.cuda.max_memory_reserved() / MB if cuda else None
     return out

@@ -5,6 +5,7 @@ heads, tokens per batch constant. model: the captured training step of each vari
 shape (attnpaper.bench.model). Both write a JSON report (rows plus device, versions, git commit),
 rewritten after every measurement, so a run cut short keeps what it measured.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,11 +26,16 @@ def check_lengths(lengths, tokens, min_batch=1) -> list[int]:
     """Each length a positive int that divides ``tokens`` into at least ``min_batch`` sequences."""
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
         raise ValueError(f"tokens per batch must be a positive int, got {tokens!r}")
-    bad = [n for n in lengths if isinstance(n, bool) or not isinstance(n, int) or n < 1
-           or tokens % n or tokens // n < min_batch]
+    bad = [
+        n
+        for n in lengths
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1 or tokens % n or tokens // n < min_batch
+    ]
     if bad or not lengths:
-        raise ValueError(f"bad lengths {bad or '(none)'}: each must be a positive int dividing tokens per batch "
-                         f"({tokens}) into at least {min_batch} sequences; e.g. {' '.join(map(str, KERNEL_LENGTHS[:4]))}")
+        raise ValueError(
+            f"bad lengths {bad or '(none)'}: each must be a positive int dividing tokens per batch "
+            f"({tokens}) into at least {min_batch} sequences; e.g. {' '.join(map(str, KERNEL_LENGTHS[:4]))}"
+        )
     return sorted(set(lengths))
 
 
@@ -54,8 +60,12 @@ def header(kind, lengths, out=None, append=False, **settings) -> dict:
     from ..experiment.records import git_sha
     from ..training.measure import device_info
 
-    run = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git_sha": git_sha(), "lengths": lengths,
-           "versions": device_info()}
+    run = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_sha": git_sha(),
+        "lengths": lengths,
+        "versions": device_info(),
+    }
     old = json.loads(Path(out).read_text()) if append and out and Path(out).exists() else None
     if old is not None and old.get("kind") != kind:
         raise ValueError(f"--append: {out} holds a {old.get('kind')!r} report, not {kind!r}")
@@ -64,8 +74,10 @@ def header(kind, lengths, out=None, append=False, **settings) -> dict:
             raise ValueError(f"--append: {out} was measured with {key}={old[key]!r}, not {settings[key]!r}")
     runs, rows = [], []
     if old is not None:
-        runs = old.get("runs") or [{k: old.get(k) for k in ("started", "git_sha", "versions", "matmul_tflops")}
-                                   | {"lengths": sorted({r["seq_len"] for r in old["rows"]})}]  # a one-run report
+        runs = old.get("runs") or [
+            {k: old.get(k) for k in ("started", "git_sha", "versions", "matmul_tflops")}
+            | {"lengths": sorted({r["seq_len"] for r in old["rows"]})}
+        ]  # a one-run report
         rows = [{"run": 0, **r} for r in old["rows"] if r["seq_len"] not in lengths]
     return {"kind": kind, **settings, **run, "runs": runs + [run], "rows": rows}
 
@@ -79,16 +91,30 @@ def write(report, out):
 def _device(device=None) -> torch.device:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type != "cuda":
-        print(f"no CUDA GPU ({device}): timing with the host clock; SDPA's fused GPU backends are "
-              "unavailable here, and the numbers say nothing about a GPU", file=sys.stderr, flush=True)
+        print(
+            f"no CUDA GPU ({device}): timing with the host clock; SDPA's fused GPU backends are "
+            "unavailable here, and the numbers say nothing about a GPU",
+            file=sys.stderr,
+            flush=True,
+        )
     return device
 
 
-def run_kernels(lengths=KERNEL_LENGTHS, tokens=KERNEL_TOKENS, mechanisms=None, passes=("fwd", "fwd_bwd"),
-                warmup=5, repeats=20, out=None, append=False, device=None, log=print) -> dict:
+def run_kernels(
+    lengths=KERNEL_LENGTHS,
+    tokens=KERNEL_TOKENS,
+    mechanisms=None,
+    passes=("fwd", "fwd_bwd"),
+    warmup=5,
+    repeats=20,
+    out=None,
+    append=False,
+    device=None,
+    log=print,
+) -> dict:
     """Every (length, mechanism, pass): median ms, TFLOP/s of exact kernels, peak MB, status."""
-    from . import kernels as K
     from ..training.step import reset_compiler
+    from . import kernels as K
 
     lengths = check_lengths(list(lengths), tokens)
     mechanisms = check_names(list(mechanisms or K.MECHANISMS), list(K.MECHANISMS), "mechanism(s)")
@@ -97,12 +123,22 @@ def run_kernels(lengths=KERNEL_LENGTHS, tokens=KERNEL_TOKENS, mechanisms=None, p
     device = _device(device)
     torch.backends.cuda.matmul.allow_tf32 = True  # as in training: FAVOR+'s float32 w.x runs as TF32
     reset_compiler()
-    report = header("scaling-kernels", lengths, out, append, heads=K.HEADS, head_dim=K.HEAD_DIM,
-                    dtype="bf16" if device.type == "cuda" else "fp32", tokens_per_batch=tokens, warmup=warmup,
-                    repeats=repeats, rotations=K.ROTATIONS,
-                    flops="4*B*H*N^2*d forward, x(1+2.5) forward+backward, non-causal",
-                    mechanisms={m: K.MECHANISMS[m].what for m in mechanisms},
-                    matmul_tflops=K.matmul_tflops(device))
+    report = header(
+        "scaling-kernels",
+        lengths,
+        out,
+        append,
+        heads=K.HEADS,
+        head_dim=K.HEAD_DIM,
+        dtype="bf16" if device.type == "cuda" else "fp32",
+        tokens_per_batch=tokens,
+        warmup=warmup,
+        repeats=repeats,
+        rotations=K.ROTATIONS,
+        flops="4*B*H*N^2*d forward, x(1+2.5) forward+backward, non-causal",
+        mechanisms={m: K.MECHANISMS[m].what for m in mechanisms},
+        matmul_tflops=K.matmul_tflops(device),
+    )
     report["runs"][-1]["matmul_tflops"] = report["matmul_tflops"]
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     for n in lengths:
@@ -127,9 +163,9 @@ def _kernel_line(r) -> str:
 
 def check_model(lengths, tokens, variants, model, steps, data, step_mode):
     """Validated (lengths, variants, steps) for run_model; raises ValueError/FileNotFoundError first."""
-    from . import model as S
-    from ..variants import VARIANTS
     from ..training.step import STEP_MODES
+    from ..variants import VARIANTS
+    from . import model as S
 
     lengths = check_lengths(list(lengths), tokens, min_batch=2)
     variants = check_names(list(variants), VARIANTS, "variant(s)")
@@ -139,13 +175,26 @@ def check_model(lengths, tokens, variants, model, steps, data, step_mode):
         if data is None:
             raise ValueError("lengths up to 512 follow IMDb's: pass --data (a lengths .npy or an IMDb folder)")
         if not Path(data).exists():
-            raise FileNotFoundError(f"--data {data} does not exist; expected a lengths .npy (python -m attnpaper "
-                                    "bundle writes bundle/imdb-train-lengths.npy) or an IMDb folder")
+            raise FileNotFoundError(
+                f"--data {data} does not exist; expected a lengths .npy (python -m attnpaper "
+                "bundle writes bundle/imdb-train-lengths.npy) or an IMDb folder"
+            )
     return lengths, variants, check_count(steps, "steps")
 
 
-def run_model(lengths=MODEL_LENGTHS, tokens=MODEL_TOKENS, variants=MODEL_VARIANTS, model="distilbert-base-random",
-              steps=20, data=None, step_mode="captured", out=None, append=False, device=None, log=print) -> dict:
+def run_model(
+    lengths=MODEL_LENGTHS,
+    tokens=MODEL_TOKENS,
+    variants=MODEL_VARIANTS,
+    model="distilbert-base-random",
+    steps=20,
+    data=None,
+    step_mode="captured",
+    out=None,
+    append=False,
+    device=None,
+    log=print,
+) -> dict:
     """Every (length, variant): the training step's wall and GPU-busy ms, peak memory, attention kernels' ms.
 
     The variants' order rotates from one length to the next. A variant that runs out of memory is
@@ -158,21 +207,37 @@ def run_model(lengths=MODEL_LENGTHS, tokens=MODEL_TOKENS, variants=MODEL_VARIANT
     short = [n for n in lengths if n <= S.IMDB_MAX]
     imdb = imdb_lengths(data, max(short)) if short else None
     device = _device(device)
-    report = header("scaling-model", lengths, out, append, model=model, tokens_per_batch=tokens, steps=steps,
-                    profile_steps=S.PROFILE_STEPS, step_mode_requested=step_mode,
-                    data=f"random ids; IMDb lengths ({data}) up to {S.IMDB_MAX} tokens, full length beyond",
-                    attention_kernel_pattern=S.ATTENTION_KERNEL.pattern)
+    report = header(
+        "scaling-model",
+        lengths,
+        out,
+        append,
+        model=model,
+        tokens_per_batch=tokens,
+        steps=steps,
+        profile_steps=S.PROFILE_STEPS,
+        step_mode_requested=step_mode,
+        data=f"random ids; IMDb lengths ({data}) up to {S.IMDB_MAX} tokens, full length beyond",
+        attention_kernel_pattern=S.ATTENTION_KERNEL.pattern,
+    )
     failed: set = set()
     for i, n in enumerate(lengths):
-        order = variants[i % len(variants):] + variants[: i % len(variants)]
+        order = variants[i % len(variants) :] + variants[: i % len(variants)]
         for v in order:
-            row = {"variant": v, "seq_len": n, "batch_size": tokens // n, "model": model, "run": len(report["runs"]) - 1}
+            row = {
+                "variant": v,
+                "seq_len": n,
+                "batch_size": tokens // n,
+                "model": model,
+                "run": len(report["runs"]) - 1,
+            }
             if v in failed:
                 row.update(status="skipped", error="out of memory at a shorter length")
             else:
                 try:
-                    row.update(S.measure_step(v, model, n, tokens // n, tokens, imdb, steps, device, step_mode),
-                               status="ok")
+                    row.update(
+                        S.measure_step(v, model, n, tokens // n, tokens, imdb, steps, device, step_mode), status="ok"
+                    )
                 except torch.OutOfMemoryError as err:
                     failed.add(v)
                     row.update(status="oom", error=str(err).strip().splitlines()[0][:300])
@@ -188,15 +253,17 @@ def _model_line(r) -> str:
         return f"N={r['seq_len']:5d} B={r['batch_size']:4d} {r['variant']:9s} {r['status']}"
     busy, attn = r["gpu_busy_ms_per_step"] or 0.0, r.get("attention_ms_per_step")
     share = f"attn {attn / busy:5.1%}" if attn and busy else ""
-    return (f"N={r['seq_len']:5d} B={r['batch_size']:4d} {r['variant']:9s} {r['step_mode']:8s} "
-            f"wall {r['step_time_ms_median']:8.2f} ms  busy {busy:8.2f} ms  "
-            f"peak {r.get('peak_memory_mb') or 0:8.0f} MB  {share}")
+    return (
+        f"N={r['seq_len']:5d} B={r['batch_size']:4d} {r['variant']:9s} {r['step_mode']:8s} "
+        f"wall {r['step_time_ms_median']:8.2f} ms  busy {busy:8.2f} ms  "
+        f"peak {r.get('peak_memory_mb') or 0:8.0f} MB  {share}"
+    )
 
 
 def main(argv=None) -> int:
     """Command line; returns the exit status (2 for bad input, with one line saying what is valid)."""
-    from . import kernels as K
     from ..variants import VARIANTS
+    from . import kernels as K
 
     ap = argparse.ArgumentParser(prog="python -m attnpaper scaling", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -204,22 +271,45 @@ def main(argv=None) -> int:
     mo = sub.add_parser("model", help="the captured training step of each variant over N")
     al = sub.add_parser("all", help="kernels, then model; reports in --out-dir")
     for p in (ke, al):
-        p.add_argument("--kernel-lengths" if p is al else "--lengths", dest="kernel_lengths", nargs="+", type=int,
-                       default=list(KERNEL_LENGTHS))
-        p.add_argument("--kernel-tokens" if p is al else "--tokens", dest="kernel_tokens", type=int,
-                       default=KERNEL_TOKENS, help="tokens per batch (batch = tokens / N)")
+        p.add_argument(
+            "--kernel-lengths" if p is al else "--lengths",
+            dest="kernel_lengths",
+            nargs="+",
+            type=int,
+            default=list(KERNEL_LENGTHS),
+        )
+        p.add_argument(
+            "--kernel-tokens" if p is al else "--tokens",
+            dest="kernel_tokens",
+            type=int,
+            default=KERNEL_TOKENS,
+            help="tokens per batch (batch = tokens / N)",
+        )
         p.add_argument("--mechanisms", nargs="+", default=list(K.MECHANISMS), help=f"from {', '.join(K.MECHANISMS)}")
         p.add_argument("--passes", nargs="+", default=list(K.PASSES), help="fwd, fwd_bwd")
         p.add_argument("--warmup", type=int, default=5)
         p.add_argument("--repeats", type=int, default=20)
     for p in (mo, al):
-        p.add_argument("--model-lengths" if p is al else "--lengths", dest="model_lengths", nargs="+", type=int,
-                       default=list(MODEL_LENGTHS))
-        p.add_argument("--model-tokens" if p is al else "--tokens", dest="model_tokens", type=int,
-                       default=MODEL_TOKENS, help="tokens per batch (batch = tokens / N)")
+        p.add_argument(
+            "--model-lengths" if p is al else "--lengths",
+            dest="model_lengths",
+            nargs="+",
+            type=int,
+            default=list(MODEL_LENGTHS),
+        )
+        p.add_argument(
+            "--model-tokens" if p is al else "--tokens",
+            dest="model_tokens",
+            type=int,
+            default=MODEL_TOKENS,
+            help="tokens per batch (batch = tokens / N)",
+        )
         p.add_argument("--variants", nargs="+", default=list(MODEL_VARIANTS), help=f"from {', '.join(VARIANTS)}")
-        p.add_argument("--model", default="distilbert-base-random",
-                       help="a random-init alias: distilbert-base-random (default) or bert-tiny-random")
+        p.add_argument(
+            "--model",
+            default="distilbert-base-random",
+            help="a random-init alias: distilbert-base-random (default) or bert-tiny-random",
+        )
         p.add_argument("--steps", type=int, default=20, help="timed steps per (variant, N)")
         p.add_argument("--data", default=None, help="IMDb lengths: a .npy of token counts or an IMDb folder")
         p.add_argument("--step-mode", default="captured", help="captured (default), compiled or eager")
@@ -235,20 +325,38 @@ def main(argv=None) -> int:
             check_names(list(args.passes), K.PASSES, "pass(es)")
             check_count(args.warmup, "warmup", 0), check_count(args.repeats, "repeats")
         if args.cmd in ("model", "all"):  # bad model arguments fail before the kernels are measured
-            check_model(args.model_lengths, args.model_tokens, args.variants, args.model, args.steps, args.data,
-                        args.step_mode)
+            check_model(
+                args.model_lengths, args.model_tokens, args.variants, args.model, args.steps, args.data, args.step_mode
+            )
         if not torch.cuda.is_available():
-            raise ValueError(f"scaling {args.cmd} measures GPU kernels and no CUDA GPU is visible here; run it on a "
-                             "GPU machine (on a CPU it would take long and say nothing about a GPU)")
+            raise ValueError(
+                f"scaling {args.cmd} measures GPU kernels and no CUDA GPU is visible here; run it on a "
+                "GPU machine (on a CPU it would take long and say nothing about a GPU)"
+            )
         out_dir = Path(getattr(args, "out_dir", "."))
         if args.cmd in ("kernels", "all"):
-            run_kernels(args.kernel_lengths, args.kernel_tokens, args.mechanisms, args.passes, args.warmup,
-                        args.repeats, args.out if args.cmd == "kernels" else out_dir / "scaling-kernels.json",
-                        append=getattr(args, "append", False))
+            run_kernels(
+                args.kernel_lengths,
+                args.kernel_tokens,
+                args.mechanisms,
+                args.passes,
+                args.warmup,
+                args.repeats,
+                args.out if args.cmd == "kernels" else out_dir / "scaling-kernels.json",
+                append=getattr(args, "append", False),
+            )
         if args.cmd in ("model", "all"):
-            run_model(args.model_lengths, args.model_tokens, args.variants, args.model, args.steps, args.data,
-                      args.step_mode, args.out if args.cmd == "model" else out_dir / "scaling-model.json",
-                      append=getattr(args, "append", False))
+            run_model(
+                args.model_lengths,
+                args.model_tokens,
+                args.variants,
+                args.model,
+                args.steps,
+                args.data,
+                args.step_mode,
+                args.out if args.cmd == "model" else out_dir / "scaling-model.json",
+                append=getattr(args, "append", False),
+            )
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

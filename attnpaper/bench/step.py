@@ -5,6 +5,7 @@ the same batches, then frees everything; the order of variants rotates between r
 first variant is measured again at the end to show that memory does not creep from run to run.
 Token ids are random (the model is random too); sequence lengths follow IMDb's, so the padding is real.
 """
+
 from __future__ import annotations
 
 import gc
@@ -16,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..experiment.records import git_sha
 from ..files import write_atomic
 from ..training import data as D
 from ..training.config import RunConfig
-from ..training.step import reset_compiler
 from ..training.loop import train
 from ..training.measure import MB, device_info
-
+from ..training.step import reset_compiler
+from .stock import STOCK, STOCK_MODES, measure_stock
 
 PROFILE_STEPS = 5  # the last steps of each measurement, profiled for GPU busy time (not in the median)
 
@@ -45,17 +47,43 @@ def random_split(lengths, n, vocab=30522, seed=0) -> D.Split:
     return D.Split([rng.integers(1000, vocab, size=int(L)).tolist() for L in ls], rng.integers(0, 2, size=n))
 
 
-KEEP = ("step_mode", "step_mode_requested", "layout", "step_time_ms_median", "gpu_busy_ms_per_step",
-        "host_syncs_per_step", "peak_memory_mb", "peak_reserved_mb", "weights_mb", "gradients_mb", "optimizer_mb",
-        "activations_mb", "padding_fraction", "tokens_per_s", "compile_time_s", "batch_shapes", "kernels",
-        "precision", "top_gpu_ops")
+KEEP = (
+    "step_mode",
+    "step_mode_requested",
+    "layout",
+    "step_time_ms_median",
+    "gpu_busy_ms_per_step",
+    "host_syncs_per_step",
+    "peak_memory_mb",
+    "peak_reserved_mb",
+    "weights_mb",
+    "gradients_mb",
+    "optimizer_mb",
+    "activations_mb",
+    "padding_fraction",
+    "tokens_per_s",
+    "compile_time_s",
+    "batch_shapes",
+    "kernels",
+    "precision",
+    "top_gpu_ops",
+)
 
 
 def measure(variant, model, length, steps, batch_size, lengths, step_mode="auto") -> dict:
     """One fresh model and optimizer, ``steps`` AdamW steps on random ids of IMDb lengths; then freed."""
     split = random_split(lengths, steps * batch_size, seed=length)
-    cfg = RunConfig(variant=variant, model=model, max_length=length, batch_size=batch_size, epochs=1,
-                    max_steps=steps, eval=False, data="(random ids, IMDb lengths)", step_mode=step_mode)
+    cfg = RunConfig(
+        variant=variant,
+        model=model,
+        max_length=length,
+        batch_size=batch_size,
+        epochs=1,
+        max_steps=steps,
+        eval=False,
+        data="(random ids, IMDb lengths)",
+        step_mode=step_mode,
+    )
     res = train(cfg, splits={"train": split, "test": split}, progress=False, profile_steps=PROFILE_STEPS)
     out = {k: res.get(k) for k in KEEP}
     busy = out["gpu_busy_ms_per_step"]
@@ -85,7 +113,9 @@ def check_out_file(out, append=False) -> Path | None:
         if out.exists() and not os.access(out, os.W_OK):
             raise PermissionError(13, "Permission denied", str(out))
     except OSError as err:
-        why = "a folder on its path is a file" if isinstance(err, (FileExistsError, NotADirectoryError)) else err.strerror
+        why = (
+            "a folder on its path is a file" if isinstance(err, (FileExistsError, NotADirectoryError)) else err.strerror
+        )
         raise ValueError(f"cannot write --out {out}: {why or err}; give a writable file path") from None
     if append and out.exists():
         try:
@@ -97,8 +127,8 @@ def check_out_file(out, append=False) -> Path | None:
 
 def check_bench(variants, steps, repeats, batch_size, step_modes):
     """Names and counts, each refused in one line (ValueError) before anything is measured."""
-    from ..variants import VARIANTS
     from ..training.step import STEP_MODES
+    from ..variants import VARIANTS
 
     for name, value in (("steps", steps), ("repeats", repeats), ("batch size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -110,11 +140,12 @@ def check_bench(variants, steps, repeats, batch_size, step_modes):
 
 
 def default_step_modes() -> tuple:
-    """eager and captured on a GPU that can capture, eager alone elsewhere (the others would run eager)."""
+    """whole, captured and eager on a GPU that can capture, eager alone elsewhere (the others would run eager)."""
     from ..training.step import resolve_step_mode
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return ("eager", "captured") if resolve_step_mode("captured", device, warn=False) == "captured" else ("eager",)
+    graphs = resolve_step_mode("whole", device, warn=False) == "whole"
+    return ("whole", "captured", "eager") if graphs else ("eager",)
 
 
 def check_step_modes_here(step_modes):
@@ -125,17 +156,33 @@ def check_step_modes_here(step_modes):
     fallen = [m for m in step_modes if resolve_step_mode(m, device, warn=False) != m]
     if fallen:
         where = "a CPU" if device == "cpu" else "this GPU (compute capability < 7.0)"
-        raise ValueError(f"step mode(s) {', '.join(fallen)} cannot run on {where} and would run eager; "
-                         "give --step-modes eager (the default here)")
+        raise ValueError(
+            f"step mode(s) {', '.join(fallen)} cannot run on {where} and would run eager; "
+            "give --step-modes eager (the default here)"
+        )
 
 
-def bench(variants, model, lengths_list, steps, repeats, batch_size, source=None, out=None,
-          step_modes=None, append=False) -> list[dict]:
+def bench(
+    variants,
+    model,
+    lengths_list,
+    steps,
+    repeats,
+    batch_size,
+    source=None,
+    out=None,
+    step_modes=None,
+    append=False,
+    reference=False,
+) -> list[dict]:
     """Measure every (length, variant, step mode) ``repeats`` times in one process; print a table.
 
     The order rotates between repeats, and the first pair of the last repeat is measured again at
     the end, to show that memory does not creep from run to run. append: add the rows to ``out``.
-    step_modes: default eager and captured (eager alone where captured cannot run). Bad counts or
+    reference: also measure transformers' own model (no attnpaper; bench/stock.py) eager and under
+    torch.compile(mode="reduce-overhead") at each length (a GPU only). The report is rewritten after
+    every measurement, so a run cut short keeps what it measured; every row says its git commit.
+    step_modes: default whole, captured and eager (eager alone where they cannot run). Bad counts or
     names, a mode that would fall back to eager here (captured on a CPU) and an ``out`` that cannot
     be written are refused (ValueError, one line) before any measurement.
     """
@@ -145,28 +192,91 @@ def bench(variants, model, lengths_list, steps, repeats, batch_size, source=None
     out = check_out_file(out, append)
     source = source or D.default_source()
     pairs = [(v, m) for v in variants for m in step_modes]
-    rows = []
+    if reference and not torch.cuda.is_available():
+        raise ValueError("--reference measures transformers' captured step and needs a CUDA GPU")
+    rows, sha = [], git_sha()
+    report = {
+        "model": [model],
+        "batch_size": batch_size,
+        "steps": steps,
+        "repeats": repeats,
+        "git_sha": sha,
+        "versions": device_info(),
+        "rows": rows,
+    }
+    kept = json.loads(out.read_text())["rows"] if out and append and out.exists() else []
+
+    def save():
+        if out:
+            everything = kept + rows
+            write_atomic(
+                out,
+                json.dumps(
+                    report | {"rows": everything, "model": sorted({r["model"] for r in everything})},
+                    indent=1,
+                    default=str,
+                ),
+            )
+
     for L in lengths_list:
         lengths = imdb_lengths(source, L)
         for r in range(repeats):
-            order = pairs[r % len(pairs):] + pairs[: r % len(pairs)]
+            order = pairs[r % len(pairs) :] + pairs[: r % len(pairs)]
             for v, mode in order + ([order[0]] if r == repeats - 1 else []):
                 t0 = time.perf_counter()
                 m = measure(v, model, L, steps, batch_size, lengths, mode)
-                rows.append({"variant": v, "max_length": L, "model": model, "repeat": r,
-                             "wall_s": time.perf_counter() - t0, **m})
-                print(f"L={L:4d} rep={r} {v:9s} {m['step_mode']:9s} {m['step_time_ms_median']:8.2f} ms/step "
-                      f"gpu busy {m.get('gpu_busy_ms_per_step') or 0:7.2f} ms "
-                      f"peak {m['peak_memory_mb'] or 0:8.0f} MB  pad {m['padding_fraction']:.2f} "
-                      f"syncs {m.get('host_syncs_per_step')}", flush=True)
-    report = {"model": [model], "batch_size": batch_size, "steps": steps, "repeats": repeats,
-              "versions": device_info(), "rows": rows}
+                rows.append(
+                    {
+                        "variant": v,
+                        "max_length": L,
+                        "model": model,
+                        "repeat": r,
+                        "batch_size": batch_size,
+                        "git_sha": sha,
+                        "wall_s": time.perf_counter() - t0,
+                        **m,
+                    }
+                )
+                save()
+                print(
+                    f"L={L:4d} rep={r} {v:9s} {m['step_mode']:9s} {m['step_time_ms_median']:8.2f} ms/step "
+                    f"gpu busy {m.get('gpu_busy_ms_per_step') or 0:7.2f} ms "
+                    f"peak {m['peak_memory_mb'] or 0:8.0f} MB  pad {m['padding_fraction']:.2f} "
+                    f"syncs {m.get('host_syncs_per_step')}",
+                    flush=True,
+                )
+            if reference:
+                for mode in STOCK_MODES:
+                    t0 = time.perf_counter()
+                    m = measure_stock(
+                        model,
+                        mode,
+                        random_split(lengths, steps * batch_size, seed=L),
+                        steps,
+                        batch_size,
+                        L,
+                        PROFILE_STEPS,
+                    )
+                    rows.append(
+                        {
+                            "variant": STOCK,
+                            "max_length": L,
+                            "model": model,
+                            "repeat": r,
+                            "batch_size": batch_size,
+                            "git_sha": sha,
+                            "wall_s": time.perf_counter() - t0,
+                            **m,
+                        }
+                    )
+                    print(
+                        f"L={L:4d} rep={r} {STOCK} {mode} {m['step_time_ms_median']:8.2f} ms/step "
+                        f"gpu busy {m.get('gpu_busy_ms_per_step') or 0:7.2f} ms",
+                        flush=True,
+                    )
+                    save()
     print(table(report))
-    if out:
-        if append and out.exists():
-            kept = json.loads(out.read_text())["rows"] + rows
-            report.update(rows=kept, model=sorted({r["model"] for r in kept}))
-        write_atomic(out, json.dumps(report, indent=1, default=str))
+    save()
     return rows
 
 
@@ -176,8 +286,12 @@ def table(report) -> str:
 
     variants = {r["variant"] for r in report["rows"]}
     ref = "sdpa" if "sdpa" in variants else ("baseline" if "baseline" in variants else None)
-    g = step_table(report["rows"], ["model", "max_length", "variant", "step_mode"],
-                   ("wall_ms", "busy_ms", "peak_mb", "reserved_mb", "wall_over_busy"), ref=ref)
+    g = step_table(
+        report["rows"],
+        ["model", "max_length", "variant", "step_mode"],
+        ("wall_ms", "busy_ms", "peak_mb", "reserved_mb", "wall_over_busy"),
+        ref=ref,
+    )
     g = g.rename(columns={"busy_ms": "gpu_busy_ms"})
     head = f"{report['versions'].get('device')} | batch {report['batch_size']}"
     return f"{head}\n{g.round(3).to_string()}"

@@ -4,6 +4,7 @@ Its default attention (sdpa), batches padded to ``max_length`` (static shapes), 
 model, bf16 autocast; either plain eager or ``torch.compile(mode="reduce-overhead")`` (Inductor and
 CUDA graphs). Timed with the same ``Meter`` as the variants' steps, so the rows stand side by side.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,21 +35,29 @@ def padded_batches(split, batch_size: int, length: int) -> list[dict]:
     out = []
     for i in range(0, len(split) - batch_size + 1, batch_size):
         ids = torch.zeros(batch_size, length, dtype=torch.long)
-        for r, seq in enumerate(split.ids[i:i + batch_size]):
-            ids[r, :len(seq)] = torch.tensor(seq[:length])
-        out.append({"input_ids": ids, "attention_mask": (ids != 0).long(),
-                    "labels": torch.as_tensor(split.labels[i:i + batch_size], dtype=torch.long)})
+        for r, seq in enumerate(split.ids[i : i + batch_size]):
+            ids[r, : len(seq)] = torch.tensor(seq[:length])
+        out.append(
+            {
+                "input_ids": ids,
+                "attention_mask": (ids != 0).long(),
+                "labels": torch.as_tensor(split.labels[i : i + batch_size], dtype=torch.long),
+            }
+        )
     return out
 
 
-def measure_stock(model: str, mode: str, split, steps: int, batch_size: int, length: int,
-                  profile_steps: int = 5) -> dict:
-    """Wall and GPU-busy ms per step and peak memory of the stock model's training step (a GPU only)."""
+def measure_stock(
+    model: str, mode: str, split, steps: int, batch_size: int, length: int, profile_steps: int = 5
+) -> dict:
+    """Wall and GPU-busy ms per step and peak memory of the stock model's training step (eager runs on a CPU
+    too, for tests; reduce-overhead needs a GPU)."""
     if mode not in STOCK_MODES:
         raise ValueError(f"unknown reference mode {mode!r}; valid: {', '.join(STOCK_MODES)}")
-    device = torch.device("cuda")
-    meter = Meter(device, "captured" if STOCK_MODES[mode] else "eager", steps, timed=True,
-                  profile_steps=profile_steps)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if STOCK_MODES[mode] and device.type != "cuda":
+        raise ValueError(f"reference mode {mode!r} records CUDA graphs and needs a GPU; valid here: eager")
+    meter = Meter(device, "captured" if STOCK_MODES[mode] else "eager", steps, timed=True, profile_steps=profile_steps)
     model_ = stock_model(model).to(device).train()
     optimizer = torch.optim.AdamW(model_.parameters(), lr=5e-5, fused=True)
     fwd = torch.compile(model_, mode=STOCK_MODES[mode]) if STOCK_MODES[mode] else model_
@@ -59,17 +68,21 @@ def measure_stock(model: str, mode: str, split, steps: int, batch_size: int, len
         with meter.step(i, tuple(b["input_ids"].shape)):
             if STOCK_MODES[mode]:
                 torch.compiler.cudagraph_mark_step_begin()
-            with autocast("bf16", device):
+            with autocast("bf16" if device.type == "cuda" else "fp32", device):
                 loss = fwd(**b).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
     out = meter.report(steps, 0.0, model_, optimizer)
     busy = out.get("gpu_busy_ms_per_step")
-    real = sum(min(len(x), length) for x in split.ids[:len(batches) * batch_size])
-    out.update(step_mode=mode, layout="padded", padding_fraction=1 - real / (len(batches) * batch_size * length),
-               kernels=None,
-               wall_over_busy=out["step_time_ms_median"] / busy if busy else None)
+    real = sum(min(len(x), length) for x in split.ids[: len(batches) * batch_size])
+    out.update(
+        step_mode=mode,
+        layout="padded",
+        padding_fraction=1 - real / (len(batches) * batch_size * length),
+        kernels=None,
+        wall_over_busy=out["step_time_ms_median"] / busy if busy else None,
+    )
     del model_, optimizer, fwd, batches
     torch._dynamo.reset()
     return out

@@ -4,6 +4,7 @@ Readers on air-gapped clusters run `python -m attnpaper bundle` where the hub (o
 is reachable, copy the folder and `scripts/gpu_run.sh` across, and run there. With internet the
 bundle is unnecessary: the notebook loads `distilbert-base-uncased` and `stanfordnlp/imdb` itself.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -25,8 +26,11 @@ def export_fp16(src: Path, dst: Path) -> Path:
 
     dst.mkdir(parents=True, exist_ok=True)
     weights = load_file(src / "model.safetensors")
-    save_file({k: v.half().contiguous() if v.is_floating_point() else v for k, v in weights.items()},
-              dst / "model.safetensors", metadata={"format": "pt"})
+    save_file(
+        {k: v.half().contiguous() if v.is_floating_point() else v for k, v in weights.items()},
+        dst / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     for name in TOKENIZER_FILES:
         if (src / name).exists():
             shutil.copy(src / name, dst / name)
@@ -65,7 +69,7 @@ def unpack_xz(src="bundle/xz", dst="bundle") -> list[Path]:
         target = dst / f.relative_to(src)
         target = target.with_suffix("") if f.suffix == ".xz" else target
         target.parent.mkdir(parents=True, exist_ok=True)
-        with (lzma.open(f) if f.suffix == ".xz" else open(f, "rb")) as a, open(target, "wb") as b:
+        with lzma.open(f) if f.suffix == ".xz" else open(f, "rb") as a, open(target, "wb") as b:
             shutil.copyfileobj(a, b)
         out.append(target)
     return out
@@ -88,7 +92,9 @@ def check_bundle_args(out, max_length, positions=512) -> Path:
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
-        why = "a folder on its path is a file" if isinstance(err, (FileExistsError, NotADirectoryError)) else err.strerror
+        why = (
+            "a folder on its path is a file" if isinstance(err, (FileExistsError, NotADirectoryError)) else err.strerror
+        )
         raise ValueError(f"cannot write --out {out}: {why or err}; give a writable folder") from None
     return out
 
@@ -135,6 +141,8 @@ def make_bundle(out="bundle", source=None, max_length=128, wheels=".whl", xz=Fal
     what = f"{out / XZ_DIRNAME} and GIT_SHA" if xz else f"model, {ids.name}, lengths and GIT_SHA"
     print(f"bundle {out}: {what} {size / 2**20:.1f} MiB + wheels {wheel_size / 2**20:.1f} MiB")
     if size + wheel_size > LIMIT_MB * 2**20:
-        raise ValueError(f"bundle and wheels are {(size + wheel_size) / 2**20:.1f} MiB, over {LIMIT_MB} MiB"
-                         + ("" if xz else "; try make_bundle(..., xz=True)"))
+        raise ValueError(
+            f"bundle and wheels are {(size + wheel_size) / 2**20:.1f} MiB, over {LIMIT_MB} MiB"
+            + ("" if xz else "; try make_bundle(..., xz=True)")
+        )
     return out

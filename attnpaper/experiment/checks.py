@@ -6,6 +6,7 @@ valid. Each distinct data source and model is checked once per plan: what each r
 data must hold both labels and, for training, a batch; a model folder must hold weights that load
 (their headers only are read) and a real tokenizer, without which every word would be [UNK].
 """
+
 from __future__ import annotations
 
 import os
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ..training import data as D
-from ..attention import has_flash_attn, has_torch_varlen
 from .. import variants as V
+from ..attention import has_flash_attn, has_torch_varlen
+from ..training import data as D
 from ..variants import MAX_SEED  # noqa: F401  (the seed range is checked by RunConfig.validate)
 
 SUPPORTED_MODEL_TYPES = ("bert", "distilbert")
@@ -32,8 +33,10 @@ FOLDER = "a folder as save_pretrained writes it (config.json, model.safetensors 
 def check_data(source) -> None:
     """The data source exists, has the schema, is non-empty, has no null text and labels 0/1."""
     if not isinstance(source, (str, os.PathLike)) or not str(source):
-        raise ValueError(f"bad parameter data={source!r}: valid: 'hub', '{D.SYNTHETIC}', a directory of "
-                         "train/test.parquet, or a token cache .npz")
+        raise ValueError(
+            f"bad parameter data={source!r}: valid: 'hub', '{D.SYNTHETIC}', a directory of "
+            "train/test.parquet, or a token cache .npz"
+        )
     source = str(source)
     if source in ("hub", D.SYNTHETIC):
         return  # the hub is checked by datasets when it loads (offline, only its cache can answer)
@@ -57,22 +60,31 @@ def model_config(model):
     if folder is not None:
         if not (folder / "config.json").is_file():
             what = "is empty" if not any(folder.iterdir()) else "has no config.json"
-            raise ValueError(f"bad parameter model={model!r}: the model folder {folder} {what}; valid: {FOLDER}, "
-                             f"a hub name, or one of {', '.join(MODEL_ALIASES)}")
+            raise ValueError(
+                f"bad parameter model={model!r}: the model folder {folder} {what}; valid: {FOLDER}, "
+                f"a hub name, or one of {', '.join(MODEL_ALIASES)}"
+            )
         try:
             return AutoConfig.from_pretrained(source)
         except Exception as err:  # broken JSON, an unknown model type, a bad value: each its own exception type
-            raise ValueError(f"bad parameter model={model!r}: {folder / 'config.json'} is not a readable transformers "
-                             f"config ({first_line(err)}); valid: {FOLDER}") from None
+            raise ValueError(
+                f"bad parameter model={model!r}: {folder / 'config.json'} is not a readable transformers "
+                f"config ({first_line(err)}); valid: {FOLDER}"
+            ) from None
     try:
         return AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        where = ("not a local directory and not in the local Hugging Face cache (HF_HUB_OFFLINE is set)"
-                 if offline else "not a local directory with config.json, nor a model on the hub")
-        raise ValueError(f"bad parameter model={model!r}: {where}; valid: a directory holding config.json, "
-                         f"a hub name, or one of {', '.join(MODEL_ALIASES)} "
-                         f"({first_line(err)})") from None
+        where = (
+            "not a local directory and not in the local Hugging Face cache (HF_HUB_OFFLINE is set)"
+            if offline
+            else "not a local directory with config.json, nor a model on the hub"
+        )
+        raise ValueError(
+            f"bad parameter model={model!r}: {where}; valid: a directory holding config.json, "
+            f"a hub name, or one of {', '.join(MODEL_ALIASES)} "
+            f"({first_line(err)})"
+        ) from None
 
 
 def first_line(err) -> str:
@@ -121,8 +133,9 @@ def check_tokenizer(model, conf, where) -> None:
     try:
         tok = load_tokenizer(model)
     except Exception as err:
-        raise ValueError(f"bad parameter model={model!r}: the tokenizer in {where} does not load "
-                         f"({first_line(err)}); {valid}") from None
+        raise ValueError(
+            f"bad parameter model={model!r}: the tokenizer in {where} does not load ({first_line(err)}); {valid}"
+        ) from None
     size, model_size = len(tok), getattr(conf, "vocab_size", None)
     ids = tok(PROBE, add_special_tokens=False)["input_ids"]
     why = None
@@ -160,14 +173,20 @@ def check_device(cfg, device) -> None:
     device = torch.device(device)
     if "flash_backend" in V.TABLE[cfg.variant].options:
         if cfg.flash_backend == "flash_attn" and not has_flash_attn():
-            raise ValueError("bad parameter flash_backend='flash_attn': the flash-attn package is not installed "
-                             "(pip install 'attnpaper[flash]'); valid here: auto, varlen, sdpa, math")
+            raise ValueError(
+                "bad parameter flash_backend='flash_attn': the flash-attn package is not installed "
+                "(pip install 'attnpaper[flash]'); valid here: auto, varlen, sdpa, math"
+            )
         if cfg.flash_backend in ("varlen", "flash_attn") and device.type != "cuda":
-            raise ValueError(f"bad parameter flash_backend={cfg.flash_backend!r}: needs a CUDA GPU, "
-                             f"this run is on {device.type}; valid here: auto, sdpa, math")
+            raise ValueError(
+                f"bad parameter flash_backend={cfg.flash_backend!r}: needs a CUDA GPU, "
+                f"this run is on {device.type}; valid here: auto, sdpa, math"
+            )
         if cfg.flash_backend == "varlen" and not has_torch_varlen():
-            raise ValueError(f"bad parameter flash_backend='varlen': torch {torch.__version__} has no "
-                             "torch.nn.attention.varlen; valid here: auto, flash_attn, sdpa, math")
+            raise ValueError(
+                f"bad parameter flash_backend='varlen': torch {torch.__version__} has no "
+                "torch.nn.attention.varlen; valid here: auto, flash_attn, sdpa, math"
+            )
     if cfg.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError("bad parameter precision='bf16': this GPU has no bf16; valid here: fp16, fp32, auto")
 
@@ -188,15 +207,18 @@ def check_plan(configs, device=None) -> list:
             labels[cfg.data] = D.split_labels(cfg.data)
         for split, limit in (("train", cfg.train_samples), ("test", cfg.test_samples)):
             if labels[cfg.data] is not None:
-                D.check_split(cfg.data, split, labels[cfg.data][split], limit,
-                              cfg.batch_size if split == "train" else None)
+                D.check_split(
+                    cfg.data, split, labels[cfg.data][split], limit, cfg.batch_size if split == "train" else None
+                )
     models = {}
     for cfg in configs:
         if cfg.model not in models:
             conf = models[cfg.model] = model_config(cfg.model)
             if conf.model_type.removeprefix("attnpaper-") not in SUPPORTED_MODEL_TYPES:
-                raise ValueError(f"bad parameter model={cfg.model!r}: a {conf.model_type} model; the attnpaper "
-                                 f"variants support {', '.join(SUPPORTED_MODEL_TYPES)} encoders")
+                raise ValueError(
+                    f"bad parameter model={cfg.model!r}: a {conf.model_type} model; the attnpaper "
+                    f"variants support {', '.join(SUPPORTED_MODEL_TYPES)} encoders"
+                )
             check_model(cfg.model, conf)
         conf = models[cfg.model]
         cfg.validate(getattr(conf, "max_position_embeddings", None), getattr(conf, "num_hidden_layers", None))

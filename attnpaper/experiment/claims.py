@@ -10,6 +10,7 @@ Not ``filelock``: its locks (flock) name no holder and are unreliable between ho
 claim is a file that names its holder, device and heartbeat, which other sweeps here or on another
 host read to tell a live run from a dead one and to see who shares their device.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,12 @@ class Claim:
         self.folder, self.run = Path(folder), run
         self.path = self.folder / f"{run}.claim"
         self.slot = slot or device_slot()
-        self.info = {"host": socket.gethostname(), "pid": os.getpid(), "slot": self.slot,
-                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self.info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "slot": self.slot,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         self.concurrent = 1  # the most runs seen on this run's device at once, itself included
         self.took_over: dict | None = None
         self._stop = threading.Event()
@@ -121,8 +126,12 @@ class Claim:
             if p == self.path:
                 continue
             info = read_claim(p)
-            if (info and info.get("host") == self.info["host"] and _overlap(info.get("slot", ""), self.slot)
-                    and not is_stale(p, info)):
+            if (
+                info
+                and info.get("host") == self.info["host"]
+                and _overlap(info.get("slot", ""), self.slot)
+                and not is_stale(p, info)
+            ):
                 out.append(info)
         return out
 

@@ -8,6 +8,7 @@ a copy that restores the modification time still changes), in memory and in
 ``$XDG_CACHE_HOME/attnpaper/file-hashes.json``, so a rerun reads no file twice. None means that the
 fingerprint cannot be computed here (the hub's IMDb, files that are missing): such a run matches any.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,19 @@ from ..files import write_atomic
 from ..variants import OFFLINE_MODEL, RANDOM_DISTILBERT, TINY_RANDOM
 
 DATA_FILES = ("train.parquet", "test.parquet")
-MODEL_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.h5", "*.msgpack", "config.json", "tokenizer.json",
-               "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+MODEL_FILES = (
+    "*.safetensors",
+    "*.bin",
+    "*.pt",
+    "*.pth",
+    "*.h5",
+    "*.msgpack",
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+)
 """A model folder's files that change what a run computes: weights, config and tokenizer (not READMEs)."""
 HUB_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "vocab.txt")
 _memory: dict[str, str] = {}

@@ -1,4 +1,5 @@
 """Results records: one JSON file per (configuration, variant, seed), written atomically."""
+
 from __future__ import annotations
 
 import json
@@ -10,17 +11,40 @@ from pathlib import Path
 from ..files import checkout_root, write_atomic
 from ..training.config import RunConfig
 
-REQUIRED = ("variant", "seed", "model", "max_length", "epochs", "batch_size", "lr", "precision",
-            "train_samples", "test_samples", "accuracy", "train_time_s", "peak_memory_mb", "tokens_per_s",
-            "device", "kernels", "versions", "git_sha", "status", "error", "config_hash")
+REQUIRED = (
+    "variant",
+    "seed",
+    "model",
+    "max_length",
+    "epochs",
+    "batch_size",
+    "lr",
+    "precision",
+    "train_samples",
+    "test_samples",
+    "accuracy",
+    "train_time_s",
+    "peak_memory_mb",
+    "tokens_per_s",
+    "device",
+    "kernels",
+    "versions",
+    "git_sha",
+    "status",
+    "error",
+    "config_hash",
+)
 GIT_SHA_ENV = "ATTNPAPER_GIT_SHA"
+
+
 def git_sha() -> str:
     """$ATTNPAPER_GIT_SHA (set by GPU bundles, which travel without .git), else `git rev-parse HEAD`."""
     if os.environ.get(GIT_SHA_ENV):
         return os.environ[GIT_SHA_ENV]
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -72,7 +96,9 @@ def save_result(rec: dict, path) -> str:
             old = None
         if old is not None and old["status"] == "ok":
             old.setdefault("history", []).append(
-                {k: rec.get(k) for k in ("status", "error", "started", "git_sha")} | {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                {k: rec.get(k) for k in ("status", "error", "started", "git_sha")}
+                | {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            )
             write_record(old, path)
             return "kept the previous ok record; the failure is in its history"
     write_record(rec, path)
@@ -94,7 +120,16 @@ def new_record(cfg: RunConfig) -> dict:
 
     versions = device_info()
     rec = {k: None for k in REQUIRED}
-    rec.update(cfg.to_dict(), config=cfg.to_dict(), config_hash=cfg.config_hash(), device=versions.pop("device"),
-               versions=versions, git_sha=git_sha(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               status="running", error=None, **fingerprints(cfg))
+    rec.update(
+        cfg.to_dict(),
+        config=cfg.to_dict(),
+        config_hash=cfg.config_hash(),
+        device=versions.pop("device"),
+        versions=versions,
+        git_sha=git_sha(),
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        status="running",
+        error=None,
+        **fingerprints(cfg),
+    )
     return rec

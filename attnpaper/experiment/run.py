@@ -3,6 +3,7 @@
 A data-parallel run (``nproc_per_node`` > 1) is started here with torchrun, which runs this module
 once per process (``main``); see training/ddp.py for what each process does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,9 +14,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from ..training.config import RunConfig
 from ..training import ddp
 from ..training.checkpoint import Checkpoint
+from ..training.config import RunConfig
 from ..training.loop import train
 from .checks import check_plan
 from .records import new_record, read_record, record_name, save_result
@@ -23,9 +24,9 @@ from .records import new_record, read_record, record_name, save_result
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
-
-def run_and_record(cfg: RunConfig, out_dir, checkpoint_dir=None, fresh=False, keep_checkpoint=False,
-                   **train_kwargs) -> dict:
+def run_and_record(
+    cfg: RunConfig, out_dir, checkpoint_dir=None, fresh=False, keep_checkpoint=False, **train_kwargs
+) -> dict:
     """Train, measure and write the record; a failure is written as status 'failed' and re-raised.
 
     The run checkpoints every ``cfg.checkpoint_every`` steps into ``checkpoint_dir`` (default:
@@ -45,8 +46,13 @@ def run_and_record(cfg: RunConfig, out_dir, checkpoint_dir=None, fresh=False, ke
         out_dir = Path(out_dir)
         default = out_dir.parent if out_dir.name == "records" else out_dir
         ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else default / "checkpoints"
-        ckpt = Checkpoint(ckpt_dir / path.with_suffix(".ckpt").name, cfg.to_dict(), cfg.checkpoint_every,
-                          fresh=fresh, keep=keep_checkpoint)
+        ckpt = Checkpoint(
+            ckpt_dir / path.with_suffix(".ckpt").name,
+            cfg.to_dict(),
+            cfg.checkpoint_every,
+            fresh=fresh,
+            keep=keep_checkpoint,
+        )
     try:
         check_plan([cfg], train_kwargs.get("device"))
         rec.update(train(cfg, checkpoint=ckpt, **train_kwargs))
@@ -71,8 +77,19 @@ def launched() -> bool:
 def launch(cfg, out_dir, checkpoint_dir=None, fresh=False, keep_checkpoint=False, timeout=None) -> dict:
     """Run ``cfg`` on cfg.nproc_per_node processes with torchrun; returns the record rank 0 wrote."""
     out_dir = Path(out_dir)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc_per_node}",
-           "-m", "attnpaper.experiment.run", "--config", json.dumps(cfg.to_dict()), "--out", str(out_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={cfg.nproc_per_node}",
+        "-m",
+        "attnpaper.experiment.run",
+        "--config",
+        json.dumps(cfg.to_dict()),
+        "--out",
+        str(out_dir),
+    ]
     if checkpoint_dir:
         cmd += ["--checkpoint-dir", str(checkpoint_dir)]
     cmd += ["--fresh"] * bool(fresh) + ["--keep-checkpoint"] * bool(keep_checkpoint)
@@ -98,8 +115,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cfg = RunConfig.from_dict(json.loads(args.config))
     try:
-        run_and_record(cfg, args.out, checkpoint_dir=args.checkpoint_dir, fresh=args.fresh,
-                       keep_checkpoint=args.keep_checkpoint, progress=ddp.world()[0] == 0)
+        run_and_record(
+            cfg,
+            args.out,
+            checkpoint_dir=args.checkpoint_dir,
+            fresh=args.fresh,
+            keep_checkpoint=args.keep_checkpoint,
+            progress=ddp.world()[0] == 0,
+        )
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -6,6 +6,7 @@ notebooks), ``checkpoints/`` (of unfinished runs), ``claims/`` (runs in progress
 claimed before it starts, writes into its staging folder, and only a whole, ok record and notebook
 are moved into place; a failed rerun never replaces an ok record.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,11 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..files import checkout_root
+from ..files import checkout_root, clean_temp, pid_alive, write_atomic
+from ..training.config import SMOKE, RunConfig
 from .claims import Claim
 from .fingerprint import fingerprints, stale
-from ..training.config import SMOKE, RunConfig
-from ..files import clean_temp, pid_alive, write_atomic
 from .records import new_record, read_record, record_name, save_result, write_record
 
 NOTEBOOK = checkout_root() / "chapters" / "07_experiment.ipynb"
@@ -56,12 +56,16 @@ def check_runner(notebook, kernel_name=None) -> Path:
     try:
         nb = nbformat.read(notebook, as_version=4)
     except Exception as err:  # nbformat raises JSON, validation and decoding errors alike
-        raise ValueError(f"--notebook {notebook} is not a Jupyter notebook ({type(err).__name__}: "
-                         f"{str(err).strip().splitlines()[0][:160] if str(err).strip() else ''}); "
-                         "pass the experiment notebook, chapters/07_experiment.ipynb") from None
+        raise ValueError(
+            f"--notebook {notebook} is not a Jupyter notebook ({type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0][:160] if str(err).strip() else ''}); "
+            "pass the experiment notebook, chapters/07_experiment.ipynb"
+        ) from None
     if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
-        raise ValueError(f"--notebook {notebook} has no cell tagged 'parameters', so papermill could not set "
-                         "the run's parameters; pass the experiment notebook, chapters/07_experiment.ipynb")
+        raise ValueError(
+            f"--notebook {notebook} has no cell tagged 'parameters', so papermill could not set "
+            "the run's parameters; pass the experiment notebook, chapters/07_experiment.ipynb"
+        )
     from jupyter_client.kernelspec import KernelSpecManager
 
     specs = KernelSpecManager().find_kernel_specs()
@@ -69,8 +73,10 @@ def check_runner(notebook, kernel_name=None) -> Path:
         raise ValueError(f"--kernel {kernel_name!r}: no such Jupyter kernel; valid: {', '.join(sorted(specs))}")
     wanted = nb.metadata.get("kernelspec", {}).get("name")
     if kernel_name is None and wanted and wanted not in specs:
-        raise ValueError(f"--notebook {notebook} asks for the Jupyter kernel {wanted!r}, which is not installed; "
-                         f"pass --kernel, one of: {', '.join(sorted(specs))}")
+        raise ValueError(
+            f"--notebook {notebook} asks for the Jupyter kernel {wanted!r}, which is not installed; "
+            f"pass --kernel, one of: {', '.join(sorted(specs))}"
+        )
     return notebook
 
 
@@ -186,8 +192,10 @@ def _stop_on_write_error(what: str):
         yield
     except OSError as err:
         if _write_error(err) is not None:
-            raise SweepStopped(f"cannot write {err.filename or 'the output folder'}: {err.strerror}; "
-                               f"{what} (earlier results are intact)") from None
+            raise SweepStopped(
+                f"cannot write {err.filename or 'the output folder'}: {err.strerror}; "
+                f"{what} (earlier results are intact)"
+            ) from None
         raise
 
 
@@ -196,8 +204,20 @@ def _last_line(err) -> str:
     return text.splitlines()[-1] if text else type(err).__name__
 
 
-def sweep(variants, seeds, out, overrides=None, smoke=False, force=False, notebook=NOTEBOOK,
-          kernel_name=None, log=print, fresh=False, keep_checkpoints=False, stream=False) -> list[dict]:
+def sweep(
+    variants,
+    seeds,
+    out,
+    overrides=None,
+    smoke=False,
+    force=False,
+    notebook=NOTEBOOK,
+    kernel_name=None,
+    log=print,
+    fresh=False,
+    keep_checkpoints=False,
+    stream=False,
+) -> list[dict]:
     """Execute ``notebook`` for each configuration; records go to out/records, notebooks to out/notebooks.
 
     A run whose record exists with status ok is skipped unless force, or unless the content of its data
@@ -229,9 +249,11 @@ def sweep(variants, seeds, out, overrides=None, smoke=False, force=False, notebo
         kept = sum(r["status"] == "ok" for r in summary)
         stopped = [r for r in summary if r["status"] == "interrupted"]
         what = f"; {Path(stopped[0]['record']).stem} was stopped (its checkpoint, if any, is kept)" if stopped else ""
-        raise SweepInterrupted(f"interrupted ({why}): {kept} run(s) recorded in this sweep and every earlier record "
-                               f"under {out / 'records'} are kept{what}; run the same command again to resume",
-                               summary) from None
+        raise SweepInterrupted(
+            f"interrupted ({why}): {kept} run(s) recorded in this sweep and every earlier record "
+            f"under {out / 'records'} are kept{what}; run the same command again to resume",
+            summary,
+        ) from None
     return summary
 
 
@@ -257,8 +279,23 @@ def _sweep_loop(pm, configs, out, summary, force, notebook, kernel_name, log, fr
         stage = out / ".staging" / f"{os.getpid()}@{socket.gethostname()}"
         log(_progress(i, len(configs), summary, time.perf_counter() - start, ran))
         try:
-            summary.append(_run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_name,
-                                    log, fresh, keep_checkpoints, stream))
+            summary.append(
+                _run_one(
+                    pm,
+                    cfg,
+                    out,
+                    rec_path,
+                    nb_path,
+                    stage,
+                    claim,
+                    notebook,
+                    kernel_name,
+                    log,
+                    fresh,
+                    keep_checkpoints,
+                    stream,
+                )
+            )
             ran.append(summary[-1]["wall_s"])
         except KeyboardInterrupt:
             summary.append({"record": str(rec_path), "status": "interrupted"})
@@ -270,6 +307,7 @@ def _sweep_loop(pm, configs, out, summary, force, notebook, kernel_name, log, fr
 
 def _progress(i, total, summary, elapsed, walls) -> str:
     """'[3/10] 2 ok, 0 failed, 0 skipped; 4m10s elapsed, about 9m left'."""
+
     def fmt(s):
         return f"{int(s // 60)}m{int(s % 60):02d}s"
 
@@ -300,8 +338,14 @@ def _run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_nam
     stage.mkdir(parents=True, exist_ok=True)
     staged_rec, staged_nb = stage / rec_path.name, stage / nb_path.name
     ckpt_dir = out / "checkpoints"
-    params = {**cfg.to_dict(), "smoke": False, "output_dir": str(stage.resolve()),
-              "checkpoint_dir": str(ckpt_dir.resolve()), "fresh": fresh, "keep_checkpoint": True}
+    params = {
+        **cfg.to_dict(),
+        "smoke": False,
+        "output_dir": str(stage.resolve()),
+        "checkpoint_dir": str(ckpt_dir.resolve()),
+        "fresh": fresh,
+        "keep_checkpoint": True,
+    }
     log(f"run  {cfg.variant} seed {cfg.seed} -> {nb_path}")
     t0 = time.perf_counter()
     try:
@@ -312,8 +356,10 @@ def _run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_nam
     except Exception as err:  # the run failed: keep its error, never over an ok record, go on
         fatal = _write_error(err)
         if fatal is not None:
-            raise SweepStopped(f"cannot write under {out}: {fatal.strerror}; stopped before "
-                               f"{cfg.variant} seed {cfg.seed} was recorded (earlier results are intact)") from None
+            raise SweepStopped(
+                f"cannot write under {out}: {fatal.strerror}; stopped before "
+                f"{cfg.variant} seed {cfg.seed} was recorded (earlier results are intact)"
+            ) from None
         rec = _failed_record(cfg, staged_rec, err)
         _note_sharing(rec, claim)
         with _stop_on_write_error(f"stopped after {cfg.variant} seed {cfg.seed} failed"):
@@ -321,8 +367,12 @@ def _run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_nam
             if staged_nb.exists():
                 os.replace(staged_nb, nb_path.with_suffix(".failed.ipynb"))
         log(f"FAILED {cfg.variant} seed {cfg.seed}: {_last_line(err)} ({what})")
-        return {"record": str(rec_path), "notebook": str(nb_path.with_suffix('.failed.ipynb')),
-                "status": "failed", "wall_s": round(time.perf_counter() - t0, 1)}
+        return {
+            "record": str(rec_path),
+            "notebook": str(nb_path.with_suffix(".failed.ipynb")),
+            "status": "failed",
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
     _note_sharing(rec, claim)
     with _stop_on_write_error(f"stopped before {rec_path.name} was recorded (its checkpoint is kept)"):
         write_record(rec, staged_rec)
@@ -331,8 +381,13 @@ def _run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_nam
         nb_path.with_suffix(".failed.ipynb").unlink(missing_ok=True)
     if not keep:
         (out / "checkpoints" / rec_path.with_suffix(".ckpt").name).unlink(missing_ok=True)
-    return {"record": str(rec_path), "notebook": str(nb_path), "status": "ok",
-            "resumed_from_step": rec.get("resumed_from_step", 0), "wall_s": round(time.perf_counter() - t0, 1)}
+    return {
+        "record": str(rec_path),
+        "notebook": str(nb_path),
+        "status": "ok",
+        "resumed_from_step": rec.get("resumed_from_step", 0),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
 
 
 def _execute(pm, notebook, staged_nb, params, kernel_name, stream):
@@ -355,9 +410,15 @@ def _execute(pm, notebook, staged_nb, params, kernel_name, stream):
 
     def target():
         try:
-            pm.execute_notebook(str(notebook), str(staged_nb), parameters=params, kernel_name=kernel_name,
-                                progress_bar=False, log_output=stream,  # the kernel runs in this cwd
-                                kernel_manager_class=TrackedKernelManager)
+            pm.execute_notebook(
+                str(notebook),
+                str(staged_nb),
+                parameters=params,
+                kernel_name=kernel_name,
+                progress_bar=False,
+                log_output=stream,  # the kernel runs in this cwd
+                kernel_manager_class=TrackedKernelManager,
+            )
         except BaseException as err:  # handed to the main thread
             result["error"] = err
 
@@ -452,8 +513,15 @@ def sweep_on_gpus(worker_argv: list[str], gpus: list[str], log=print) -> list[di
     procs = []
     for gpu in gpus:
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
-        procs.append(subprocess.Popen([sys.executable, "-m", "attnpaper", "sweep", *worker_argv], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "attnpaper", "sweep", *worker_argv],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
 
     def relay(gpu, stream):
         for line in stream:
@@ -472,7 +540,7 @@ def sweep_on_gpus(worker_argv: list[str], gpus: list[str], log=print) -> list[di
             for p in procs:
                 with contextlib.suppress(ProcessLookupError):
                     p.terminate()
-            outputs += [p.stdout.read() for p in procs[len(outputs):]]
+            outputs += [p.stdout.read() for p in procs[len(outputs) :]]
     for p, t in zip(procs, relays):
         p.wait()
         t.join()
@@ -491,6 +559,9 @@ def sweep_on_gpus(worker_argv: list[str], gpus: list[str], log=print) -> list[di
                 merged[entry["record"]] = entry  # the worker that ran it, not the ones that skipped it
     if interrupted:
         kept = sum(r["status"] == "ok" for r in merged.values())
-        raise SweepInterrupted(f"interrupted ({interrupted}): {kept} run(s) recorded in this sweep and every earlier "
-                               "record are kept; run the same command again to resume", list(merged.values()))
+        raise SweepInterrupted(
+            f"interrupted ({interrupted}): {kept} run(s) recorded in this sweep and every earlier "
+            "record are kept; run the same command again to resume",
+            list(merged.values()),
+        )
     return list(merged.values())

@@ -12,6 +12,7 @@ transformers' own attention, so they save as plain ``bert``/``distilbert`` model
 a small ``attnpaper_model.py`` (transformers' custom-code mechanism), so ``trust_remote_code=True``
 loads them wherever attnpaper is installed and names ``pip install attnpaper`` where it is not.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,11 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    AutoConfig, AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification, DistilBertConfig,
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    DistilBertConfig,
     DistilBertForSequenceClassification,
 )
 
@@ -49,8 +54,10 @@ class _Portable:
             d["attn_implementation"] = row.implementation
         else:
             stem = Path(REMOTE_FILE).stem
-            d["auto_map"] = {"AutoConfig": f"{stem}.{type(self).__name__}",
-                             "AutoModelForSequenceClassification": f"{stem}.{MODELS[type(self)].__name__}"}
+            d["auto_map"] = {
+                "AutoConfig": f"{stem}.{type(self).__name__}",
+                "AutoModelForSequenceClassification": f"{stem}.{MODELS[type(self)].__name__}",
+            }
         return d
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -117,8 +124,10 @@ def attention_modules(model) -> list[torch.nn.Module]:
     mods = [m for m in model.modules() if type(m).__name__.endswith("SelfAttention") and hasattr(m, "config")]
     n = model.config.num_hidden_layers
     if len(mods) != n:
-        raise ValueError(f"found {len(mods)} self-attention modules for {n} layers in {type(model).__name__}; "
-                         "only BERT-family encoders (BERT, DistilBERT, MiniLM) are supported")
+        raise ValueError(
+            f"found {len(mods)} self-attention modules for {n} layers in {type(model).__name__}; "
+            "only BERT-family encoders (BERT, DistilBERT, MiniLM) are supported"
+        )
     return mods
 
 
@@ -146,8 +155,10 @@ class AttnpaperDistilBertForSequenceClassification(_Reloadable, DistilBertForSeq
 
 
 CONFIGS = {"bert": AttnpaperBertConfig, "distilbert": AttnpaperDistilBertConfig}
-MODELS = {AttnpaperBertConfig: AttnpaperBertForSequenceClassification,
-          AttnpaperDistilBertConfig: AttnpaperDistilBertForSequenceClassification}
+MODELS = {
+    AttnpaperBertConfig: AttnpaperBertForSequenceClassification,
+    AttnpaperDistilBertConfig: AttnpaperDistilBertForSequenceClassification,
+}
 for _config, _model in MODELS.items():
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoModelForSequenceClassification.register(_config, _model, exist_ok=True)

@@ -1,4 +1,5 @@
 """Building a sequence classifier with one of the paper's attention variants."""
+
 from __future__ import annotations
 
 import os
@@ -39,15 +40,16 @@ def resolve_model(model):
     if not isinstance(model, str) or not model:
         raise ValueError(f"model must be a hub name, a directory, a transformers config or one of {MODEL_ALIASES}")
     if looks_like_path(model) and not Path(model).is_dir():
-        raise ValueError(f"model directory {model} does not exist; valid: a directory holding config.json, "
-                         f"a hub name such as distilbert-base-uncased, or one of {', '.join(MODEL_ALIASES)}")
+        raise ValueError(
+            f"model directory {model} does not exist; valid: a directory holding config.json, "
+            f"a hub name such as distilbert-base-uncased, or one of {', '.join(MODEL_ALIASES)}"
+        )
     return model
 
 
 def looks_like_path(name: str) -> bool:
     """True for names that can only be local paths (hub names are 'name' or 'org/name')."""
-    return (name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1)
-            or Path(name).exists())
+    return name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1) or Path(name).exists()
 
 
 def _set_attention_dropout(config, p):
@@ -55,15 +57,19 @@ def _set_attention_dropout(config, p):
         if hasattr(config, name):
             setattr(config, name, p)
             return
-    raise ValueError(f"{type(config).__name__} has no attention dropout setting; only BERT-family encoders are supported")
+    raise ValueError(
+        f"{type(config).__name__} has no attention dropout setting; only BERT-family encoders are supported"
+    )
 
 
 def layer_plan(variant, num_layers, hybrid_layers=None) -> list[str]:
     """Which kernel each layer runs: 'exact' or 'linear' (attnpaper variants only; see variants.TABLE)."""
     plan = V.variant(variant).layer_plan(num_layers, hybrid_layers)
     if plan is None:
-        raise ValueError(f"{variant!r} runs transformers' own attention in every layer; layer plans are for "
-                         f"{', '.join(n for n, v in V.TABLE.items() if v.layers != 'builtin')}")
+        raise ValueError(
+            f"{variant!r} runs transformers' own attention in every layer; layer plans are for "
+            f"{', '.join(n for n, v in V.TABLE.items() if v.layers != 'builtin')}"
+        )
     return plan
 
 
@@ -81,8 +87,12 @@ def build_model(model, variant, num_labels=2, **options):
     impl = implementation(variant)
     base = source if isinstance(source, PretrainedConfig) else AutoConfig.from_pretrained(source)
     layers = row.layer_plan(base.num_hidden_layers, options.get("hybrid_layers"))
-    spec = {"variant": variant, "layers": layers, "seed": options.get("seed", 0),
-            "options": {k: options[k] for k in LAYER_OPTIONS if k in options}}
+    spec = {
+        "variant": variant,
+        "layers": layers,
+        "seed": options.get("seed", 0),
+        "options": {k: options[k] for k in LAYER_OPTIONS if k in options},
+    }
     config = wrap_config(base, spec)  # a copy: the caller's config is never mutated
     config.num_labels = num_labels
     if num_labels > 1:  # set now: transformers sets it in the first forward, which would recompile a compiled step

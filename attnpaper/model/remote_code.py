@@ -5,16 +5,25 @@ A saved flash, linear or hybrid model carries a copy of this file (as ``attnpape
 and ``pipeline(..., trust_remote_code=True)`` work in a process that never imported attnpaper: the
 copy takes the real classes from the installed package, where the attention kernels live.
 """
+
 try:
     from attnpaper.model.auto import (
-        AttnpaperBertConfig, AttnpaperBertForSequenceClassification, AttnpaperDistilBertConfig,
+        AttnpaperBertConfig,
+        AttnpaperBertForSequenceClassification,
+        AttnpaperDistilBertConfig,
         AttnpaperDistilBertForSequenceClassification,
     )
 except ModuleNotFoundError as err:  # in a try: transformers' import scan then leaves the message to us
     if not (err.name or "").startswith("attnpaper"):
         raise
-    raise ImportError(f"this model's attention (an attnpaper variant: flash, linear or hybrid) needs the attnpaper "
-                      f"package, which is missing here (no module {err.name!r}): pip install attnpaper") from None
+    raise ImportError(
+        f"this model's attention (an attnpaper variant: flash, linear or hybrid) needs the attnpaper "
+        f"package, which is missing here (no module {err.name!r}): pip install attnpaper"
+    ) from None
 
-__all__ = ["AttnpaperBertConfig", "AttnpaperBertForSequenceClassification", "AttnpaperDistilBertConfig",
-           "AttnpaperDistilBertForSequenceClassification"]
+__all__ = [
+    "AttnpaperBertConfig",
+    "AttnpaperBertForSequenceClassification",
+    "AttnpaperDistilBertConfig",
+    "AttnpaperDistilBertForSequenceClassification",
+]

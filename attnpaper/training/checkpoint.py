@@ -6,6 +6,7 @@ projections included), AdamW's moments, the scheduler, the gradient scaler, the 
 data order. Restored, a CPU run continues bitwise as if it had never stopped. Files are written to
 a temporary name and renamed, so a kill leaves the previous checkpoint whole.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -75,8 +76,12 @@ class Checkpoint:
                 os.replace(self.path, aside)
             except FileNotFoundError:  # another rank of a data-parallel run moved it first
                 pass
-            print(f"checkpoint {self.path} cannot be used ({type(err).__name__}: {str(err)[:100]}); "
-                  f"moved to {aside.name}, starting from step 0", file=sys.stderr, flush=True)
+            print(
+                f"checkpoint {self.path} cannot be used ({type(err).__name__}: {str(err)[:100]}); "
+                f"moved to {aside.name}, starting from step 0",
+                file=sys.stderr,
+                flush=True,
+            )
             return None
         return state
 
@@ -94,10 +99,18 @@ class Checkpoint:
 
     def store(self, plan: str, progress: dict, model, optimizer, scheduler, scaler, generators) -> None:
         """Save the whole state after ``progress["step"]`` steps (see the module docstring)."""
-        self.save({"plan": plan, "model": model_state(model), "optimizer": optimizer.state_dict(),
-                   "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                   "random": random_states(generators),
-                   **progress, "losses": [float(x) for x in progress["losses"]]})
+        self.save(
+            {
+                "plan": plan,
+                "model": model_state(model),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "random": random_states(generators),
+                **progress,
+                "losses": [float(x) for x in progress["losses"]],
+            }
+        )
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -110,9 +123,13 @@ class Checkpoint:
 
 def random_states(generators) -> dict:
     """Every random stream a step draws from."""
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "generators": [g.get_state() for g in generators]}
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "generators": [g.get_state() for g in generators],
+    }
 
 
 def set_random_states(states: dict, generators) -> None:

@@ -1,6 +1,7 @@
 """The experiment's parameters, defined once: each field's default (the paper's setup), what it means and
 its valid range live together below; validation, the notebook's parameters cell and chapter 3's table
 are all checked against this one list (tests/test_config.py)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,15 @@ from .batches import bucket_range, chunk_for
 from .step import STEP_MODES
 
 SCHEDULES = ("linear", "constant")
-SMOKE = {"model": "bert-tiny-random", "data": "synthetic", "max_length": 64, "epochs": 3,
-         "train_samples": 512, "test_samples": 256, "lr": 2e-3}
+SMOKE = {
+    "model": "bert-tiny-random",
+    "data": "synthetic",
+    "max_length": 64,
+    "epochs": 3,
+    "train_samples": 512,
+    "test_samples": 256,
+    "lr": 2e-3,
+}
 """A CPU smoke preset: the whole pipeline in seconds (a tiny random BERT on the synthetic corpus).
 
 It learns (test accuracy 0.85-0.96 for every variant and seed 0-2; chance is 0.5), so a variant
@@ -38,6 +46,7 @@ def choice(*values):
 
 def integer(low, high=None, none=None):
     """An int in [low, high]; ``none`` (a phrase) when None is valid too."""
+
     def check(v):
         if v is None and none:
             return None
@@ -45,11 +54,13 @@ def integer(low, high=None, none=None):
             return None
         rng = f">= {low}" if high is None else f"in [{low}, {high}]"
         return f"must be {'None (' + none + ') or ' if none else ''}an int {rng}"
+
     return check
 
 
 def number(low=None, high=None, low_open=False, high_open=True, none=None):
     """A finite number in its range; ``none`` (a phrase) when None is valid too."""
+
     def check(v):
         if v is None and none:
             return None
@@ -60,6 +71,7 @@ def number(low=None, high=None, low_open=False, high_open=True, none=None):
         if high is not None and (v >= high if high_open else v > high):
             return f"must be {'<' if high_open else '<='} {high:g}"
         return None
+
     return check
 
 
@@ -91,18 +103,22 @@ class RunConfig:
     model: str = param("minilm-offline", "hub name, local directory or alias (see MODEL_ALIASES)", text)
     data: str = param("hub", "IMDb: 'hub', a parquet folder, a token cache (.npz) or 'synthetic'", text)
     max_length: int = param(128, "tokens per review (longer ones are cut)", integer(8))
-    epochs: float = param(3, "passes over the training split (fractions allowed: at least one step)",
-                          number(0, low_open=True))
+    epochs: float = param(
+        3, "passes over the training split (fractions allowed: at least one step)", number(0, low_open=True)
+    )
     batch_size: int = param(32, "reviews per optimizer step (all processes together)", integer(2))
     lr: float = param(5e-5, "AdamW's peak learning rate", number(0, low_open=True))
-    weight_decay: float = param(0.0, "AdamW's decoupled weight decay (open in the paper; Trainer's default)",
-                                number(0))
-    schedule: str = param("linear", "learning-rate schedule: linear decay to 0 (Trainer's default) or constant",
-                          choice(*SCHEDULES))
+    weight_decay: float = param(0.0, "AdamW's decoupled weight decay (open in the paper; Trainer's default)", number(0))
+    schedule: str = param(
+        "linear", "learning-rate schedule: linear decay to 0 (Trainer's default) or constant", choice(*SCHEDULES)
+    )
     warmup_ratio: float = param(0.0, "share of the steps spent warming the learning rate up", number(0, 1))
     precision: str = param("auto", "autocast: bf16 on CUDA, fp32 on a CPU when auto", choice(*PRECISIONS))
-    attention_dropout: float = param(0.0, "dropout on attention probabilities (the varlen kernel and linear "
-                                     "attention have none, so no variant uses it)", option("attention_dropout"))
+    attention_dropout: float = param(
+        0.0,
+        "dropout on attention probabilities (the varlen kernel and linear attention have none, so no variant uses it)",
+        option("attention_dropout"),
+    )
     train_samples: int | None = param(None, "training reviews (None: all 25,000)", integer(1, none="all"))
     test_samples: int | None = param(None, "test reviews (None: all 25,000)", integer(1, none="all"))
     max_steps: int | None = param(None, "stop after this many steps (shape benchmarks)", integer(1, none="no limit"))
@@ -112,24 +128,41 @@ class RunConfig:
     feature_map: str = param("favor+", "linear attention's feature map", option("feature_map"))
     num_features: int | None = param(None, "random features of FAVOR+ (None: d log d)", option("num_features"))
     redraw_every: int = param(0, "redraw FAVOR+ features every this many steps (0: never)", option("redraw_every"))
-    hybrid_layers: int | None = param(None, "hybrid: how many leading layers are flash (None: half)",
-                                      option("hybrid_layers"))
-    step_mode: str = param("auto", "how a step runs (see attnpaper.training.step)", choice(*STEP_MODES))
-    layout: str = param("auto", "batches: padded, or packed (padding-free); auto: the variant's default",
-                        choice("auto", *LAYOUTS))
-    bucket: int | None = param(None, "static shapes: lengths (padded) or token counts (packed) rounded up to "
-                               "this", lambda v: None)  # its range depends on the layout: checked below
-    max_grad_norm: float | None = param(None, "clip gradients to this norm (None: no clipping, as the paper; "
-                                        "Trainer's default is 1.0)", number(0, low_open=True, none="no clipping"))
-    checkpoint_every: int = param(500, "save a resumable checkpoint every this many steps and at each epoch "
-                                  "end (0: never)", integer(0))
-    nproc_per_node: int = param(1, ">1: data-parallel over this many GPUs (torchrun + DDP), same global batch "
-                                "and lr", integer(1))
-    notes: dict = param({}, "free-form notes kept in the record (not hashed)",
-                        lambda v: None if isinstance(v, dict) else "must be a dict")
+    hybrid_layers: int | None = param(
+        None, "hybrid: how many leading layers are flash (None: half)", option("hybrid_layers")
+    )
+    step_mode: str = param(
+        "auto",
+        "how a step runs: auto is whole (one CUDA graph per step) on a GPU, eager on a "
+        "CPU (see attnpaper.training.step)",
+        choice(*STEP_MODES),
+    )
+    layout: str = param(
+        "auto", "batches: padded, or packed (padding-free); auto: the variant's default", choice("auto", *LAYOUTS)
+    )
+    bucket: int | None = param(
+        None, "static shapes: lengths (padded) or token counts (packed) rounded up to this", lambda v: None
+    )  # its range depends on the layout: checked below
+    max_grad_norm: float | None = param(
+        None,
+        "clip gradients to this norm (None: no clipping, as the paper; Trainer's default is 1.0)",
+        number(0, low_open=True, none="no clipping"),
+    )
+    checkpoint_every: int = param(
+        500, "save a resumable checkpoint every this many steps and at each epoch end (0: never)", integer(0)
+    )
+    nproc_per_node: int = param(
+        1, ">1: data-parallel over this many GPUs (torchrun + DDP), same global batch and lr", integer(1)
+    )
+    notes: dict = param(
+        {},
+        "free-form notes kept in the record (not hashed)",
+        lambda v: None if isinstance(v, dict) else "must be a dict",
+    )
 
     def validate(self, model_max_positions: int | None = None, num_layers: int | None = None):
         """Raise ValueError naming the bad parameter and what is valid (types, finite ranges, choices)."""
+
         def bad(name, why):
             raise ValueError(f"bad parameter {name}={getattr(self, name)!r}: {why}")
 
@@ -160,8 +193,11 @@ class RunConfig:
             bad("max_length", f"must be >= {chunk} (packed linear attention's chunk) for the packed layout")
         _, low, high = bucket_range(layout, self.max_length)
         if self.bucket is not None and (not _int(self.bucket) or not low <= self.bucket <= high):
-            bad("bucket", f"must be None or an int in [{low}, {high}] "
-                          f"({'token' if layout == 'packed' else 'length'} granularity)")
+            bad(
+                "bucket",
+                f"must be None or an int in [{low}, {high}] "
+                f"({'token' if layout == 'packed' else 'length'} granularity)",
+            )
         return self
 
     def resolved_layout(self) -> str:
@@ -175,8 +211,14 @@ class RunConfig:
     @staticmethod
     def describe() -> list[dict]:
         """Every parameter: name, default and meaning (the notebook's parameters cell and chapter 3 use it)."""
-        return [{"name": f.name, "default": f.default if f.default is not dataclasses.MISSING else {},
-                 "doc": f.metadata["doc"]} for f in dataclasses.fields(RunConfig)]
+        return [
+            {
+                "name": f.name,
+                "default": f.default if f.default is not dataclasses.MISSING else {},
+                "doc": f.metadata["doc"],
+            }
+            for f in dataclasses.fields(RunConfig)
+        ]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -186,7 +228,7 @@ class RunConfig:
         return hash_config(self.to_dict())
 
     @classmethod
-    def from_parameters(cls, params: dict, smoke=False) -> "RunConfig":
+    def from_parameters(cls, params: dict, smoke=False) -> RunConfig:
         """The configuration of a notebook run (papermill parameters), validated.
 
         A preset parameter (those in SMOKE) left as None takes the smoke preset's value when
@@ -204,7 +246,7 @@ class RunConfig:
         return cls.from_dict(filled).validate()
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
+    def from_dict(cls, d: dict) -> RunConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -226,6 +268,9 @@ def hash_config(d: dict) -> str:
 
     Over the keys the dict has: a record written before a field existed keeps its hash.
     """
-    d = {k: v for k, v in d.items() if k not in NOT_HASHED
-         and not (k in HASHED_UNLESS_DEFAULT and v == HASHED_UNLESS_DEFAULT[k])}
+    d = {
+        k: v
+        for k, v in d.items()
+        if k not in NOT_HASHED and not (k in HASHED_UNLESS_DEFAULT and v == HASHED_UNLESS_DEFAULT[k])
+    }
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

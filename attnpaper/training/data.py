@@ -3,6 +3,7 @@
 A split is a pair of lists: token ids per review (truncated, unpadded) and labels. Batches are
 padded dynamically to their longest member, never to a fixed length unless asked.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,23 +58,29 @@ def _read_parquet(root: Path, split: str):
     import pyarrow.parquet as pq
 
     if not root.is_dir():
-        raise ValueError(f"IMDb data directory {root} does not exist; expected a directory holding "
-                         f"train.parquet and test.parquet (columns text, label), 'hub', '{SYNTHETIC}' "
-                         "or a token cache .npz")
+        raise ValueError(
+            f"IMDb data directory {root} does not exist; expected a directory holding "
+            f"train.parquet and test.parquet (columns text, label), 'hub', '{SYNTHETIC}' "
+            "or a token cache .npz"
+        )
     path = root / f"{split}.parquet"
     if not path.exists():
         raise ValueError(f"missing split {split!r}: expected {path} (columns text, label)")
     if not path.is_file():
-        raise ValueError(f"{path} is a folder, not a parquet file; expected the {split} split as one parquet file "
-                         "(columns text, label)")
+        raise ValueError(
+            f"{path} is a folder, not a parquet file; expected the {split} split as one parquet file "
+            "(columns text, label)"
+        )
     try:
         table = pq.read_table(path)
     except Exception as err:  # pyarrow's errors name no file
         raise ValueError(f"{path} is not a readable parquet file ({type(err).__name__}: {err})") from None
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
-        raise ValueError(f"{path} lacks column(s) {', '.join(missing)}: expected text (string) and label (0/1); "
-                         f"found {', '.join(table.column_names)}")
+        raise ValueError(
+            f"{path} lacks column(s) {', '.join(missing)}: expected text (string) and label (0/1); "
+            f"found {', '.join(table.column_names)}"
+        )
     if table.num_rows == 0:
         raise ValueError(f"{path} has no rows; expected reviews with columns text and label")
     for col in COLUMNS:
@@ -109,8 +116,12 @@ def split_labels(source) -> dict | None:
         return {s: z[f"{s}_labels"].astype(np.int64) for s in SPLITS}
     import pyarrow.parquet as pq
 
-    return {s: np.asarray(pq.read_table(Path(source) / f"{s}.parquet", columns=["label"]).column("label").to_numpy(),
-                          dtype=np.int64) for s in SPLITS}
+    return {
+        s: np.asarray(
+            pq.read_table(Path(source) / f"{s}.parquet", columns=["label"]).column("label").to_numpy(), dtype=np.int64
+        )
+        for s in SPLITS
+    }
 
 
 def check_split(source, split, labels, limit=None, batch_size=None) -> None:
@@ -122,11 +133,15 @@ def check_split(source, split, labels, limit=None, batch_size=None) -> None:
     rows = f"{len(taken)} {split} row(s)" + (f" of {len(labels)}" if keep is not None else "")
     classes = np.unique(taken).tolist()
     if len(classes) < 2:
-        raise ValueError(f"bad parameter {name}: the {rows} all have label {classes[0] if classes else None}; "
-                         "valid: rows of both labels, 0 and 1")
+        raise ValueError(
+            f"bad parameter {name}: the {rows} all have label {classes[0] if classes else None}; "
+            "valid: rows of both labels, 0 and 1"
+        )
     if batch_size is not None and len(taken) < batch_size:
-        raise ValueError(f"bad parameter {name}: {rows}, fewer than one batch (batch_size={batch_size}); "
-                         f"valid: at least {batch_size} rows, or a smaller batch_size")
+        raise ValueError(
+            f"bad parameter {name}: {rows}, fewer than one batch (batch_size={batch_size}); "
+            f"valid: at least {batch_size} rows, or a smaller batch_size"
+        )
 
 
 def sample_indices(total, n, seed=1234) -> np.ndarray | None:
@@ -168,8 +183,10 @@ def tokenizer_fingerprint(tokenizer, max_length) -> str:
     """What a tokenised copy depends on: the tokenizer's vocabulary and rules, and max_length."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:  # truncation/padding are call-time state that the last call left behind
-        rules = json.dumps({k: v for k, v in json.loads(backend.to_str()).items()
-                            if k not in ("truncation", "padding")}, sort_keys=True)
+        rules = json.dumps(
+            {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")},
+            sort_keys=True,
+        )
     else:
         rules = json.dumps(sorted(tokenizer.get_vocab().items()))
     return hashlib.sha256(f"{rules}|{max_length}".encode()).hexdigest()[:16]
@@ -183,8 +200,13 @@ def tokenize_dataset(ds, tokenizer, max_length):
     """
     key = f"{ds._fingerprint}|{ds.split}|{tokenizer_fingerprint(tokenizer, max_length)}"  # splits share a folder
     fp = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=max_length), batched=True,
-                  remove_columns=["text"], new_fingerprint=fp, desc=f"tokenising to {max_length} tokens")
+    return ds.map(
+        lambda b: tokenizer(b["text"], truncation=True, max_length=max_length),
+        batched=True,
+        remove_columns=["text"],
+        new_fingerprint=fp,
+        desc=f"tokenising to {max_length} tokens",
+    )
 
 
 def load_splits(source, tokenizer, max_length, train_samples=None, test_samples=None) -> dict:
@@ -238,14 +260,20 @@ def load_token_cache_meta(path):
         empty = [s for s in SPLITS if not missing and len(z[f"{s}_labels"]) == 0]
         blank = [s for s in SPLITS if not missing and not empty and (np.diff(z[f"{s}_offsets"]) <= 2).all()]
     except Exception as err:
-        raise ValueError(f"token cache {path} is unreadable ({type(err).__name__}: {err}); "
-                         "make a new one with `python -m attnpaper bundle`") from None
+        raise ValueError(
+            f"token cache {path} is unreadable ({type(err).__name__}: {err}); "
+            "make a new one with `python -m attnpaper bundle`"
+        ) from None
     if missing or empty:
-        raise ValueError(f"token cache {path} lacks {', '.join(missing) or 'rows in ' + ', '.join(empty)}; "
-                         "make a new one with `python -m attnpaper bundle`")
+        raise ValueError(
+            f"token cache {path} lacks {', '.join(missing) or 'rows in ' + ', '.join(empty)}; "
+            "make a new one with `python -m attnpaper bundle`"
+        )
     if blank:
-        raise ValueError(f"token cache {path}: every review of {', '.join(blank)} is empty ([CLS] [SEP] only); "
-                         "make a new one from review texts with `python -m attnpaper bundle`")
+        raise ValueError(
+            f"token cache {path}: every review of {', '.join(blank)} is empty ([CLS] [SEP] only); "
+            "make a new one from review texts with `python -m attnpaper bundle`"
+        )
     return z, meta
 
 
@@ -253,16 +281,20 @@ def load_token_cache(path, tokenizer, max_length) -> dict:
     """Read a cache written by save_token_cache, checking it fits this tokenizer and max_length."""
     z, meta = load_token_cache_meta(path)
     if meta["vocab_size"] != len(tokenizer):
-        raise ValueError(f"token cache {path} was made with a vocabulary of {meta['vocab_size']}, "
-                         f"the tokenizer has {len(tokenizer)}")
+        raise ValueError(
+            f"token cache {path} was made with a vocabulary of {meta['vocab_size']}, the tokenizer has {len(tokenizer)}"
+        )
     if meta["max_length"] < max_length:
-        raise ValueError(f"token cache {path} holds reviews cut at {meta['max_length']} tokens; "
-                         f"max_length {max_length} needs a new cache")
+        raise ValueError(
+            f"token cache {path} holds reviews cut at {meta['max_length']} tokens; "
+            f"max_length {max_length} needs a new cache"
+        )
     out = {}
     for s in SPLITS:
         flat, off = z[f"{s}_ids"].astype(np.int64), z[f"{s}_offsets"]
-        out[s] = Split([flat[off[i]:off[i + 1]].tolist() for i in range(len(off) - 1)],
-                       z[f"{s}_labels"].astype(np.int64))
+        out[s] = Split(
+            [flat[off[i] : off[i + 1]].tolist() for i in range(len(off) - 1)], z[f"{s}_labels"].astype(np.int64)
+        )
     return out
 
 
@@ -292,10 +324,15 @@ def batches(split: Split, batch_size, tokenizer, shuffle=False, generator=None, 
     """
     from transformers import DataCollatorWithPadding
 
-    collate = DataCollatorWithPadding(tokenizer, padding="max_length" if fixed_length else "longest",
-                                      max_length=fixed_length, return_tensors="pt")
+    collate = DataCollatorWithPadding(
+        tokenizer, padding="max_length" if fixed_length else "longest", max_length=fixed_length, return_tensors="pt"
+    )
     order = torch.randperm(len(split), generator=generator).tolist() if shuffle else list(range(len(split)))
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        yield collate([{"input_ids": split.ids[i], "attention_mask": [1] * len(split.ids[i]),
-                        "labels": int(split.labels[i])} for i in idx])
+        idx = order[start : start + batch_size]
+        yield collate(
+            [
+                {"input_ids": split.ids[i], "attention_mask": [1] * len(split.ids[i]), "labels": int(split.labels[i])}
+                for i in idx
+            ]
+        )

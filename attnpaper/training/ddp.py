@@ -6,11 +6,13 @@ same number of steps, so its result matches a one-GPU run within seed noise. Ran
 writes the record (its GPU's time and memory); the test split is shared out and the counts summed.
 On a CPU the processes talk through gloo (what CI tests); on GPUs through NCCL.
 """
+
 from __future__ import annotations
 
 import os
 
 import torch
+
 
 def world() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) outside torchrun."""
@@ -27,8 +29,9 @@ def setup(device: torch.device) -> torch.device:
     if device.type == "cuda":
         torch.cuda.set_device(local)
         device = torch.device(f"cuda:{local}")
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                            device_id=device if device.type == "cuda" else None)
+    dist.init_process_group(
+        "nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None
+    )
     return device
 
 
@@ -44,4 +47,3 @@ def all_sum(x: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(x)
     return x
-

@@ -27,6 +27,7 @@ Rules this relies on (each enforced here, not left to the caller):
   are kept as its own ``step()`` would leave them; so checkpoints move between step modes.
   Do not call ``scheduler.step()`` yourself: this class steps the schedule.
 """
+
 from __future__ import annotations
 
 import torch
@@ -49,8 +50,10 @@ class LRTable:
 
     def __init__(self, scheduler, optimizer, device):
         if not isinstance(scheduler, LambdaLR):
-            raise ValueError(f"step_mode='whole' tabulates a LambdaLR schedule (transformers' get_scheduler "
-                             f"returns one), not {type(scheduler).__name__}")
+            raise ValueError(
+                f"step_mode='whole' tabulates a LambdaLR schedule (transformers' get_scheduler "
+                f"returns one), not {type(scheduler).__name__}"
+            )
         self.scheduler, self.device = scheduler, torch.device(device)
         groups = optimizer.param_groups
         self.table = torch.zeros(2 * LR_CHUNK, len(groups), dtype=torch.float32, device=self.device)
@@ -65,8 +68,10 @@ class LRTable:
     def _load(self, chunk):
         """Tabulate steps [chunk * LR_CHUNK, (chunk + 1) * LR_CHUNK) into their half."""
         s = self.scheduler
-        rows = [[float(base) * f(k) for f, base in zip(s.lr_lambdas, s.base_lrs)]
-                for k in range(chunk * LR_CHUNK, (chunk + 1) * LR_CHUNK)]
+        rows = [
+            [float(base) * f(k) for f, base in zip(s.lr_lambdas, s.base_lrs)]
+            for k in range(chunk * LR_CHUNK, (chunk + 1) * LR_CHUNK)
+        ]
         half = slice((chunk % 2) * LR_CHUNK, (chunk % 2 + 1) * LR_CHUNK)
         self.host[half] = rows
         src = torch.tensor(rows, dtype=torch.float32)
@@ -112,8 +117,9 @@ class _Shape:
     """One batch signature: its static input buffers, how often it ran, and its graph once recorded."""
 
     def __init__(self, batch, device):
-        self.static = {k: torch.empty_like(v, device=device) if torch.is_tensor(v) else v
-                       for k, v in batch.items() if k[0] != "_"}
+        self.static = {
+            k: torch.empty_like(v, device=device) if torch.is_tensor(v) else v for k, v in batch.items() if k[0] != "_"
+        }
         self.inputs = [(k, v) for k, v in self.static.items() if torch.is_tensor(v)]
         self.calls = 0
         self.graph = None
@@ -155,8 +161,10 @@ class WholeStep:
         self.capturable = [g.get("capturable", False) for g in opt.param_groups]  # as made, for state_dict
         for g in opt.param_groups:
             if not g.get("fused") and not (self.graph and "capturable" in g):
-                raise ValueError("step_mode='whole' needs an optimizer made with fused=True (or, on a GPU, one "
-                                 f"with a capturable option), not {type(opt).__name__} with fused={g.get('fused')}")
+                raise ValueError(
+                    "step_mode='whole' needs an optimizer made with fused=True (or, on a GPU, one "
+                    f"with a capturable option), not {type(opt).__name__} with fused={g.get('fused')}"
+                )
             if self.graph:
                 g["capturable"] = True  # state steps on the device; capture is allowed
         opt.register_state_dict_post_hook(self._portable_state)

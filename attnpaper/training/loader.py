@@ -1,5 +1,6 @@
 """The data order and the DataLoader that feeds the step: which rows each step takes, collated off the
 main thread, pinned ahead of the step."""
+
 from __future__ import annotations
 
 import torch
@@ -11,7 +12,7 @@ def index_batches(n, batch_size, shuffle=False, generator=None):
     """Lists of row indices, batch_size at a time (the last may be shorter)."""
     order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
     for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -43,10 +44,15 @@ def loader(split, plan, collate, device):
     and a pinning thread pins ahead of the step, so the host's only work per step is the launches.
     Its own generator: the global random stream (dropout) is left as it was, so a resumed run matches."""
     workers = 2 if device.type == "cuda" else 0
-    return torch.utils.data.DataLoader(_Rows(split), batch_sampler=plan, collate_fn=_CollateRows(collate),
-                                       num_workers=workers, pin_memory=device.type == "cuda",
-                                       prefetch_factor=8 if workers else None,
-                                       generator=torch.Generator().manual_seed(0))
+    return torch.utils.data.DataLoader(
+        _Rows(split),
+        batch_sampler=plan,
+        collate_fn=_CollateRows(collate),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=8 if workers else None,
+        generator=torch.Generator().manual_seed(0),
+    )
 
 
 def step_plan(n, batch_size, total, generator) -> list[list[int]]:

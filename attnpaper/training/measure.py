@@ -3,6 +3,7 @@
 The loop and the benchmarks (attnpaper.bench) share these; none of them syncs with the GPU except
 where its docstring says so.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,11 +20,14 @@ def device_info() -> dict:
     """What ran the job: the GPU's name (or the CPU) and the library versions."""
     import transformers
 
-    info = {"device": "cpu " + (platform.processor() or platform.machine()), "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version()}
+    info = {
+        "device": "cpu " + (platform.processor() or platform.machine()),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
     if torch.cuda.is_available():
-        info.update(device=torch.cuda.get_device_name(), cuda=torch.version.cuda,
-                    cudnn=torch.backends.cudnn.version())
+        info.update(device=torch.cuda.get_device_name(), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
     try:
         import flash_attn
 
@@ -40,14 +44,18 @@ def sync(device):
 
 def memory_breakdown(model, optimizer) -> dict:
     """Bytes held by weights, gradients and optimizer state, in MB (the static part of the peak)."""
+
     def nbytes(ts):
         return sum(t.numel() * t.element_size() for t in ts) / MB
 
     params = [p for p in model.parameters()]
     state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
     # One gradient per trainable weight exists from backward to the optimizer step (freed after it).
-    return {"weights_mb": nbytes(params), "gradients_mb": nbytes(p for p in params if p.requires_grad),
-            "optimizer_mb": nbytes(state)}
+    return {
+        "weights_mb": nbytes(params),
+        "gradients_mb": nbytes(p for p in params if p.requires_grad),
+        "optimizer_mb": nbytes(state),
+    }
 
 
 def start_profiler(device):
@@ -71,12 +79,15 @@ def stop_profiler(prof, steps) -> dict:
     prof.__exit__(None, None, None)
     avgs = prof.key_averages()
     cpu_names = {e.key for e in avgs if e.device_type == DeviceType.CPU}  # ops and annotations
-    events = [e for e in avgs if e.device_type != DeviceType.CPU and e.key not in cpu_names
-              and e.self_device_time_total > 0]
+    events = [
+        e for e in avgs if e.device_type != DeviceType.CPU and e.key not in cpu_names and e.self_device_time_total > 0
+    ]
     busy_us = sum(e.self_device_time_total for e in events)
     top = sorted(events, key=lambda e: -e.self_device_time_total)[:3]
-    return {"gpu_busy_ms_per_step": busy_us / 1000 / steps,
-            "top_gpu_ops": [[e.key[:80], round(e.self_device_time_total / 1000 / steps, 3)] for e in top]}
+    return {
+        "gpu_busy_ms_per_step": busy_us / 1000 / steps,
+        "top_gpu_ops": [[e.key[:80], round(e.self_device_time_total / 1000 / steps, 3)] for e in top],
+    }
 
 
 @contextlib.contextmanager
@@ -127,7 +138,7 @@ class Meter:
         self.timed, self.profile_steps = timed, profile_steps
         self.shapes: dict = {}  # batch shape -> calls so far
         self.warm_s, self.warm_steps, self.paused_s = 0.0, 0, 0.0
-        self.marks, self.sync_counts, self.prof, self.profile = [], [], None, {}
+        self.marks, self.warming, self.sync_counts, self.prof, self.profile = [], [], [], None, {}
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -144,11 +155,11 @@ class Meter:
         warming = self.graphs and self.shapes[shape] <= WARMUP_CALLS
         if self.timed and self.prof is None:
             self.marks.append(mark(self.device))
+            self.warming.append(warming)
         if warming:
             sync(self.device)
             t0 = time.perf_counter()
-        probe = (self.timed and self.device.type == "cuda" and not warming and len(self.sync_counts) < 3
-                 and i >= 10)
+        probe = self.timed and self.device.type == "cuda" and not warming and len(self.sync_counts) < 3 and i >= 10
         with count_syncs(self.sync_counts) if probe else contextlib.nullcontext():
             yield
         if warming:
@@ -177,19 +188,26 @@ class Meter:
         steady = (train_s - self.warm_s) / max(1, steps_run - self.warm_steps)
         compile_s = max(0.0, self.warm_s - self.warm_steps * steady)
         train_s += before_s  # a resumed run: the time of the steps before its checkpoint too
-        out = {"train_time_s": train_s, "compile_time_s": compile_s, "train_time_excl_compile_s": train_s - compile_s,
-               "checkpoint_time_s": self.paused_s, "batch_shapes": len(self.shapes),
-               **memory_breakdown(model, optimizer), **self.profile}
+        out = {
+            "train_time_s": train_s,
+            "compile_time_s": compile_s,
+            "train_time_excl_compile_s": train_s - compile_s,
+            "checkpoint_time_s": self.paused_s,
+            "batch_shapes": len(self.shapes),
+            **memory_breakdown(model, optimizer),
+            **self.profile,
+        }
         if self.sync_counts:
             out["host_syncs_per_step"] = sum(self.sync_counts) / len(self.sync_counts)
         if len(self.marks) > 1:
-            ms = elapsed_ms(self.marks, self.device)
-            warm = ms[min(max(5, WARMUP_CALLS * len(self.shapes)), len(ms) - 1):]
-            out["step_time_ms_median"] = sorted(warm)[len(warm) // 2]
+            ms = elapsed_ms(self.marks, self.device)  # step i: marks i to i + 1
+            steady = [t for t, w in zip(ms, self.warming) if not w][min(5, len(ms) - 1) :] or ms[-1:]
+            out["step_time_ms_median"] = sorted(steady)[len(steady) // 2]  # compiling and recording steps left out
         if self.device.type == "cuda":
             out["peak_memory_mb"] = torch.cuda.max_memory_allocated() / MB
-            out["activations_mb"] = out["peak_memory_mb"] - sum(out[k] for k in ("weights_mb", "gradients_mb",
-                                                                                  "optimizer_mb"))
+            out["activations_mb"] = out["peak_memory_mb"] - sum(
+                out[k] for k in ("weights_mb", "gradients_mb", "optimizer_mb")
+            )
             out["peak_reserved_mb"] = torch.cuda.max_memory_reserved() / MB
         else:
             out["peak_memory_mb"] = None

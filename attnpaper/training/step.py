@@ -9,6 +9,7 @@ scheduler stay outside the graph (the learning rate is a Python float that chang
 ``compiled`` is the same without CUDA graphs; ``eager`` is plain PyTorch. Every mode runs the same
 body (``TrainStep._update``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,9 +38,17 @@ def resolve_step_mode(requested: str, device, warn=True) -> str:
         return "whole" if capable else "eager"
     if requested in ("captured", "compiled", "whole") and not capable:
         if warn:
-            where = "a CPU" if device.type != "cuda" else f"a GPU of compute capability {torch.cuda.get_device_capability(device)}"
-            print(f"step_mode={requested!r} needs a CUDA GPU of compute capability >= 7.0, not {where}; "
-                  "running the eager step", file=sys.stderr, flush=True)
+            where = (
+                "a CPU"
+                if device.type != "cuda"
+                else f"a GPU of compute capability {torch.cuda.get_device_capability(device)}"
+            )
+            print(
+                f"step_mode={requested!r} needs a CUDA GPU of compute capability >= 7.0, not {where}; "
+                "running the eager step",
+                file=sys.stderr,
+                flush=True,
+            )
         return "eager"
     return requested
 
@@ -85,16 +94,38 @@ class TrainStep:
     ``scheduler.step()`` in whole mode: the step does.
     """
 
-    def __init__(self, model, optimizer, scheduler, scaler, precision, device, mode="eager",
-                 backend="inductor", max_grad_norm=None, ddp=None, graph=None, compile_mode=None):
+    def __init__(
+        self,
+        model,
+        optimizer,
+        scheduler,
+        scaler,
+        precision,
+        device,
+        mode="eager",
+        backend="inductor",
+        max_grad_norm=None,
+        ddp=None,
+        graph=None,
+        compile_mode=None,
+    ):
         if mode not in STEP_MODES[1:]:
             raise ValueError(f"unknown step mode {mode!r}; valid: {', '.join(STEP_MODES[1:])}")
         if mode == "whole" and ddp is not None:
-            print("step_mode='whole' does not run under DDP (its gradient all-reduce runs outside one graph); "
-                  "running the captured step", file=sys.stderr, flush=True)
+            print(
+                "step_mode='whole' does not run under DDP (its gradient all-reduce runs outside one graph); "
+                "running the captured step",
+                file=sys.stderr,
+                flush=True,
+            )
             mode = "captured"
         self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
-        self.precision, self.device, self.mode, self.max_grad_norm = precision, torch.device(device), mode, max_grad_norm
+        self.precision, self.device, self.mode, self.max_grad_norm = (
+            precision,
+            torch.device(device),
+            mode,
+            max_grad_norm,
+        )
         self.ddp = ddp  # a DistributedDataParallel(LossModule(model)): gradients averaged over ranks
         self.fwd = self._loss
         self.whole = None
@@ -105,8 +136,10 @@ class TrainStep:
                 kw = {"mode": "reduce-overhead"}
             elif backend == "inductor" and mode == "whole" and compile_mode:
                 if "no-cudagraphs" not in compile_mode and compile_mode != "default":
-                    raise ValueError(f"compile_mode {compile_mode!r} would record CUDA graphs inside the whole "
-                                     "step's graph; valid: default, max-autotune-no-cudagraphs")
+                    raise ValueError(
+                        f"compile_mode {compile_mode!r} would record CUDA graphs inside the whole "
+                        "step's graph; valid: default, max-autotune-no-cudagraphs"
+                    )
                 kw = {"mode": compile_mode}
             # static shapes, one graph per bucket: symbolic sizes would cost host time in every call.
             # Under DDP, dynamo splits the graph at gradient-bucket boundaries (so not fullgraph).
@@ -146,8 +179,11 @@ class TrainStep:
 
     def state_dict(self) -> dict:
         """What the next step depends on besides the model: optimizer, scheduler and scaler states."""
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict()}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Load a ``state_dict`` (from any mode); in whole mode, into the tensors the graphs read."""
