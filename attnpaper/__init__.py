@@ -3,7 +3,8 @@
 Importing the package registers its model types with transformers' Auto classes (attnpaper.model.auto),
 so ``AutoModelForSequenceClassification.from_pretrained`` reloads a saved attnpaper model. The
 command line (``python -m attnpaper``, ``attnpaper``) skips that import: its --help stays instant,
-and each command imports what it needs.
+and each command imports what it needs. Telling the two apart is the one place where the package
+reads process state (``sys.argv``, below): Python imports this file before ``__main__`` runs.
 """
 
 import importlib

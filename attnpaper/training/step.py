@@ -54,9 +54,14 @@ def resolve_step_mode(requested: str, device, warn=True) -> str:
 
 
 def reset_compiler():
-    """Forget compiled graphs (call between models: each model's graphs count toward dynamo's limit)."""
+    """Forget compiled graphs (call between models: each model's graphs count toward dynamo's limit).
+
+    Dynamo's recompile limit is process-wide and read at every recompile, so it cannot be set and
+    restored around one call: this, the one place that touches it, only ever raises it to
+    RECOMPILE_LIMIT (one graph per token bucket), never lowers a limit the caller chose.
+    """
     torch._dynamo.reset()
-    torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
 
 
 def autocast(precision, device):
