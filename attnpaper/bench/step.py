@@ -206,6 +206,19 @@ def bench(
     }
     kept = json.loads(out.read_text())["rows"] if out and append and out.exists() else []
 
+    def row(variant, length, repeat, t0, measured) -> dict:
+        """One measurement as a report row: what was measured, where, from which commit."""
+        return {
+            "variant": variant,
+            "max_length": length,
+            "model": model,
+            "repeat": repeat,
+            "batch_size": batch_size,
+            "git_sha": sha,
+            "wall_s": time.perf_counter() - t0,
+            **measured,
+        }
+
     def save():
         if out:
             everything = kept + rows
@@ -225,18 +238,7 @@ def bench(
             for v, mode in order + ([order[0]] if r == repeats - 1 else []):
                 t0 = time.perf_counter()
                 m = measure(v, model, L, steps, batch_size, lengths, mode)
-                rows.append(
-                    {
-                        "variant": v,
-                        "max_length": L,
-                        "model": model,
-                        "repeat": r,
-                        "batch_size": batch_size,
-                        "git_sha": sha,
-                        "wall_s": time.perf_counter() - t0,
-                        **m,
-                    }
-                )
+                rows.append(row(v, L, r, t0, m))
                 save()
                 print(
                     f"L={L:4d} rep={r} {v:9s} {m['step_mode']:9s} {m['step_time_ms_median']:8.2f} ms/step "
@@ -257,18 +259,7 @@ def bench(
                         L,
                         PROFILE_STEPS,
                     )
-                    rows.append(
-                        {
-                            "variant": STOCK,
-                            "max_length": L,
-                            "model": model,
-                            "repeat": r,
-                            "batch_size": batch_size,
-                            "git_sha": sha,
-                            "wall_s": time.perf_counter() - t0,
-                            **m,
-                        }
-                    )
+                    rows.append(row(STOCK, L, r, t0, m))
                     print(
                         f"L={L:4d} rep={r} {STOCK} {mode} {m['step_time_ms_median']:8.2f} ms/step "
                         f"gpu busy {m.get('gpu_busy_ms_per_step') or 0:7.2f} ms",
