@@ -274,6 +274,11 @@ def _sweep_loop(pm, configs, out, summary, force, notebook, kernel_name, log, fr
             log(f"skip {rec_path.name}: claimed by {claim.holder} (another sweep is running it)")
             summary.append({"record": str(rec_path), "status": "claimed"})
             continue
+        if not force and _done(rec_path, out, log, prints[cfg.data, cfg.model]):  # recorded while we looked
+            claim.release()
+            log(f"skip {rec_path.name}: recorded by another sweep meanwhile")
+            summary.append({"record": str(rec_path), "status": "skipped"})
+            continue
         if claim.took_over:
             log(f"took over the stale claim of {claim.took_over} on {rec_path.name}")
         stage = out / ".staging" / f"{os.getpid()}@{socket.gethostname()}"
