@@ -43,7 +43,7 @@ class Variant:
         return ["exact"] * k + ["linear"] * (num_layers - k)
 
 
-ATTNPAPER = "attnpaper"  # the name attnpaper's attention registers under in transformers (attention/plug.py)
+ATTNPAPER = "attnpaper"  # the name attnpaper's attention registers under in transformers (attention.plug.ATTN_NAME)
 COMMON = ("attention_dropout", "seed")
 EXACT = ("flash_backend",)
 LINEAR = ("feature_map", "num_features", "redraw_every")

@@ -16,9 +16,10 @@ import pytest
 from transformers import BertConfig, BertTokenizer
 
 import attnpaper
-from attnpaper.experiment.checks import MAX_SEED, check_data, check_plan
+from attnpaper.experiment.checks import check_data, check_plan
 from attnpaper.training import data as D
 from attnpaper.training.config import SMOKE, RunConfig
+from attnpaper.variants import MAX_SEED
 
 TINY = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 

@@ -1,7 +1,8 @@
 """The attention mechanisms: reference softmax, exact fused kernels, linear attention, and their plug."""
 
+from ..variants import FEATURE_MAPS
 from .exact import FLASH_BACKENDS, exact_attention, has_flash_attn, has_torch_varlen, unpad, varlen_attention
-from .linear import FEATURE_MAPS, elu_features, favor_features, linear_attention, orthogonal_gaussian
+from .linear import elu_features, favor_features, linear_attention, orthogonal_gaussian
 from .plug import ATTN_NAME, LayerAttention, redraw_features, register
 from .softmax import softmax_attention
 

@@ -16,9 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-FLASH_BACKENDS = ("auto", "varlen", "flash_attn", "sdpa", "math")
-"""Names accepted by the ``flash_backend`` option; ``auto`` picks the best one available."""
-
+from ..variants import FLASH_BACKENDS  # the flash_backend option's names, defined with the variants
 
 _HAS_VARLEN = importlib.util.find_spec("torch.nn.attention.varlen") is not None  # looked up once: a compiled
 _HAS_FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None  # step cannot trace find_spec

@@ -15,9 +15,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-FEATURE_MAPS = ("favor+", "elu")
-"""Names accepted by the ``feature_map`` option."""
-
 
 def orthogonal_gaussian(num_features: int, dim: int, generator=None) -> torch.Tensor:
     """[M, D] rows drawn in orthogonal blocks, each row rescaled to the norm of a Gaussian vector.

@@ -19,17 +19,11 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
+from ..variants import ATTNPAPER, FEATURE_MAPS
 from .exact import FLASH_BACKENDS, exact_attention, varlen_attention
-from .linear import (
-    FEATURE_MAPS,
-    elu_features,
-    favor_features,
-    linear_attention,
-    orthogonal_gaussian,
-    packed_linear_attention,
-)
+from .linear import elu_features, favor_features, linear_attention, orthogonal_gaussian, packed_linear_attention
 
-ATTN_NAME = "attnpaper"
+ATTN_NAME = ATTNPAPER  # the name this attention registers under in transformers (variants.TABLE uses it)
 LAYER_KINDS = ("exact", "linear")
 
 

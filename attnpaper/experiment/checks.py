@@ -18,7 +18,6 @@ import torch
 from .. import variants as V
 from ..attention import has_flash_attn, has_torch_varlen
 from ..training import data as D
-from ..variants import MAX_SEED  # noqa: F401  (the seed range is checked by RunConfig.validate)
 
 SUPPORTED_MODEL_TYPES = ("bert", "distilbert")
 """Encoders the attnpaper variants plug into (MiniLM is a BERT)."""
