@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..model.build import resolve_model
+from ..training.batches import Collator
 from ..training.measure import Meter
 from ..training.step import autocast
 
@@ -31,20 +32,12 @@ def stock_model(model: str):
 
 
 def padded_batches(split, batch_size: int, length: int) -> list[dict]:
-    """Static [batch, length] batches with a padding mask, on the GPU (pad id 0)."""
-    out = []
-    for i in range(0, len(split) - batch_size + 1, batch_size):
-        ids = torch.zeros(batch_size, length, dtype=torch.long)
-        for r, seq in enumerate(split.ids[i : i + batch_size]):
-            ids[r, : len(seq)] = torch.tensor(seq[:length])
-        out.append(
-            {
-                "input_ids": ids,
-                "attention_mask": (ids != 0).long(),
-                "labels": torch.as_tensor(split.labels[i : i + batch_size], dtype=torch.long),
-            }
-        )
-    return out
+    """Static [batch, length] batches with a padding mask (pad id 0): the padded Collator's, whole batches only."""
+    collate = Collator("padded", 0, length, batch_size, static=True)
+    return [
+        collate([seq[:length] for seq in split.ids[i : i + batch_size]], split.labels[i : i + batch_size])
+        for i in range(0, len(split) - batch_size + 1, batch_size)
+    ]
 
 
 def measure_stock(
