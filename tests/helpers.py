@@ -4,6 +4,8 @@ in conftest.py return the same objects."""
 import pytest
 from transformers import BertConfig, DistilBertConfig
 
+from attnpaper.experiment.records import REQUIRED
+
 cuda = pytest.mark.cuda  # skipped, with the reason, on a machine without a CUDA GPU (conftest.py)
 
 
@@ -25,3 +27,36 @@ def tiny_distilbert():
     return DistilBertConfig(
         vocab_size=100, dim=32, n_layers=4, n_heads=4, hidden_dim=64, max_position_embeddings=64, dropout=0.0
     )
+
+
+def make_record(variant, seed, accuracy, config_hash="aaaaaaaaaaaa", status="ok", **extra):
+    """A whole record of a GPU run as the sweep writes it (a failed one has no measurements); extra overrides."""
+    rec = {k: None for k in REQUIRED}
+    rec.update(
+        variant=variant,
+        seed=seed,
+        model="m",
+        max_length=128,
+        epochs=3,
+        batch_size=32,
+        lr=5e-5,
+        precision="bf16",
+        train_samples=25000,
+        test_samples=25000,
+        accuracy=accuracy,
+        train_time_s=100.0 + seed,
+        peak_memory_mb=1000.0,
+        tokens_per_s=1e5,
+        device="NVIDIA Test GPU",
+        kernels=[["transformers eager"]],
+        versions={"torch": "x"},
+        git_sha="abc",
+        status=status,
+        error=None if status == "ok" else "NonFiniteLoss: boom",
+        config_hash=config_hash,
+        notes={},
+    )
+    if status != "ok":
+        rec.update(accuracy=None, train_time_s=None, peak_memory_mb=None, tokens_per_s=None)
+    rec.update(extra)
+    return rec

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from helpers import make_record
 from scipy import stats
 
 from attnpaper import VARIANTS
@@ -251,38 +252,6 @@ def test_cli_table(tmp_path, capsys):
 
 
 # --- aggregation -----------------------------------------------------------------------------------------
-
-
-def make_record(variant, seed, accuracy, config_hash="aaaaaaaaaaaa", status="ok", **extra):
-    rec = {k: None for k in REQUIRED}
-    rec.update(
-        variant=variant,
-        seed=seed,
-        model="m",
-        max_length=128,
-        epochs=3,
-        batch_size=32,
-        lr=5e-5,
-        precision="bf16",
-        train_samples=25000,
-        test_samples=25000,
-        accuracy=accuracy,
-        train_time_s=100.0 + seed,
-        peak_memory_mb=1000.0,
-        tokens_per_s=1e5,
-        device="NVIDIA Test GPU",
-        kernels=[["transformers eager"]],
-        versions={"torch": "x"},
-        git_sha="abc",
-        status=status,
-        error=None if status == "ok" else "NonFiniteLoss: boom",
-        config_hash=config_hash,
-        notes={},
-    )
-    if status != "ok":
-        rec.update(accuracy=None, train_time_s=None, peak_memory_mb=None, tokens_per_s=None)
-    rec.update(extra)
-    return rec
 
 
 def write_records(folder, recs):

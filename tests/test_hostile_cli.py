@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_record
 
 from attnpaper.__main__ import main
 from attnpaper.experiment.records import REQUIRED, read_record, write_record
@@ -36,32 +37,19 @@ def own_hash_cache(tmp_path, monkeypatch):
 
 
 def record(variant="baseline", seed=0, accuracy=0.85, **extra):
-    rec = {k: None for k in REQUIRED}
-    rec.update(
-        variant=variant,
-        seed=seed,
-        model="m",
-        max_length=128,
-        epochs=3,
-        batch_size=32,
-        lr=5e-5,
-        precision="bf16",
+    """A small CPU run's record (helpers.make_record with this file's sizes); extra overrides."""
+    small = dict(
         train_samples=100,
         test_samples=100,
-        accuracy=accuracy,
         train_time_s=10.0,
         peak_memory_mb=100.0,
         tokens_per_s=1e4,
         device="cpu x86_64",
         kernels=[],
         versions={},
-        git_sha="abc",
-        status="ok",
-        error=None,
-        config_hash="aaaaaaaaaaaa",
         steps=30,
     )
-    return rec | extra
+    return make_record(variant, seed, accuracy, **(small | extra))
 
 
 def write(folder, name, rec):
