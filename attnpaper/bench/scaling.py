@@ -260,6 +260,15 @@ def _model_line(r) -> str:
     )
 
 
+def _lengths_and_tokens(parser, kind, lengths, tokens, prefixed):
+    """--lengths/--tokens of one sweep (--{kind}-lengths/--{kind}-tokens under 'all', which runs both)."""
+    flag = f"--{kind}-" if prefixed else "--"
+    parser.add_argument(f"{flag}lengths", dest=f"{kind}_lengths", nargs="+", type=int, default=list(lengths))
+    parser.add_argument(
+        f"{flag}tokens", dest=f"{kind}_tokens", type=int, default=tokens, help="tokens per batch (batch = tokens / N)"
+    )
+
+
 def main(argv=None) -> int:
     """Command line; returns the exit status (2 for bad input, with one line saying what is valid)."""
     from ..variants import VARIANTS
@@ -271,39 +280,13 @@ def main(argv=None) -> int:
     mo = sub.add_parser("model", help="the captured training step of each variant over N")
     al = sub.add_parser("all", help="kernels, then model; reports in --out-dir")
     for p in (ke, al):
-        p.add_argument(
-            "--kernel-lengths" if p is al else "--lengths",
-            dest="kernel_lengths",
-            nargs="+",
-            type=int,
-            default=list(KERNEL_LENGTHS),
-        )
-        p.add_argument(
-            "--kernel-tokens" if p is al else "--tokens",
-            dest="kernel_tokens",
-            type=int,
-            default=KERNEL_TOKENS,
-            help="tokens per batch (batch = tokens / N)",
-        )
+        _lengths_and_tokens(p, "kernel", KERNEL_LENGTHS, KERNEL_TOKENS, prefixed=p is al)
         p.add_argument("--mechanisms", nargs="+", default=list(K.MECHANISMS), help=f"from {', '.join(K.MECHANISMS)}")
         p.add_argument("--passes", nargs="+", default=list(K.PASSES), help="fwd, fwd_bwd")
         p.add_argument("--warmup", type=int, default=5)
         p.add_argument("--repeats", type=int, default=20)
     for p in (mo, al):
-        p.add_argument(
-            "--model-lengths" if p is al else "--lengths",
-            dest="model_lengths",
-            nargs="+",
-            type=int,
-            default=list(MODEL_LENGTHS),
-        )
-        p.add_argument(
-            "--model-tokens" if p is al else "--tokens",
-            dest="model_tokens",
-            type=int,
-            default=MODEL_TOKENS,
-            help="tokens per batch (batch = tokens / N)",
-        )
+        _lengths_and_tokens(p, "model", MODEL_LENGTHS, MODEL_TOKENS, prefixed=p is al)
         p.add_argument("--variants", nargs="+", default=list(MODEL_VARIANTS), help=f"from {', '.join(VARIANTS)}")
         p.add_argument(
             "--model",
