@@ -27,9 +27,10 @@ from transformers.utils import logging
 
 import attnpaper
 from attnpaper import variants as V
+from attnpaper.experiment.records import git_sha
 from attnpaper.training.batches import Collator, chunk_for, to_device
 from attnpaper.training.graph import UNCAPTURED_CALLS
-from attnpaper.training.measure import start_profiler, stop_profiler
+from attnpaper.training.measure import device_info, start_profiler, stop_profiler
 from attnpaper.training.step import TrainStep, reset_compiler
 
 LOSS_STEPS = 20  # losses compared with eager's
@@ -207,6 +208,12 @@ def main(argv=None):
         f"{'compile s':>9s} {'peak MB':>8s} {'max|dloss|':>10s} {'loss 1->20':>13s} shapes graphs"
     )
     rows = []
+    run_info = {
+        "git_sha": git_sha(),
+        "device": device_info()["device"],
+        "batch_size": args.batch_size,
+        "max_length": args.length,
+    }  # on every row, as every result file of the project
     for name in models:
         config = configs(dry, args.dropout)[name]
         for variant in variants:
@@ -216,7 +223,7 @@ def main(argv=None):
             for mode in modes:
                 row, losses = measure(config, variant, mode, data, device, args.steps, args.profile_steps, dry)
                 ref = losses if mode == "eager" else ref
-                row.update(model=name, max_abs_loss_diff=float((losses - ref).abs().max()))
+                row.update(model=name, max_abs_loss_diff=float((losses - ref).abs().max()), step_mode=mode, **run_info)
                 rows.append(row)
                 busy = row["busy_ms"]
                 print(
