@@ -12,7 +12,7 @@ from transformers import get_scheduler, masking_utils
 import attnpaper
 from attnpaper import variants as V
 from attnpaper.training import graph as G
-from attnpaper.training.batches import Collator, chunk_for, to_device
+from attnpaper.training.batches import Collator, chunk_for, forward, to_device
 from attnpaper.training.step import TrainStep, resolve_step_mode
 
 SEQS = [[1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 2], [1, 7, 2], [1, 5, 6, 7, 8, 2]]
@@ -111,6 +111,24 @@ def test_whole_step_compiled_equals_eager():
     whole = run(make(tiny_bert, "flash", "whole", 1.0, backend="aot_eager", graph=False), data)
     assert_same(whole[0], eager[0], 1e-5)
     assert_same(whole[3], eager[3], 1e-5)
+
+
+@pytest.mark.parametrize("variant,kinds", [("sdpa", 1), ("linear", 1), ("hybrid", 2)])
+def test_whole_step_compiles_one_layer_per_kind(variant, kinds):
+    """Regional compilation: one graph per layer kind and batch shape however many layers there are,
+    and outside the step the model's layers run uncompiled (evaluation at other shapes never compiles)."""
+    from torch._dynamo.utils import counters
+
+    step = make(tiny_bert, variant, "whole", backend="aot_eager", graph=False)
+    assert len(step.layers) == step.model.config.num_hidden_layers > kinds
+    counters.clear()
+    step(batches(variant, 1)[0])
+    assert counters["stats"]["unique_graphs"] == kinds
+    assert all(layer._compiled_call_impl is None for layer in step.layers)
+    counters.clear()
+    with torch.no_grad():
+        forward(step.model, batches(variant, 2)[1])  # another shape, outside the step
+    assert counters["stats"]["unique_graphs"] == 0
 
 
 def test_gradient_scaler_skips_like_eager():

@@ -131,6 +131,19 @@ def attention_modules(model) -> list[torch.nn.Module]:
     return mods
 
 
+def encoder_layers(model) -> torch.nn.ModuleList:
+    """The encoder's stack of layers (BERT's ``encoder.layer``, DistilBERT's ``transformer.layer``)."""
+    base = model.base_model
+    stack = getattr(base, "encoder", None) or getattr(base, "transformer", None)
+    layers = getattr(stack, "layer", None)
+    if not isinstance(layers, torch.nn.ModuleList) or len(layers) != model.config.num_hidden_layers:
+        raise ValueError(
+            f"found no stack of {model.config.num_hidden_layers} layers in {type(model).__name__}; "
+            "only BERT-family encoders (BERT, DistilBERT, MiniLM) are supported"
+        )
+    return layers
+
+
 class _Reloadable:
     """Mixin: build the variant's attention modules in __init__, so from_pretrained can fill them."""
 
