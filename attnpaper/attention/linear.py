@@ -41,16 +41,17 @@ def favor_features(x, proj, key_mask=None, is_query=True, eps=1e-6, stabilise=Tr
     queries, one constant over the real keys of each (batch, head) for keys; for packed keys
     (B = 1, ``chunk_seq`` and ``segments`` as in ``packed_linear_attention``) one constant over the
     real keys of each (sequence, head). With stabilise=False and eps=0, E[phi(q).phi(k)] = exp(q.k)
-    exactly. Returns [B, H, N, M].
+    exactly. c is detached (as in performer-pytorch): it cancels in the attention's ratio up to eps,
+    and a gradient through the max would cost the backward a pass that adds about zero. Returns [B, H, N, M].
     """
     wx = torch.einsum("bhnd,md->bhnm", x, proj)  # [B, H, N, M]
     sq = (x * x).sum(-1, keepdim=True) / 2  # [B, H, N, 1]
     if not stabilise:
         c = torch.zeros_like(sq)
     elif is_query:
-        c = wx.amax(dim=-1, keepdim=True)
-    else:
-        live = wx if key_mask is None else wx.masked_fill(~key_mask[:, None, :, None], float("-inf"))
+        c = wx.detach().amax(dim=-1, keepdim=True)
+    else:  # c is a constant, not a function of x: it cancels in the ratio, so no gradient flows through it
+        live = wx.detach() if key_mask is None else wx.detach().masked_fill(~key_mask[:, None, :, None], float("-inf"))
         if chunk_seq is None:
             c = live.amax(dim=(-1, -2), keepdim=True)
         else:

@@ -30,6 +30,10 @@ TOKENIZER_ENV = (
 )
 
 
+EVAL_BUCKET = 16
+"""Padded evaluation batches are padded to a multiple of this many tokens (8 shapes at 128 tokens)."""
+
+
 class NonFiniteLoss(FloatingPointError):
     """Training produced a NaN or infinite loss."""
 
@@ -62,6 +66,10 @@ def evaluate(model, split, cfg, device, precision, pad_id) -> float:
     plan = [order[i : i + cfg.eval_batch_size] for i in range(0, len(order), cfg.eval_batch_size)]
     layout = cfg.resolved_layout()
     collate = P.Collator(layout, pad_id, cfg.max_length, chunk=P.chunk_for(cfg.variant, layout))
+    if layout == "padded":  # lengths rounded up to EVAL_BUCKET: a few shapes, not one per length (cuDNN
+        # attention plans each new shape, tens of ms apiece); the last batch gets dummy rows (label -100)
+        bucket = min(EVAL_BUCKET, cfg.max_length)
+        collate = P.Collator(layout, pad_id, cfg.max_length, cfg.eval_batch_size, static=True, bucket=bucket)
     correct = torch.zeros((), dtype=torch.long, device=device)
     with torch.no_grad(), autocast(precision, device):
         for b in tqdm(loader(split, plan, collate, device), desc="eval", total=len(plan), mininterval=5):

@@ -58,6 +58,9 @@ def memory_breakdown(model, optimizer) -> dict:
     }
 
 
+TOP_OPS = 8  # kernels a measurement lists by their time (enough to see where a step's GPU time goes)
+
+
 def start_profiler(device):
     from torch.profiler import ProfilerActivity, profile
 
@@ -68,7 +71,7 @@ def start_profiler(device):
 
 
 def stop_profiler(prof, steps) -> dict:
-    """GPU kernel time per step and the three costliest kernels.
+    """GPU kernel time per step and the TOP_OPS costliest kernels.
 
     Only device-side kernels and copies are summed: a CPU op's self device time repeats the time of
     the kernels it launched, and a user annotation (e.g. ``Optimizer.step#AdamW.step``) has a device-side
@@ -83,7 +86,7 @@ def stop_profiler(prof, steps) -> dict:
         e for e in avgs if e.device_type != DeviceType.CPU and e.key not in cpu_names and e.self_device_time_total > 0
     ]
     busy_us = sum(e.self_device_time_total for e in events)
-    top = sorted(events, key=lambda e: -e.self_device_time_total)[:3]
+    top = sorted(events, key=lambda e: -e.self_device_time_total)[:TOP_OPS]
     return {
         "gpu_busy_ms_per_step": busy_us / 1000 / steps,
         "top_gpu_ops": [[e.key[:80], round(e.self_device_time_total / 1000 / steps, 3)] for e in top],
