@@ -27,7 +27,7 @@ torch.manual_seed(0)
 tiny = BertConfig(hidden_size=128, num_hidden_layers=6, num_attention_heads=4, intermediate_size=256)
 net = attnpaper.build_model(tiny if model == "tiny" else model, variant).to(device)
 layout = attnpaper.variants.variant(variant).layout
-collate = Collator(layout, max_length=length, batch_size=32, static=True, chunk=chunk_for(variant, layout))
+collate = Collator(layout, max_length=length, batch_size=32, static=True, chunk=chunk_for(variant, layout, length))
 lengths = [length - (7 * i) % (length // 2) for i in range(32)]
 batch = {k: v.to(device) if torch.is_tensor(v) else v
          for k, v in collate([list(range(1, n + 1)) for n in lengths], [i % 2 for i in range(32)]).items()}

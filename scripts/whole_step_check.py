@@ -218,7 +218,8 @@ def main(argv=None):
         config = configs(dry, args.dropout)[name]
         for variant in variants:
             layout = V.variant(variant).layout  # as the runs lay out their batches
-            data = make_batches(config.vocab_size, args.length, args.batch_size, layout, chunk_for(variant, layout))
+            chunk = chunk_for(variant, layout, args.length)
+            data = make_batches(config.vocab_size, args.length, args.batch_size, layout, chunk)
             ref = None
             for mode in modes:
                 row, losses = measure(config, variant, mode, data, device, args.steps, args.profile_steps, dry)

@@ -160,9 +160,11 @@ def test_chunked_collator_layout():
 
 
 def test_chunk_choice_and_bad_chunks():
-    assert chunk_for("linear", "packed") == chunk_for("hybrid", "packed") == LINEAR_CHUNK
-    assert chunk_for("flash", "packed") == chunk_for("linear", "padded") == 1
-    assert Collator("packed", max_length=100, chunk=16).bucket == 800  # 8 x 100, whole chunks
+    assert chunk_for("linear", "packed", 512) == chunk_for("hybrid", "packed", 128) == LINEAR_CHUNK == 64
+    assert chunk_for("linear", "packed", 16) == 16  # never longer than a sequence may be
+    assert chunk_for("flash", "packed", 128) == chunk_for("linear", "padded", 128) == 1
+    assert Collator("packed", max_length=100, chunk=16).bucket == 1024  # PACKED_BUCKET, whole chunks
+    assert Collator("packed", max_length=1000, chunk=16).bucket == 2000  # 2 x max_length
     assert Collator("packed", max_length=100, chunk=16, bucket=208).bucket == 208
     with pytest.raises(ValueError, match=r"chunk must be an int in \[1, 16\] for the packed layout"):
         Collator("packed", max_length=16, chunk=32)
@@ -186,8 +188,8 @@ def test_run_config_allows_packed_linear_and_hybrid():
     assert RunConfig(variant="linear", layout="padded").validate().resolved_layout() == "padded"
     for changes, words in [
         ({"variant": "sdpa", "layout": "packed"}, "run flash, linear, hybrid only"),
-        ({"variant": "linear", "layout": "packed", "bucket": 100}, "multiple of 16"),
-        ({"variant": "hybrid", "layout": "packed", "max_length": 8}, "max_length"),
+        ({"variant": "linear", "layout": "packed", "bucket": 100}, "multiple of 64"),
+        ({"variant": "hybrid", "max_length": 32, "bucket": 48}, "multiple of 32"),
     ]:
         with pytest.raises(ValueError, match=words):
             RunConfig(**changes).validate()
@@ -255,4 +257,5 @@ def test_training_run_with_packed_layout(variant):
     res = train(cfg, device="cpu", progress=False)
     assert res["layout"] == "packed" and 0 <= res["accuracy"] <= 1
     linear = [k for layer in res["kernels"] for k in layer if k.startswith("linear")]
-    assert linear and all(k.endswith(f"padding-free (chunks of {LINEAR_CHUNK})") for k in linear)
+    chunk = min(LINEAR_CHUNK, cfg.max_length)
+    assert linear and all(k.endswith(f"padding-free (chunks of {chunk})") for k in linear)

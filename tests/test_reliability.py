@@ -441,3 +441,45 @@ def test_token_cache_checked_up_front(tmp_path):
     np.savez(bad, meta=np.array("{}"))
     with pytest.raises(ValueError, match="lacks train_ids"):
         check_data(str(bad))
+
+
+def test_checkpoint_written_in_background_holds_the_state_at_store(tmp_path):
+    """store() snapshots the state: changes made while the file is written never reach it; a failed
+    write is raised at the next call."""
+    import torch
+
+    from attnpaper.training.checkpoint import Checkpoint
+
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    ckpt = Checkpoint(tmp_path / "run.ckpt", {"a": 1}, every=1)
+    before = model.weight.detach().clone()
+    ckpt.store(
+        "plan",
+        {"step": 3, "real_tokens": 0, "slot_tokens": 0, "losses": [], "train_time_s": 0.0},
+        model,
+        opt,
+        sched,
+        scaler,
+        [],
+    )
+    with torch.no_grad():
+        model.weight.add_(1.0)  # training goes on while the file is written
+    saved = ckpt.load("plan")
+    assert saved["step"] == 3 and torch.equal(saved["model"]["params"]["weight"], before)
+    (tmp_path / "file").write_text("")
+    bad = Checkpoint(tmp_path / "file" / "run.ckpt", {"a": 1}, every=1)  # its folder is a file
+    bad.store(
+        "plan",
+        {"step": 1, "real_tokens": 0, "slot_tokens": 0, "losses": [], "train_time_s": 0.0},
+        model,
+        opt,
+        sched,
+        scaler,
+        [],
+    )
+    with pytest.raises(OSError):
+        bad.wait()
+    bad.wait()  # raised once

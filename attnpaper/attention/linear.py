@@ -117,7 +117,7 @@ def packed_linear_attention(phi_q, phi_k, v, chunk_seq, segments: int, key_mask=
     725 MiB saved, largest transient the per-chunk sums in float32, 449 MiB (eager; 224 MiB in bf16
     where a compiler fuses the cast into the index_add). c=8 doubles that transient, c=32 halves it
     but doubles the chunk padding that every layer computes on (IMDb at 512: 2.3% of real tokens
-    at c=16, 4.8% at c=32); training.batches.LINEAR_CHUNK picks 16.
+    at c=16, 4.8% at c=32); training.batches.LINEAR_CHUNK says which c the runs use, measured.
     Products in the inputs' dtype, the sums over chunks, the normaliser and the division in float32,
     as ``linear_attention``. Returns [1, H, T, D] in v's dtype.
     """

@@ -158,12 +158,25 @@ def _linear(layer, q, k, v, key_mask, scaling, packing=None):
         else:
             phi_q, phi_k = elu_features(q.float()).to(low), elu_features(k.float()).to(low)  # [B, H, N, D]
             name = f"linear elu+1 ({_short(low)} products)"
+        phi_q, phi_k = _align_features(phi_q), _align_features(phi_k)
         if packing is None:
             out = linear_attention(phi_q, phi_k, v, key_mask)
         else:
             out = packed_linear_attention(phi_q, phi_k, v, chunk_seq, segments, key_mask)
             name += f", padding-free (chunks of {q.shape[2] // chunk_seq.numel()})"
     return out.transpose(1, 2), name  # [B, N, H, D]
+
+
+FEATURE_ALIGN = 16
+"""phi(Q) and phi(K) get zero features up to a multiple of this many (FAVOR+'s 111 -> 112, 266 -> 272):
+a zero feature adds nothing to phi(q).phi(k) or to the normaliser, so the result is the same, while
+the products' matrices get rows that tensor-core GEMMs can load aligned (with 111 or 266 cuBLAS
+fell back to unaligned kernels, the costliest of a linear step on the H200: scripts/chunk_sweep.py)."""
+
+
+def _align_features(phi):
+    extra = -phi.shape[-1] % FEATURE_ALIGN
+    return torch.nn.functional.pad(phi, (0, extra)) if extra else phi  # [.., M] -> [.., M + extra]
 
 
 def _short(dtype) -> str:

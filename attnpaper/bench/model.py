@@ -87,7 +87,7 @@ def measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device,
     step = TrainStep(net, opt, sched, scaler, precision, device, mode)
     data = [
         P.to_device(b, device)
-        for b in make_batches(seq_len, batch, lengths, layout, tokens, chunk=P.chunk_for(variant, layout))
+        for b in make_batches(seq_len, batch, lengths, layout, tokens, chunk=P.chunk_for(variant, layout, seq_len))
     ]
     shapes = {tuple(b["input_ids"].shape) for b in data}
     seen: dict = {}

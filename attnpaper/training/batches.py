@@ -22,31 +22,37 @@ import torch
 from .. import variants as V
 from ..variants import LAYOUTS
 
-PACKED_BUCKET = 8
-"""Packed batches hold a multiple of 8 x max_length tokens. Chosen on IMDb's token counts (batch 32, 3
-epochs): at 128 tokens every batch then has one shape (3.3% padding; 2 x max_length gave 2 shapes
-and 2.8%), so a run compiles and records one graph; at 512, 2 shapes and 23% padding (2 x: 7 shapes,
-5.4%). Each shape costs one compile and recording (17-35 s on the H200); pass ``bucket`` to trade
-padding for shapes."""
+PACKED_BUCKET = 1024
+"""Packed batches hold a multiple of max(PACKED_BUCKET, 2 x max_length) tokens. Each token count is a
+batch shape, and each shape costs one compile and one recording (2-12 s with the whole step's
+per-layer compile on the H200), so this trades padding for shapes. On IMDb's token counts (batch 32,
+chunks of 64 for linear layers; 2,000 random batches): at 128 tokens every batch has one shape and
+3.3% of the slots are padding; at 512, 6 shapes and 13% (4096-token buckets: 3 shapes and 28%, which
+every layer computes on). Pass ``bucket`` to choose otherwise."""
 IGNORE = -100  # labels of dummy rows: CrossEntropyLoss leaves them out of the mean
-LINEAR_CHUNK = 16
-"""Tokens per chunk of packed linear attention (attention.linear.packed_linear_attention): each
-sequence is padded to a multiple of it, and every layer computes on that padding (IMDb, batch 32:
-0.6% of the real tokens at 128, 2.3% at 512; twice that at 32), while the transient per-chunk
-key-value sums take D / chunk = 4 times phi(Q)'s size (twice that at 8)."""
+LINEAR_CHUNK = 64
+"""Tokens per chunk of packed linear attention (attention.linear.packed_linear_attention; at most
+max_length): each sequence is padded to a multiple of it, and every layer computes on that padding,
+while the transient per-chunk key-value sums take D / chunk of phi(Q)'s size. Measured on the H200
+(scripts/chunk_sweep.py, whole step, batch 32, IMDb lengths, GPU busy ms per step) at chunks of
+16 / 32 / 64 / 128: MiniLM at 128 tokens linear 5.52 / 4.81 / 4.49 / 4.52, hybrid 4.11 / 3.77 /
+3.58 / 3.60; DistilBERT at 512 linear 27.6 / 23.5 / 20.7 / 19.3, in equal 4096-token buckets, so
+without the padding that larger chunks add: on IMDb 0.6 / 1.2 / 2.4 / 3.4% of the real tokens at 128,
+2.3 / 4.8 / 9.7 / 20.1% at 512."""
 
 
-def chunk_for(variant: str, layout: str) -> int:
-    """The Collator's ``chunk`` for a variant: LINEAR_CHUNK where packed batches meet linear layers, else 1."""
-    return LINEAR_CHUNK if layout == "packed" and V.variant(variant).layers in ("linear", "hybrid") else 1
+def chunk_for(variant: str, layout: str, max_length: int) -> int:
+    """The Collator's ``chunk``: min(LINEAR_CHUNK, max_length) where packed batches meet linear layers, else 1."""
+    linear = layout == "packed" and V.variant(variant).layers in ("linear", "hybrid")
+    return min(LINEAR_CHUNK, max_length) if linear else 1
 
 
 def bucket_range(layout: str, max_length: int) -> tuple[int, int, int]:
     """(default, lowest, highest) bucket for a layout: padded buckets are lengths (<= max_length),
-    packed buckets token counts (default PACKED_BUCKET x max_length, at most 64 x max_length)."""
+    packed buckets token counts (default max(PACKED_BUCKET, 2 x max_length), at most 64 x max_length)."""
     if layout == "padded":
         return max_length, 1, max_length
-    return PACKED_BUCKET * max_length, 1, 64 * max_length
+    return max(PACKED_BUCKET, 2 * max_length), 1, 64 * max_length
 
 
 @dataclass
@@ -56,9 +62,9 @@ class Collator:
     layout: 'padded' -> input_ids/attention_mask [B, N]; 'packed' -> input_ids/position_ids [T],
     cu_seqlens [S+1] int32, cls_index [B], max_seqlen (int). static: pad to buckets and to
     ``batch_size`` rows. bucket: length granularity (padded; default max_length, so always
-    max_length) or token granularity (packed; default 2 * max_length: a batch of 32 IMDb reviews
-    then takes one of 2-4 token counts, each compiled once). Packed filler tokens form sequences
-    of at most max_length, so max_length bounds every sequence the kernel sees.
+    max_length) or token granularity (packed; default ``bucket_range``'s: see PACKED_BUCKET).
+    Packed filler tokens form sequences of at most max_length, so max_length bounds every sequence
+    the kernel sees.
 
     chunk (packed, > 1 for linear layers; ``chunk_for``): each sequence is followed by pad tokens
     up to a multiple of ``chunk`` (a sequence of their own in cu_seqlens, so exact layers ignore

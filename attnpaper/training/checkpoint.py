@@ -5,6 +5,12 @@ projections included), AdamW's moments, the scheduler, the gradient scaler, the 
 (torch, CUDA, Python, NumPy and each layer's feature generator), and where the run is in its fixed
 data order. Restored, a CPU run continues bitwise as if it had never stopped. Files are written to
 a temporary name and renamed, so a kill leaves the previous checkpoint whole.
+
+Writing overlaps training: ``store`` copies the state to host memory (the one pause the run takes)
+and a background thread serialises, fsyncs and renames it, while the next steps run. Every other
+method waits for that write first, so a checkpoint is never read, replaced or removed half-written;
+a write that failed raises at the next call. The thread is not a daemon: a process that is
+interrupted still finishes the write it started before it exits.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import hashlib
 import os
 import random
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +51,24 @@ class Checkpoint:
 
     def __init__(self, path, config: dict, every: int, fresh=False, keep=False):
         self.path, self.config, self.every, self.keep = Path(path), config, every, keep
+        self._writer, self._error = None, None
         if fresh:
             self.remove()
+
+    def wait(self) -> None:
+        """Block until the write ``store`` started has finished; raise its error, if it failed."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        err, self._error = self._error, None
+        if err is not None:
+            raise err
+
+    def _write(self, state):
+        try:
+            self.save(state)
+        except BaseException as err:  # handed to the main thread by wait()
+            self._error = err
 
     def due(self, step: int, steps_per_epoch: int) -> bool:
         """After ``step`` steps: every ``every`` steps and at each epoch's end."""
@@ -62,6 +85,7 @@ class Checkpoint:
         A checkpoint that cannot be read, or that belongs to another configuration or data order,
         is reported in one line and set aside (``*.corrupt``); the run then starts over.
         """
+        self.wait()
         if not self.path.exists():
             return None
         try:
@@ -98,8 +122,8 @@ class Checkpoint:
         return {k: saved[k] for k in PROGRESS} | {"losses": list(saved["losses"])}
 
     def store(self, plan: str, progress: dict, model, optimizer, scheduler, scaler, generators) -> None:
-        """Save the whole state after ``progress["step"]`` steps (see the module docstring)."""
-        self.save(
+        """Save the whole state after ``progress["step"]`` steps, written in the background (module docstring)."""
+        state = _on_host(
             {
                 "plan": plan,
                 "model": model_state(model),
@@ -111,14 +135,30 @@ class Checkpoint:
                 "losses": [float(x) for x in progress["losses"]],
             }
         )
+        self.wait()  # one write at a time, in order
+        self._writer = threading.Thread(target=self._write, args=(state,), name="attnpaper-checkpoint")
+        self._writer.start()
 
     def remove(self) -> None:
+        self.wait()
         self.path.unlink(missing_ok=True)
 
     def finish(self) -> None:
-        """The run is recorded: remove its checkpoint unless asked to keep it."""
+        """The run is recorded: remove its checkpoint unless asked to keep it (then once it is written)."""
+        self.wait()
         if not self.keep:
             self.remove()
+
+
+def _on_host(x):
+    """A copy of a state that training can no longer change: tensors copied to the CPU, containers rebuilt."""
+    if torch.is_tensor(x):
+        return x.detach().to("cpu", copy=True)
+    if isinstance(x, dict):
+        return {k: _on_host(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_on_host(v) for v in x)
+    return x
 
 
 def random_states(generators) -> dict:

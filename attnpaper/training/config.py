@@ -186,11 +186,9 @@ class RunConfig:
         if self.layout == "packed" and self.variant not in PACKED:
             bad("layout", f"packed (padding-free) batches run {', '.join(PACKED)} only; valid here: auto, padded")
         layout = self.resolved_layout()
-        chunk = chunk_for(self.variant, layout)
+        chunk = chunk_for(self.variant, layout, self.max_length)
         if self.bucket is not None and self.bucket % chunk:
             bad("bucket", f"must be a multiple of {chunk} (packed linear attention's chunk)")
-        if chunk > self.max_length:
-            bad("max_length", f"must be >= {chunk} (packed linear attention's chunk) for the packed layout")
         _, low, high = bucket_range(layout, self.max_length)
         if self.bucket is not None and (not _int(self.bucket) or not low <= self.bucket <= high):
             bad(

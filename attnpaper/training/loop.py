@@ -65,7 +65,7 @@ def evaluate(model, split, cfg, device, precision, pad_id) -> float:
     order = sorted(range(len(split)), key=lambda i: len(split.ids[i]))[rank::size]
     plan = [order[i : i + cfg.eval_batch_size] for i in range(0, len(order), cfg.eval_batch_size)]
     layout = cfg.resolved_layout()
-    collate = P.Collator(layout, pad_id, cfg.max_length, chunk=P.chunk_for(cfg.variant, layout))
+    collate = P.Collator(layout, pad_id, cfg.max_length, chunk=P.chunk_for(cfg.variant, layout, cfg.max_length))
     if layout == "padded":  # lengths rounded up to EVAL_BUCKET: a few shapes, not one per length (cuDNN
         # attention plans each new shape, tens of ms apiece); the last batch gets dummy rows (label -100)
         bucket = min(EVAL_BUCKET, cfg.max_length)
@@ -140,7 +140,7 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
         cfg.batch_size // world,
         static=True,
         bucket=cfg.bucket,
-        chunk=P.chunk_for(cfg.variant, layout),
+        chunk=P.chunk_for(cfg.variant, layout, cfg.max_length),
     )
     plan = step_plan(len(train_split), cfg.batch_size, total, torch.Generator().manual_seed(cfg.seed))
     layers = [m for m in model.modules() if isinstance(m, LayerAttention)]
