@@ -144,17 +144,20 @@ def test_changing_one_review_leaves_the_others_logits():
 
 def test_chunked_collator_layout():
     b = Collator("packed", max_length=16, batch_size=4, static=True, bucket=8, chunk=4)(SEQS[:3], [0, 1, 1])
-    # 11 real + 1 pad, 3 + 1, 6 + 2: each pad a sequence of its own; then empty slots
-    assert b["cu_seqlens"].tolist() == [0, 11, 12, 15, 16, 22, 24, 24, 24, 24]
-    assert b["cls_index"].tolist() == [0, 12, 16, 0] and b["chunk_seq"].tolist() == [0, 0, 0, 1, 2, 2]
-    assert b["key_mask"].tolist() == [True] * 11 + [False] + [True] * 3 + [False] + [True] * 6 + [False] * 2
-    assert b["position_ids"].tolist() == [*range(11), 0, *range(3), 0, *range(6), 0, 1]
-    assert b["segments"] == 5 and real_tokens(b) == 20 and slot_tokens(b) == 24
-    big = collate(bucket=64)  # 44 tokens in chunks, then fillers of 16 and 4 tokens: slots 6 and 7
-    assert big["chunk_seq"].tolist()[-6:] == [4, 6, 6, 6, 6, 7] and big["segments"] == 6 + 4
+    # 11 real + 1 pad, 3 + 1, 6 + 2: each pad a sequence of its own; the dummy row repeats the first
+    # review (label -100: the loss ignores it), so a short batch has about a full batch's tokens; a filler
+    assert b["cu_seqlens"].tolist() == [0, 11, 12, 15, 16, 22, 24, 35, 36, 40]
+    assert b["cls_index"].tolist() == [0, 12, 16, 24] and b["chunk_seq"].tolist() == [0, 0, 0, 1, 2, 2, 3, 3, 3, 4]
+    keys = [True] * 11 + [False] + [True] * 3 + [False] + [True] * 6 + [False] * 2
+    assert b["key_mask"].tolist() == keys + [True] * 11 + [False] + [True] * 4
+    assert b["position_ids"].tolist() == [*range(11), 0, *range(3), 0, *range(6), 0, 1, *range(11), 0, *range(4)]
+    assert b["segments"] == 5 and real_tokens(b) == 20 and slot_tokens(b) == 40
+    assert b["labels"].tolist() == [0, 1, 1, -100]
+    big = collate(bucket=64)  # 5 reviews and a dummy row in chunks, then fillers in slots 6 and 7
+    assert big["chunk_seq"].tolist()[-8:] == [4, 4, 4, 5, 5, 5, 6, 6] and big["segments"] == 6 + 4
     assert big["cu_seqlens"].numel() == 2 * 6 + 4 + 1 and real_tokens(big) == 37
     flash = Collator("packed", max_length=16, batch_size=4, static=True, bucket=8)(SEQS[:3], [0, 1, 1])
-    assert "chunk_seq" not in flash and flash["cu_seqlens"].tolist() == [0, 11, 14, 20, 24, 24]  # chunk 1: as before
+    assert "chunk_seq" not in flash and flash["cu_seqlens"].tolist() == [0, 11, 14, 20, 31, 32]  # chunk 1
     loose = Collator("packed", max_length=16, chunk=4)(SEQS[:3], [0, 1, 1])  # not static: no fillers, no dummy rows
     assert loose["input_ids"].numel() == 24 and loose["segments"] == 3 and loose["cu_seqlens"][-1] == 24
 
@@ -223,9 +226,9 @@ def test_packed_compiles_once_per_bucket():
     compiled = torch.compile(eager, backend="aot_eager", fullgraph=True, dynamic=False)
     batches = [
         collate(bucket=32),
-        collate(SEQS[1:], LABELS[1:], bucket=32),  # 44, 32, 16, 28 tokens:
-        collate(SEQS[:2], LABELS[:2], bucket=32),
-        collate(SEQS[2:], LABELS[2:], bucket=32),
+        collate([SEQS[1], SEQS[3]] * 3, [1, 0] * 3, bucket=32),  # 60, 24, 48, 24 tokens:
+        collate(SEQS[:2], LABELS[:2], bucket=32),  # (dummy rows repeat the reviews)
+        collate([SEQS[3]] * 4, [0] * 4, bucket=32),
     ]  # buckets 64, 32
     shapes = {b["input_ids"].numel() for b in batches}
     assert shapes == {64, 32}

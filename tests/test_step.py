@@ -34,16 +34,16 @@ def test_padded_static_batch():
 
 def test_packed_static_batch():
     b = Collator("packed", pad_id=0, max_length=16, batch_size=4, static=True, bucket=8)(SEQS, [0, 1, 1])
-    assert b["input_ids"].shape == (24,)  # 20 real tokens rounded up to the bucket
-    assert b["cu_seqlens"].tolist() == [0, 11, 14, 20, 24, 24]  # then the filler, then an empty dummy row
+    assert b["input_ids"].shape == (32,)  # 20 real tokens and an 11-token dummy row, rounded up to the bucket
+    assert b["cu_seqlens"].tolist() == [0, 11, 14, 20, 31, 32]  # the dummy row repeats review 0, then a filler
     big = Collator("packed", pad_id=0, max_length=16, batch_size=4, static=True, bucket=40)(SEQS, [0, 1, 1])
-    assert big["cu_seqlens"].tolist() == [0, 11, 14, 20, 36, 40, 40, 40]  # fillers of <= 16 tokens each
-    assert big["position_ids"][20:].tolist() == list(range(16)) + list(range(4))
+    assert big["cu_seqlens"].tolist() == [0, 11, 14, 20, 31, 40, 40, 40]  # fillers of <= 16 tokens each
+    assert big["position_ids"][20:].tolist() == list(range(11)) + list(range(9))
     assert b["cu_seqlens"].dtype == torch.int32 and b["max_seqlen"] == 16
-    assert b["cls_index"].tolist() == [0, 11, 14, 0] and b["labels"].tolist() == [0, 1, 1, IGNORE]
-    assert b["position_ids"].tolist() == list(range(11)) + list(range(3)) + list(range(6)) + list(range(4))
-    assert b["input_ids"][b["cls_index"][:3]].tolist() == [1, 1, 1]
-    assert real_tokens(b) == 20 and slot_tokens(b) == 24
+    assert b["cls_index"].tolist() == [0, 11, 14, 20] and b["labels"].tolist() == [0, 1, 1, IGNORE]
+    assert b["position_ids"].tolist() == list(range(11)) + list(range(3)) + list(range(6)) + list(range(11)) + [0]
+    assert b["input_ids"][b["cls_index"]].tolist() == [1, 1, 1, 1]
+    assert real_tokens(b) == 20 and slot_tokens(b) == 32
     dynamic = Collator("packed", pad_id=0, max_length=16)(SEQS, [0, 1, 1])
     assert dynamic["cu_seqlens"].tolist() == [0, 11, 14, 20] and dynamic["max_seqlen"] == 16  # a bound
 

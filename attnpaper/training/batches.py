@@ -106,6 +106,9 @@ class Collator:
         rows = self.batch_size if self.static else len(seqs)
         if rows > len(seqs):  # dummy rows: ignored by the loss
             labels = torch.cat([labels, torch.full((rows - len(seqs),), IGNORE, dtype=torch.long)])
+            if self.layout == "packed":  # they repeat the real reviews, so a short last batch has about a
+                # full batch's tokens and reuses a shape the full batches compiled instead of adding its own
+                seqs = list(seqs) + [seqs[i % len(seqs)] for i in range(rows - len(seqs))]
         pack = self._packed if self.layout == "packed" else self._padded
         return {**pack(seqs, rows), "labels": labels}
 

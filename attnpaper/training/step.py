@@ -16,7 +16,10 @@ one exact and one linear) per batch shape instead of the whole network, which cu
 2-4x on a CPU (scripts/compile_time.py) and to 3-12 s per run on the H200. The embeddings are a
 region of their own because uncompiled their backward sorts the token ids (a radix sort, ~0.1 ms a
 step at the small model's shape); the [CLS] gather and the head stay uncompiled: inside the whole
-step's CUDA graph that costs no host time, only a few unfused kernels.
+step's CUDA graph that costs no host time, only a few unfused kernels. The baseline (transformers'
+eager attention) compiles its whole forward even in ``whole`` mode: its mask function makes a
+tensor from a host value (``torch.tensor(0.0)``), which a CUDA graph can record only inside
+compiled code.
 """
 
 from __future__ import annotations
@@ -158,7 +161,8 @@ class TrainStep:
                     )
                 kw = {"mode": compile_mode}
             # static shapes, one graph per bucket: symbolic sizes would cost host time in every call.
-            if mode == "whole":  # regional: one compile serves every layer of a kind (see module doc)
+            if mode == "whole" and getattr(model.config, "_attn_implementation", None) != "eager":
+                # regional: one compile serves every layer of a kind (see module doc)
                 self.layers = [model.base_model.embeddings, *encoder_layers(model)]
                 self.compiled = [
                     torch.compile(layer._call_impl, backend=backend, fullgraph=True, dynamic=False, **kw)
