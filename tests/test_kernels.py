@@ -133,3 +133,27 @@ def test_gpu_varlen_matches_eager_bf16(backend):
     assert rel(out[m].double(), ref[m]) < 1e-2, kernel
     # padded input: auto is SDPA's fused kernels (no per-layer unpad, no sync); varlen only when asked for
     assert ("varlen" in kernel) == (backend == "varlen"), kernel
+
+
+def test_aligned_features_are_the_same_features_then_zeros():
+    """favor_features(align=16): the first M features as without padding, then exact zeros, so the
+    attention built on them is unchanged (float64)."""
+    import torch
+
+    from attnpaper.attention import favor_features, linear_attention, orthogonal_gaussian
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 9, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1, 6:] = False
+    proj = orthogonal_gaussian(11, 8, g).double()
+    for is_query, key_mask in ((True, None), (False, mask)):
+        plain = favor_features(q if is_query else k, proj, key_mask, is_query)
+        aligned = favor_features(q if is_query else k, proj, key_mask, is_query, align=16)
+        assert aligned.shape[-1] == 16 and torch.allclose(aligned[..., :11], plain, rtol=1e-12, atol=0)
+        assert not aligned[..., 11:].any()
+    out = linear_attention(favor_features(q, proj), favor_features(k, proj, mask, False), v, mask)
+    aligned = linear_attention(
+        favor_features(q, proj, align=16), favor_features(k, proj, mask, False, align=16), v, mask
+    )
+    assert torch.allclose(out, aligned, rtol=0, atol=1e-12)

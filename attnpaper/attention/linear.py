@@ -34,7 +34,9 @@ def orthogonal_gaussian(num_features: int, dim: int, generator=None) -> torch.Te
     return (w * norms[:, None]).float()
 
 
-def favor_features(x, proj, key_mask=None, is_query=True, eps=1e-6, stabilise=True, chunk_seq=None, segments=None):
+def favor_features(
+    x, proj, key_mask=None, is_query=True, eps=1e-6, stabilise=True, chunk_seq=None, segments=None, align=1
+):
     """Positive random features phi(x) = exp(w.x - |x|^2/2 - c) / sqrt(M), x already scaled by d^-1/4.
 
     x: [B, H, N, D]; proj: [M, D]. The stabiliser c (a max) cancels in the ratio: per token for
@@ -42,9 +44,18 @@ def favor_features(x, proj, key_mask=None, is_query=True, eps=1e-6, stabilise=Tr
     (B = 1, ``chunk_seq`` and ``segments`` as in ``packed_linear_attention``) one constant over the
     real keys of each (sequence, head). With stabilise=False and eps=0, E[phi(q).phi(k)] = exp(q.k)
     exactly. c is detached (as in performer-pytorch): it cancels in the attention's ratio up to eps,
-    and a gradient through the max would cost the backward a pass that adds about zero. Returns [B, H, N, M].
+    and a gradient through the max would cost the backward a pass that adds about zero.
+    align: the features come back padded with zeros to a multiple of ``align`` (a zero feature adds
+    nothing to phi(q).phi(k)), and w.x is computed with proj padded the same way, so both of its
+    matrix products, forward and backward, have aligned shapes (111 or 266 columns sent the H200 to
+    unaligned TF32 kernels). Returns [B, H, N, M] (M rounded up to ``align``).
     """
-    wx = torch.einsum("bhnd,md->bhnm", x, proj)  # [B, H, N, M]
+    m = proj.shape[0]
+    extra = -m % align
+    if extra:
+        proj = torch.nn.functional.pad(proj, (0, 0, 0, extra))  # [M + extra, D], zero rows
+    wx_all = torch.einsum("bhnd,md->bhnm", x, proj)  # [B, H, N, M + extra]
+    wx = wx_all[..., :m] if extra else wx_all  # the real features, for the stabiliser
     sq = (x * x).sum(-1, keepdim=True) / 2  # [B, H, N, 1]
     if not stabilise:
         c = torch.zeros_like(sq)
@@ -56,7 +67,10 @@ def favor_features(x, proj, key_mask=None, is_query=True, eps=1e-6, stabilise=Tr
             c = live.amax(dim=(-1, -2), keepdim=True)
         else:
             c = segment_amax(live.amax(dim=-1), chunk_seq, segments)[..., None]
-    return (torch.exp(wx - sq - c) + eps) / math.sqrt(proj.shape[0])
+    phi = (torch.exp(wx_all - sq - c) + eps) / math.sqrt(m)
+    if extra:
+        phi = torch.where(torch.arange(m + extra, device=phi.device) < m, phi, 0.0)  # the padding: exactly 0
+    return phi
 
 
 def segment_amax(x, chunk_seq, segments: int):

@@ -150,9 +150,10 @@ def _linear(layer, q, k, v, key_mask, scaling, packing=None):
     with torch.autocast("cuda" if q.is_cuda else "cpu", enabled=False):
         if layer.feature_map == "favor+":
             scale = (q.shape[-1] ** -0.5 if scaling is None else scaling) ** 0.5  # d^-1/4 on each side
-            phi_q = favor_features(q.float() * scale, layer.proj, is_query=True).to(low)  # [B, H, N, M]
+            align = FEATURE_ALIGN
+            phi_q = favor_features(q.float() * scale, layer.proj, is_query=True, align=align).to(low)  # [B, H, N, M']
             phi_k = favor_features(
-                k.float() * scale, layer.proj, key_mask, is_query=False, chunk_seq=chunk_seq, segments=segments
+                k.float() * scale, layer.proj, key_mask, False, chunk_seq=chunk_seq, segments=segments, align=align
             ).to(low)
             name = f"linear favor+ (M={layer.num_features}, {_short(low)} products)"
         else:
@@ -168,10 +169,11 @@ def _linear(layer, q, k, v, key_mask, scaling, packing=None):
 
 
 FEATURE_ALIGN = 16
-"""phi(Q) and phi(K) get zero features up to a multiple of this many (FAVOR+'s 111 -> 112, 266 -> 272):
-a zero feature adds nothing to phi(q).phi(k) or to the normaliser, so the result is the same, while
-the products' matrices get rows that tensor-core GEMMs can load aligned (with 111 or 266 cuBLAS
-fell back to unaligned kernels, the costliest of a linear step on the H200: scripts/chunk_sweep.py)."""
+"""phi(Q) and phi(K) get zero features up to a multiple of this many (FAVOR+'s 111 -> 112, 266 -> 272;
+favor_features pads its projection the same way): a zero feature adds nothing to phi(q).phi(k) or to
+the normaliser, so the result is the same, while every product gets shapes that tensor-core GEMMs can
+load aligned (with 111 or 266 cuBLAS fell back to unaligned kernels, the costliest of a linear step
+on the H200: scripts/chunk_sweep.py, results/h200/bench-step.json's top_gpu_ops)."""
 
 
 def _align_features(phi):
