@@ -47,8 +47,7 @@ def main():
                 rows.append(row)
                 print(
                     f"{model[-24:]:24s} {length:>4} {variant:7s} chunk {chunk or '-':>4} "
-                    f"wall {m['step_time_ms_median'] or 0:6.2f} (profiled {m['profiled_wall_ms_per_step'] or 0:6.2f}) "
-                    f"busy {m['gpu_busy_ms_per_step'] or 0:6.2f} ms "
+                    f"wall {m['step_time_ms_median'] or 0:6.2f} busy {m['gpu_busy_ms_per_step'] or 0:6.2f} ms "
                     f"compile {m['compile_time_s'] or 0:5.1f} s peak {m['peak_memory_mb'] or 0:6.0f} MB "
                     f"pad {m['padding_fraction'] or 0:.3f}",
                     flush=True,

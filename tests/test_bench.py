@@ -64,24 +64,3 @@ def test_stock_reference_rows_measure_transformers_own_model():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="needs a GPU; valid here: eager"):
             measure_stock("bert-tiny-random", "reduce-overhead", split, steps=2, batch_size=4, length=32)
-
-
-def test_profiled_steps_report_their_own_wall_time():
-    """The wall time that goes with the GPU busy time covers the same (profiled) steps, paused work left out."""
-    import time
-
-    import torch
-
-    from attnpaper.training.measure import Meter
-
-    meter = Meter(torch.device("cpu"), "eager", total=6, timed=True, profile_steps=3)
-    model = torch.nn.Linear(2, 2)
-    meter.start()
-    for i in range(6):
-        with meter.step(i, (1,)):
-            time.sleep(0.002 if i < 3 else 0.02)  # the profiled steps are the slow ones
-        if i == 4:
-            with meter.paused():
-                time.sleep(0.1)  # a checkpoint inside the window
-    out = meter.report(6, 0.0, model, torch.optim.AdamW(model.parameters()))
-    assert 19 <= out["profiled_wall_ms_per_step"] < 40

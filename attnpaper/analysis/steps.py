@@ -22,8 +22,7 @@ RATIOS = {"wall_ms": "wall", "busy_ms": "busy", "peak_mb": "mem"}
 def step_table(rows, by, columns=("wall_ms", "busy_ms", "peak_mb"), ref=None) -> pd.DataFrame:
     """One row per group of ``by`` (e.g. max_length, variant, step_mode) with the ``columns`` asked for.
 
-    Columns are AGG's names, or ``wall_over_busy`` (wall / GPU busy time, both of the profiled steps
-    where the rows record their wall time, ``profiled_wall_ms_per_step``). A busy time of 0 (a CPU,
+    Columns are AGG's names, or ``wall_over_busy`` (wall / GPU busy time). A busy time of 0 (a CPU,
     no GPU kernels) is blank, not a division by zero. With ``ref`` (a variant), ``wall_vs_<ref>``,
     ``busy_vs_<ref>`` and ``mem_vs_<ref>`` divide by the reference variant of the same other keys.
     """
@@ -38,11 +37,8 @@ def step_table(rows, by, columns=("wall_ms", "busy_ms", "peak_mb"), ref=None) ->
     need = [c for c in columns if c in AGG] + (["wall_ms", "busy_ms"] if "wall_over_busy" in columns else [])
     need += [c for c in RATIOS if ref is not None and c not in need]
     g = df.groupby(list(by)).agg(**{c: AGG[c] for c in dict.fromkeys(need)})
-    if "wall_over_busy" in columns:  # wall of the profiled steps where rows have it: the same steps as busy
-        wall = g["wall_ms"]
-        if "profiled_wall_ms_per_step" in df:
-            wall = df.groupby(list(by))["profiled_wall_ms_per_step"].median().reindex(g.index).fillna(wall)
-        g["wall_over_busy"] = wall / g["busy_ms"]
+    if "wall_over_busy" in columns:
+        g["wall_over_busy"] = g["wall_ms"] / g["busy_ms"]
     out = g[list(columns)].copy()
     if ref is not None:
         if ref not in g.index.get_level_values("variant"):

@@ -67,14 +67,7 @@ KEEP = (
     "kernels",
     "precision",
     "top_gpu_ops",
-    "profiled_wall_ms_per_step",
 )
-
-
-def wall_over_busy(m) -> float | None:
-    """Wall over GPU busy time of the same (profiled) steps; a median over other steps can mix shapes."""
-    busy = m.get("gpu_busy_ms_per_step")
-    return m["profiled_wall_ms_per_step"] / busy if busy else None
 
 
 def measure(variant, model, length, steps, batch_size, lengths, step_mode="auto") -> dict:
@@ -93,7 +86,8 @@ def measure(variant, model, length, steps, batch_size, lengths, step_mode="auto"
     )
     res = train(cfg, splits={"train": split, "test": split}, progress=False, profile_steps=PROFILE_STEPS)
     out = {k: res.get(k) for k in KEEP}
-    out["wall_over_busy"] = wall_over_busy(out)
+    busy = out["gpu_busy_ms_per_step"]
+    out["wall_over_busy"] = out["step_time_ms_median"] / busy if busy else None
     reset_compiler()
     gc.collect()
     if torch.cuda.is_available():

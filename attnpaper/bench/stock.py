@@ -74,7 +74,7 @@ def measure_stock(
         layout="padded",
         padding_fraction=1 - real / (len(batches) * batch_size * length),
         kernels=None,
-        wall_over_busy=out["profiled_wall_ms_per_step"] / busy if busy else None,
+        wall_over_busy=out["step_time_ms_median"] / busy if busy else None,
     )
     del model_, optimizer, fwd, batches
     torch._dynamo.reset()

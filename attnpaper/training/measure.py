@@ -130,8 +130,7 @@ class Meter:
 
     ``start()`` before the first step; ``with meter.step(i, shape):`` around each step (times the first
     WARMUP_CALLS calls of each batch shape apart as compile and graph recording, marks every step with
-    a CUDA event when ``timed``, counts host syncs on a few steps, profiles the last ``profile_steps``
-    and times them on the host, so their wall and GPU busy times cover the same steps);
+    a CUDA event when ``timed``, counts host syncs on a few steps, profiles the last ``profile_steps``);
     ``with meter.paused():`` around work that is not training (checkpoint writes); ``report(...)`` at
     the end. The peak-memory counter is reset on construction, before any warm-up, so the peak
     includes the CUDA graphs' pools.
@@ -155,8 +154,6 @@ class Meter:
     def step(self, i: int, shape: tuple):
         if self.profile_steps and i == self.total - self.profile_steps:
             self.prof = start_profiler(self.device)
-            sync(self.device)
-            self.prof_t0, self.prof_paused = time.perf_counter(), self.paused_s
         self.shapes[shape] = self.shapes.get(shape, 0) + 1
         warming = self.graphs and self.shapes[shape] <= WARMUP_CALLS
         if self.timed and self.prof is None:
@@ -189,10 +186,8 @@ class Meter:
             self.marks.append(mark(self.device))
         sync(self.device)
         train_s = self.elapsed_s()
-        if self.prof:  # the wall time of exactly the steps whose GPU time the profile sums
-            window_s = time.perf_counter() - self.prof_t0 - (self.paused_s - self.prof_paused)
+        if self.prof:
             self.profile = stop_profiler(self.prof, self.profile_steps)
-            self.profile["profiled_wall_ms_per_step"] = 1000 * window_s / self.profile_steps
         steady = (train_s - self.warm_s) / max(1, steps_run - self.warm_steps)
         compile_s = max(0.0, self.warm_s - self.warm_steps * steady)
         train_s += before_s  # a resumed run: the time of the steps before its checkpoint too
