@@ -369,3 +369,14 @@ def test_gpu_checkpoint_loads_into_recorded_graph():
     assert step.whole.graphs == 1
     assert torch.allclose(tail, full[0][3:], atol=1e-2), (tail, full[0][3:])
     assert_same(list(step.model.parameters()), full[3], 5e-3)
+
+
+@cuda
+def test_gpu_training_loop_stops_on_a_non_finite_loss_in_whole_mode():
+    """The loop reads the graph's own non-finite flag (no check of its own per step) and still stops."""
+    from attnpaper.training.config import SMOKE, RunConfig
+    from attnpaper.training.loop import NonFiniteLoss, train
+
+    cfg = RunConfig(**{**SMOKE, "lr": 1e30, "epochs": 1, "train_samples": 64, "eval": False, "step_mode": "whole"})
+    with pytest.raises(NonFiniteLoss, match="non-finite loss by step"):
+        train(cfg, device="cuda", progress=False)

@@ -153,7 +153,8 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
         model.train()
         run = checkpoint.restore(*state) if checkpoint else fresh_progress()
         resumed_from, before_s = run["step"], run["train_time_s"]
-        bad = torch.zeros((), dtype=torch.bool, device=device)
+        whole_flag = step_fn.nonfinite  # whole mode: the graph sets it, no kernel of ours per step
+        bad = whole_flag if whole_flag is not None else torch.zeros((), dtype=torch.bool, device=device)
         bar = tqdm(total=total, initial=resumed_from, desc=f"train {cfg.variant}", mininterval=10, disable=not progress)
         meter.start()
         for b in loader(train_split, [ddp.shard(rows, rank, world) for rows in plan[resumed_from:]], collate, device):
@@ -163,7 +164,8 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
                 m.redraw_at(run["step"])
             with meter.step(run["step"], tuple(b["input_ids"].shape)):
                 loss = step_fn(P.to_device(b, device))
-            bad |= ~torch.isfinite(loss)
+            if whole_flag is None:
+                bad |= ~torch.isfinite(loss)
             run["step"] += 1
             step = run["step"]
             if step % 50 == 0 or step == total:
