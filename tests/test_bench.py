@@ -64,3 +64,25 @@ def test_stock_reference_rows_measure_transformers_own_model():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="needs a GPU; valid here: eager"):
             measure_stock("bert-tiny-random", "reduce-overhead", split, steps=2, batch_size=4, length=32)
+
+
+def test_steps_of_several_shapes_are_timed_apart():
+    """With batches of several shapes the report gives each shape's median and names the profiled
+    shapes, so a wall median over a mix can be compared with the GPU time of the same shapes."""
+    import time
+
+    import torch
+
+    from attnpaper.training.measure import Meter
+
+    meter = Meter(torch.device("cpu"), "eager", total=12, timed=True, profile_steps=2)
+    model = torch.nn.Linear(2, 2)
+    meter.start()
+    for i in range(12):
+        shape = (4096,) if i % 3 else (1024,)
+        with meter.step(i, shape):
+            time.sleep(0.004 if shape == (4096,) else 0.001)
+    out = meter.report(12, 0.0, model, torch.optim.AdamW(model.parameters()))
+    by = out["step_time_ms_by_shape"]
+    assert set(by) == {"4096", "1024"} and by["4096"]["median_ms"] > 2 * by["1024"]["median_ms"]
+    assert sum(v["steps"] for v in by.values()) == 10 and out["profiled_shapes"] == ["4096", "4096"]

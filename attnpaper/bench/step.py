@@ -67,6 +67,8 @@ KEEP = (
     "kernels",
     "precision",
     "top_gpu_ops",
+    "step_time_ms_by_shape",
+    "profiled_shapes",
 )
 
 

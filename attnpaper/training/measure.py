@@ -125,6 +125,19 @@ def elapsed_ms(marks, device) -> list[float]:
     return [1000 * (b - a) for a, b in zip(marks, marks[1:])]
 
 
+def shape_name(shape) -> str:
+    return "x".join(str(n) for n in shape)
+
+
+def by_shape(ms, warming, shapes) -> dict:
+    """Median ms of the steady (not warming) steps of each batch shape, and how many there were."""
+    groups: dict = {}
+    for t, w, shape in zip(ms, warming, shapes):
+        if not w:
+            groups.setdefault(shape_name(shape), []).append(t)
+    return {k: {"median_ms": sorted(v)[len(v) // 2], "steps": len(v)} for k, v in sorted(groups.items())}
+
+
 class Meter:
     """Everything a run measures besides its loss, behind a few calls from the training loop.
 
@@ -142,6 +155,8 @@ class Meter:
         self.shapes: dict = {}  # batch shape -> calls so far
         self.warm_s, self.warm_steps, self.paused_s = 0.0, 0, 0.0
         self.marks, self.warming, self.sync_counts, self.prof, self.profile = [], [], [], None, {}
+        self.step_shapes: list = []  # the batch shape of each timed step
+        self.profiled_shapes: list = []  # the batch shape of each profiled step
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -154,11 +169,14 @@ class Meter:
     def step(self, i: int, shape: tuple):
         if self.profile_steps and i == self.total - self.profile_steps:
             self.prof = start_profiler(self.device)
+        if self.prof is not None:
+            self.profiled_shapes.append(shape)
         self.shapes[shape] = self.shapes.get(shape, 0) + 1
         warming = self.graphs and self.shapes[shape] <= WARMUP_CALLS
         if self.timed and self.prof is None:
             self.marks.append(mark(self.device))
             self.warming.append(warming)
+            self.step_shapes.append(shape)
         if warming:
             sync(self.device)
             t0 = time.perf_counter()
@@ -206,6 +224,9 @@ class Meter:
             ms = elapsed_ms(self.marks, self.device)  # step i: marks i to i + 1
             steady = [t for t, w in zip(ms, self.warming) if not w][min(5, len(ms) - 1) :] or ms[-1:]
             out["step_time_ms_median"] = sorted(steady)[len(steady) // 2]  # compiling and recording steps left out
+            if len(self.shapes) > 1:  # batches of several shapes: each shape's median, and which were profiled
+                out["step_time_ms_by_shape"] = by_shape(ms, self.warming, self.step_shapes)
+                out["profiled_shapes"] = [shape_name(x) for x in self.profiled_shapes]
         if self.device.type == "cuda":
             out["peak_memory_mb"] = torch.cuda.max_memory_allocated() / MB
             out["activations_mb"] = out["peak_memory_mb"] - sum(
