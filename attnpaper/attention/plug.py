@@ -150,16 +150,14 @@ def _linear(layer, q, k, v, key_mask, scaling, packing=None):
     with torch.autocast("cuda" if q.is_cuda else "cpu", enabled=False):
         if layer.feature_map == "favor+":
             scale = (q.shape[-1] ** -0.5 if scaling is None else scaling) ** 0.5  # d^-1/4 on each side
-            align = FEATURE_ALIGN
-            phi_q = favor_features(q.float() * scale, layer.proj, is_query=True, align=align).to(low)  # [B, H, N, M']
-            phi_k = favor_features(
-                k.float() * scale, layer.proj, key_mask, False, chunk_seq=chunk_seq, segments=segments, align=align
-            ).to(low)
+            packed = {"chunk_seq": chunk_seq, "segments": segments}
+            phi_q = favor_features(q.float() * scale, layer.proj, is_query=True, align=FEATURE_ALIGN).to(low)
+            phi_k = favor_features(k.float() * scale, layer.proj, key_mask, False, align=FEATURE_ALIGN, **packed)
+            phi_k = phi_k.to(low)  # phi_q, phi_k: [B, H, N, M rounded up to FEATURE_ALIGN]
             name = f"linear favor+ (M={layer.num_features}, {_short(low)} products)"
         else:
-            phi_q, phi_k = elu_features(q.float()).to(low), elu_features(k.float()).to(low)  # [B, H, N, D]
+            phi_q, phi_k = (_align_features(elu_features(x.float()).to(low)) for x in (q, k))  # [B, H, N, D']
             name = f"linear elu+1 ({_short(low)} products)"
-        phi_q, phi_k = _align_features(phi_q), _align_features(phi_k)
         if packing is None:
             out = linear_attention(phi_q, phi_k, v, key_mask)
         else:
@@ -169,11 +167,12 @@ def _linear(layer, q, k, v, key_mask, scaling, packing=None):
 
 
 FEATURE_ALIGN = 16
-"""phi(Q) and phi(K) get zero features up to a multiple of this many (FAVOR+'s 111 -> 112, 266 -> 272;
-favor_features pads its projection the same way): a zero feature adds nothing to phi(q).phi(k) or to
-the normaliser, so the result is the same, while every product gets shapes that tensor-core GEMMs can
-load aligned (with 111 or 266 cuBLAS fell back to unaligned kernels, the costliest of a linear step
-on the H200: scripts/chunk_sweep.py, results/h200/bench-step.json's top_gpu_ops)."""
+"""phi(Q) and phi(K) get zero features up to a multiple of this many: FAVOR+'s (111 -> 112, 266 -> 272)
+in favor_features, together with its projection; elu+1's (the head dim) in _align_features. A zero
+feature adds nothing to phi(q).phi(k) or to the normaliser, so the result is the same, while every
+product gets shapes that tensor-core GEMMs can load aligned (with 111 or 266 cuBLAS fell back to
+unaligned kernels, the costliest of a linear step on the H200: scripts/chunk_sweep.py,
+results/h200/bench-step.json's top_gpu_ops)."""
 
 
 def _align_features(phi):

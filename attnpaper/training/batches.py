@@ -109,8 +109,8 @@ class Collator:
             if self.layout == "packed":  # they repeat the real reviews, so a short last batch has about a
                 # full batch's tokens and reuses a shape the full batches compiled instead of adding its own
                 seqs = list(seqs) + [seqs[i % len(seqs)] for i in range(rows - len(seqs))]
-        pack = self._packed if self.layout == "packed" else self._padded
-        return {**pack(seqs, rows), "labels": labels}
+        batch = self._packed(seqs) if self.layout == "packed" else self._padded(seqs, rows)
+        return {**batch, "labels": labels}
 
     def _padded(self, seqs, rows):
         longest = max(len(x) for x in seqs)
@@ -123,8 +123,9 @@ class Collator:
         mask[len(seqs) :, 0] = 1  # a dummy row holds one token, so no row is all padding
         return {"input_ids": ids, "attention_mask": mask}
 
-    def _packed(self, seqs, rows):
-        c = self.chunk
+    def _packed(self, seqs):
+        """seqs: every row of the batch, dummy rows included (they repeat real reviews, see __call__)."""
+        c, rows = self.chunk, len(seqs)
         lengths = [len(x) for x in seqs]
         pads = [-n % c for n in lengths]  # chunk padding after each sequence (none when chunk = 1)
         used = sum(lengths) + sum(pads)
@@ -137,13 +138,12 @@ class Collator:
         for seq, start in zip(seqs, starts.tolist()):
             ids[start : start + len(seq)] = torch.as_tensor(seq)
         pos = torch.cat([torch.arange(n) for n in pieces])  # [T]
-        slots = (rows if self.static else len(seqs)) * (2 if c > 1 else 1) + (self.fillers if self.static else 0)
+        slots = rows * (2 if c > 1 else 1) + (self.fillers if self.static else 0)
         cu = torch.full((slots + 1,), total, dtype=torch.int32)
         cu[0] = 0
         cu[1 : len(pieces) + 1] = torch.cumsum(torch.as_tensor(pieces), 0)
-        # then empty sequences: unused fillers and dummy rows, so the size of cu_seqlens never changes
-        cls = torch.zeros(rows, dtype=torch.long)
-        cls[: len(seqs)] = starts[:-1]  # each sequence's first token, its [CLS]
+        # then empty sequences (unused fillers), so the size of cu_seqlens never changes
+        cls = starts[:-1]  # each sequence's first token, its [CLS]
         # max_seqlen is an upper bound for the kernel: max_length always, so no shape or int changes per batch
         out = {"input_ids": ids, "position_ids": pos, "cu_seqlens": cu, "cls_index": cls, "max_seqlen": self.max_length}
         if c > 1:  # packed linear attention: chunks inside one sequence each

@@ -65,11 +65,12 @@ def evaluate(model, split, cfg, device, precision, pad_id) -> float:
     order = sorted(range(len(split)), key=lambda i: len(split.ids[i]))[rank::size]
     plan = [order[i : i + cfg.eval_batch_size] for i in range(0, len(order), cfg.eval_batch_size)]
     layout = cfg.resolved_layout()
-    collate = P.Collator(layout, pad_id, cfg.max_length, chunk=P.chunk_for(cfg.variant, layout, cfg.max_length))
     if layout == "padded":  # lengths rounded up to EVAL_BUCKET: a few shapes, not one per length (cuDNN
         # attention plans each new shape, tens of ms apiece); the last batch gets dummy rows (label -100)
         bucket = min(EVAL_BUCKET, cfg.max_length)
         collate = P.Collator(layout, pad_id, cfg.max_length, cfg.eval_batch_size, static=True, bucket=bucket)
+    else:
+        collate = P.Collator(layout, pad_id, cfg.max_length, chunk=P.chunk_for(cfg.variant, layout, cfg.max_length))
     correct = torch.zeros((), dtype=torch.long, device=device)
     with torch.no_grad(), autocast(precision, device):
         for b in tqdm(loader(split, plan, collate, device), desc="eval", total=len(plan), mininterval=5):
