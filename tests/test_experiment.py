@@ -12,7 +12,8 @@ from scipy import stats
 
 from attnpaper import VARIANTS
 from attnpaper.__main__ import main, parse_set
-from attnpaper.analysis.results import load_records, paired_vs_baseline, summarise
+from attnpaper.analysis.results import load_records, paired_ratio_vs_baseline, paired_vs_baseline, summarise
+from attnpaper.analysis.tables import format_table
 from attnpaper.experiment.records import REQUIRED, read_record, record_name, write_record
 from attnpaper.experiment.run import run_and_record
 from attnpaper.training.config import SMOKE, RunConfig, hash_config
@@ -294,6 +295,36 @@ def test_paired_vs_baseline_t_interval(four_seeds):
     assert row["ci_low"] == pytest.approx(statistics.mean(d) - half)
     assert row["ci_high"] == pytest.approx(statistics.mean(d) + half)
     assert stats.t.ppf(0.975, 3) == pytest.approx(3.182446, abs=1e-6)
+
+
+def test_paired_ratio_geometric_mean_and_t_interval_on_logs(tmp_path):
+    """Time and memory as ratios to baseline: a paired t interval on log ratios, mapped back; a concurrent
+    run's time is left out (it did not have the GPU alone), its memory is kept."""
+    base_t, flash_t, flash_mb = [10.0, 12.0, 11.0], [8.0, 9.0, 9.5], [800.0, 820.0, 810.0]
+    recs = [make_record("baseline", s, 0.85, train_time_excl_compile_s=t) for s, t in enumerate(base_t)]
+    recs += [
+        make_record("flash", s, 0.85, train_time_excl_compile_s=t, peak_memory_mb=m)
+        for s, (t, m) in enumerate(zip(flash_t, flash_mb, strict=True))
+    ]
+    recs += [make_record("baseline", 3, 0.85, train_time_excl_compile_s=1.0, notes={"concurrent_runs": 4})]
+    recs += [make_record("flash", 3, 0.85, train_time_excl_compile_s=1.0, peak_memory_mb=900.0)]
+    write_records(tmp_path, recs)
+    loaded = load_records(tmp_path)
+    logs = [math.log(f / b) for f, b in zip(flash_t, base_t, strict=True)]
+    half = stats.t.ppf(0.975, 2) * statistics.stdev(logs) / math.sqrt(3)
+    row = paired_ratio_vs_baseline(loaded, "train_time_excl_compile_s").set_index("variant").loc["flash"]
+    assert row["n_pairs"] == 3
+    assert row["ratio"] == pytest.approx(math.exp(statistics.mean(logs)))
+    assert row["ci_low"] == pytest.approx(math.exp(statistics.mean(logs) - half))
+    assert row["ci_high"] == pytest.approx(math.exp(statistics.mean(logs) + half))
+    mem = paired_ratio_vs_baseline(loaded, "peak_memory_mb").set_index("variant").loc["flash"]
+    assert mem["n_pairs"] == 4  # memory pairs the concurrent run's seed too
+    assert mem["ratio"] == pytest.approx(math.exp(statistics.mean([math.log(m / 1000) for m in flash_mb + [900]])))
+    with pytest.raises(ValueError, match="unknown ratio metric 'accuracy'; valid: train_time_excl_compile_s"):
+        paired_ratio_vs_baseline(loaded, "accuracy")
+    shown = format_table(loaded, "markdown")
+    assert "time vs baseline [95% CI]" in shown and "memory vs baseline [95% CI]" in shown
+    assert f"{math.exp(statistics.mean(logs)):.2f}x [{row['ci_low']:.2f}, {row['ci_high']:.2f}]" in shown
 
 
 def test_paired_only_shared_seeds(tmp_path):

@@ -155,6 +155,9 @@ def summarise(records: pd.DataFrame) -> pd.DataFrame:
             acc_std=ok["accuracy"].std(ddof=1),
             n_timed=len(solo),
             train_time_s=solo["train_time_s"].mean(),
+            train_time_excl_compile_s=pd.to_numeric(solo.get("train_time_excl_compile_s"), errors="coerce").mean()
+            if "train_time_excl_compile_s" in solo
+            else float("nan"),
             tokens_per_s=solo["tokens_per_s"].mean(),
             peak_memory_mb=ok["peak_memory_mb"].mean(),
         )
@@ -185,6 +188,52 @@ def paired_vs_baseline(records: pd.DataFrame, metric="accuracy", baseline="basel
         half = t_quantile(n - 1) * d.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
         rows.append(
             {"variant": v, "n_pairs": n, "diff_mean": d.mean(), "ci_low": d.mean() - half, "ci_high": d.mean() + half}
+        )
+    return pd.DataFrame(rows)
+
+
+RATIO_METRICS = {"train_time_excl_compile_s": "training time excluding compile", "peak_memory_mb": "peak memory"}
+"""What the table states as paired ratios to the baseline: times and memory scale, so ratios pool across seeds."""
+
+
+def paired_ratio_vs_baseline(records: pd.DataFrame, metric: str, baseline="baseline") -> pd.DataFrame:
+    """Per variant: geometric mean over shared seeds of variant / baseline, with a 95% t interval.
+
+    The interval is taken on log ratios (a ratio's spread is symmetric on that scale) and mapped
+    back. Times pair only runs that had the GPU to themselves (``timed``); memory pairs every ok
+    run. One configuration/device only, as ``paired_vs_baseline``.
+    """
+    if metric not in RATIO_METRICS:
+        raise ValueError(f"unknown ratio metric {metric!r}; valid: {', '.join(RATIO_METRICS)}")
+    groups = records[GROUP].drop_duplicates()
+    if len(groups) != 1:
+        raise ValueError(
+            f"records from {len(groups)} configurations/devices; pair within one (group by {', '.join(GROUP)} first)"
+        )
+    ok = records[records["status"] == "ok"]
+    if metric != "peak_memory_mb":
+        ok = ok[timed(ok)]
+    values = pd.to_numeric(ok[metric], errors="coerce") if metric in ok else pd.Series(dtype=float)
+    ok = ok.assign(_v=values).dropna(subset=["_v"])
+    ok = ok[ok["_v"] > 0].pivot(index="seed", columns="variant", values="_v")
+    if baseline not in ok:
+        raise ValueError(f"no successful {baseline!r} runs with {metric} to pair with")
+    rows = []
+    for v in [c for c in ORDER if c in ok and c != baseline]:
+        d = (ok[v] / ok[baseline]).dropna().map(math.log)
+        n = len(d)
+        if n == 0:
+            continue
+        half = t_quantile(n - 1) * d.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+        m = d.mean()
+        rows.append(
+            {
+                "variant": v,
+                "n_pairs": n,
+                "ratio": math.exp(m),
+                "ci_low": math.exp(m - half),
+                "ci_high": math.exp(m + half),
+            }
         )
     return pd.DataFrame(rows)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .results import GROUP, paired_vs_baseline, summarise
+from .results import GROUP, RATIO_METRICS, paired_ratio_vs_baseline, paired_vs_baseline, summarise
 
 FORMATS = ("text", "markdown", "latex", "csv")
 
@@ -20,6 +20,7 @@ def paper_table(records: pd.DataFrame) -> pd.DataFrame:
         except ValueError:  # no baseline in this configuration: no paired column
             paired = pd.DataFrame()
         paired = paired.set_index("variant") if len(paired) else pd.DataFrame(index=pd.Index([], name="variant"))
+        ratios = {m: _ratios(recs, m) for m in RATIO_METRICS}
         for _, r in group.iterrows():
             p = paired.loc[r["variant"]] if r["variant"] in paired.index else None
             rows.append(
@@ -39,10 +40,35 @@ def paper_table(records: pd.DataFrame) -> pd.DataFrame:
                     "n_pairs": None if p is None else int(p["n_pairs"]),
                     "train_time_s": _round(r["train_time_s"], 1),
                     "n_timed": int(r["n_timed"]),
+                    "train_time_excl_compile_s": _round(r["train_time_excl_compile_s"], 2),
                     "peak_memory_mb": _round(r["peak_memory_mb"], 0),
+                    **{
+                        f"{short}_{k}": _ratio_field(ratios[m], r["variant"], k)
+                        for m, short in RATIO_SHORT.items()
+                        for k in ("ratio", "ci_low", "ci_high", "n_pairs")
+                    },
                 }
             )
     return pd.DataFrame(rows)
+
+
+RATIO_SHORT = {"train_time_excl_compile_s": "time", "peak_memory_mb": "memory"}  # csv column prefixes
+
+
+def _ratios(recs, metric) -> pd.DataFrame:
+    """paired_ratio_vs_baseline indexed by variant; empty where nothing pairs (no baseline, no such field)."""
+    try:
+        out = paired_ratio_vs_baseline(recs, metric)
+    except ValueError:
+        out = pd.DataFrame()
+    return out.set_index("variant") if len(out) else pd.DataFrame(index=pd.Index([], name="variant"))
+
+
+def _ratio_field(ratios, variant, key):
+    if variant not in ratios.index:
+        return None
+    x = ratios.loc[variant, key]
+    return int(x) if key == "n_pairs" else _round(x, 3)
 
 
 def _round(x, digits):
@@ -68,6 +94,14 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
             return f"{r['diff_pts']:+.2f} (n={int(r['n_pairs'])})"
         return f"{r['diff_pts']:+.2f} [{r['ci95_low']:+.2f}, {r['ci95_high']:+.2f}]"
 
+    def ratio(r, short):
+        x, low, high = r[f"{short}_ratio"], r[f"{short}_ci_low"], r[f"{short}_ci_high"]
+        if x is None or pd.isna(x):
+            return "-"
+        if low is None or pd.isna(low):
+            return f"{x:.2f}x (n={int(r[f'{short}_n_pairs'])})"
+        return f"{x:.2f}x [{low:.2f}, {high:.2f}]"
+
     out = pd.DataFrame(
         {
             "model": table["model"],
@@ -77,7 +111,12 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
             "accuracy": [_accuracy(*r) for r in zip(table["accuracy"], table["sd"], table["n_eval"], table["n"])],
             "vs baseline, pts [95% CI]": table.apply(interval, axis=1),
             "train s": [("-" if t is None or pd.isna(t) else f"{t:.1f}") for t in table["train_time_s"]],
+            "excl. compile s": [
+                ("-" if t is None or pd.isna(t) else f"{t:.2f}") for t in table["train_time_excl_compile_s"]
+            ],
+            "time vs baseline [95% CI]": table.apply(ratio, axis=1, short="time"),
             "peak MB": [("-" if m is None or pd.isna(m) else f"{m:.0f}") for m in table["peak_memory_mb"]],
+            "memory vs baseline [95% CI]": table.apply(ratio, axis=1, short="memory"),
         }
     )
     if table["failed"].any():
