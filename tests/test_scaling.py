@@ -48,7 +48,8 @@ def lengths_npy(tmp_path):
         (["model", "--lengths", "1024", "--model", "bert-base-uncased"], "random-init alias"),
         (["model", "--lengths", "128"], "pass --data"),
         (["model", "--lengths", "128", "--data", "/nonexistent/lengths.npy"], "does not exist"),
-        (["all", "--model-lengths", "1024", "--step-mode", "fast"], "valid: eager, compiled, captured"),
+        (["all", "--model-lengths", "1024", "--step-mode", "fast"], "valid: auto, eager, compiled, captured, whole"),
+        (["model", "--lengths", "1024", "--paper-batch", "-1"], "--paper-batch must be an int >= 0, got -1"),
     ],
 )
 def test_bad_input_is_one_line_before_any_work(argv, says, capsys, monkeypatch):
@@ -161,6 +162,7 @@ def test_model_rows_oom_then_skipped(tmp_path, lengths_npy, monkeypatch):
         out=out,
         device="cpu",
         log=lambda s: None,
+        paper_batch=0,
     )
     status = {(r["variant"], r["seq_len"]): r["status"] for r in rep["rows"]}
     assert status == {
@@ -177,6 +179,23 @@ def test_model_rows_oom_then_skipped(tmp_path, lengths_npy, monkeypatch):
             assert r["layout"] == ("packed" if r["variant"] == "flash" else "padded")
             assert r["step_mode"] == "eager"  # captured falls back on a CPU, and the row says so
     assert len(json.loads(out.read_text())["rows"]) == 6
+
+
+def test_model_rows_at_the_papers_batch_up_to_512(tmp_path, lengths_npy, monkeypatch):
+    """Besides constant tokens per batch, the sweep measures batch 32 at N <= 512 with the loop's buckets."""
+    calls = []
+    monkeypatch.setattr(
+        S,
+        "measure_step",
+        lambda *a, **kw: (
+            calls.append(a[:5]) or {"step_mode": "eager", "gpu_busy_ms_per_step": None, "step_time_ms_median": 1.0}
+        ),
+    )
+    rep = SC.run_model([256, 512, 1024], 8192, ["flash"], "bert-tiny-random", 1, lengths_npy, log=lambda s: None)
+    got = [(r["seq_len"], r["batch_size"], r["tokens_per_batch"]) for r in rep["rows"]]
+    assert got == [(256, 32, 8192), (512, 16, 8192), (512, 32, 16384), (1024, 8, 8192)]  # 256: already 32
+    assert [c[4] for c in calls] == [8192, 8192, None, 8192]  # None: the training loop's token buckets
+    assert rep["paper_batch"] == 32
 
 
 def test_batches_follow_imdb_lengths_then_full_length():

@@ -3,7 +3,8 @@
 DistilBERT-base's shape with position embeddings extended to N (random init), tokens per batch
 held constant (batch = tokens / N). Up to 512 tokens the reviews have IMDb's lengths (so padding is
 real); beyond, every sequence is N tokens long. Each (variant, N) builds a fresh model, optimizer and
-``TrainStep``; peak memory is counted from before warm-up, so captured graphs' pools are included.
+``TrainStep``; peak memory is counted from before warm-up, so CUDA graphs' pools are included. The step
+mode is the training default (``auto``: whole, one CUDA graph per step, on a GPU).
 """
 
 from __future__ import annotations
@@ -43,10 +44,14 @@ def model_config(model, seq_len):
 
 
 def make_batches(seq_len, batch, lengths, layout, tokens, n_batches=N_BATCHES, seed=0, chunk=1) -> list[dict]:
-    """Static batches of random ids: IMDb lengths (cut at seq_len) up to IMDB_MAX, full length beyond."""
+    """Static batches of random ids: IMDb lengths (cut at seq_len) up to IMDB_MAX, full length beyond.
+
+    Packed token buckets: a quarter of ``tokens`` per batch, or, with tokens=None, the training
+    loop's default (batches.bucket_range), so a row at the paper's batch matches the bench's batches."""
     source = np.minimum(lengths, seq_len) if seq_len <= IMDB_MAX else np.array([seq_len])
     split = random_split(source, n_batches * batch, seed=seed + seq_len)
-    bucket = None if layout == "padded" else min(max(tokens // 4, seq_len), 64 * seq_len)  # token bucket
+    quarter = None if tokens is None else min(max(tokens // 4, seq_len), 64 * seq_len)
+    bucket = None if layout == "padded" else quarter  # token bucket (None: the Collator's default)
     bucket = bucket and chunk * math.ceil(bucket / chunk)  # packed linear: whole chunks
     collate = P.Collator(layout, 0, seq_len, batch, static=True, bucket=bucket, chunk=chunk)
     return [collate(split.ids[i : i + batch], split.labels[i : i + batch]) for i in range(0, len(split), batch)]
@@ -70,8 +75,10 @@ def attention_kernel_ms(prof, steps) -> tuple[float, list]:
     return ms, sorted({e.key[:80] for e in hits})
 
 
-def measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device, step_mode="captured") -> dict:
-    """One fresh model: warm every batch shape, time ``steps`` steps (events), profile PROFILE_STEPS more."""
+def measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device, step_mode="auto") -> dict:
+    """One fresh model: warm every batch shape, time ``steps`` steps (events), profile PROFILE_STEPS more.
+
+    tokens: the sweep's tokens per batch (sets packed buckets; None: the training loop's buckets)."""
     device = torch.device(device)
     mode = resolve_step_mode(step_mode, device, warn=False)
     layout = RunConfig(variant=variant).resolved_layout()

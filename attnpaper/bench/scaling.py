@@ -1,9 +1,11 @@
 """Where attention starts to matter: `python -m attnpaper scaling kernels|model|all` over sequence length.
 
 kernels: each attention mechanism alone (attnpaper.bench.kernels), fwd and fwd+bwd, bf16, 12 x 64
-heads, tokens per batch constant. model: the captured training step of each variant at DistilBERT's
-shape (attnpaper.bench.model). Both write a JSON report (rows plus device, versions, git commit),
-rewritten after every measurement, so a run cut short keeps what it measured.
+heads, tokens per batch constant. model: the training step of each variant at DistilBERT's shape
+(attnpaper.bench.model; whole, one CUDA graph per step, unless --step-mode says otherwise), tokens per
+batch constant, plus the paper's batch of 32 at the lengths up to 512 (rows say their tokens per batch).
+Both write a JSON report (rows plus device, versions, git commit), rewritten after every
+measurement, so a run cut short keeps what it measured.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ KERNEL_LENGTHS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 MODEL_LENGTHS = (128, 256, 512, 1024, 2048, 4096, 8192)
 KERNEL_TOKENS, MODEL_TOKENS = 32768, 16384
 MODEL_VARIANTS = ("baseline", "sdpa", "flash", "linear", "hybrid")
+PAPER_BATCH = 32  # the model sweep also measures this batch at N <= IMDB_MAX: the rows the bench has
 
 
 def check_lengths(lengths, tokens, min_batch=1) -> list[int]:
@@ -169,7 +172,7 @@ def check_model(lengths, tokens, variants, model, steps, data, step_mode):
 
     lengths = check_lengths(list(lengths), tokens, min_batch=2)
     variants = check_names(list(variants), VARIANTS, "variant(s)")
-    check_names([step_mode], STEP_MODES[1:], "step mode")
+    check_names([step_mode], STEP_MODES, "step mode")
     S.model_config(model, 1)  # a bad model name fails here, before anything is measured
     if any(n <= S.IMDB_MAX for n in lengths):
         if data is None:
@@ -189,21 +192,26 @@ def run_model(
     model="distilbert-base-random",
     steps=20,
     data=None,
-    step_mode="captured",
+    step_mode="auto",
     out=None,
     append=False,
     device=None,
     log=print,
+    paper_batch=PAPER_BATCH,
 ) -> dict:
     """Every (length, variant): the training step's wall and GPU-busy ms, peak memory, attention kernels' ms.
 
-    The variants' order rotates from one length to the next. A variant that runs out of memory is
-    recorded as 'oom' and not tried at longer lengths (recorded as 'skipped').
+    At ``tokens`` per batch (batch = tokens / N); at N <= IMDB_MAX also at ``paper_batch`` sequences
+    per batch with the training loop's buckets (0: not), unless that is the same batch. Each row
+    says its ``batch_size`` and ``tokens_per_batch``. The variants' order rotates from one length to
+    the next. A variant that runs out of memory is recorded as 'oom' and not tried at longer lengths
+    (recorded as 'skipped').
     """
     from . import model as S
     from .step import imdb_lengths
 
     lengths, variants, steps = check_model(lengths, tokens, variants, model, steps, data, step_mode)
+    paper_batch = check_count(paper_batch, "paper batch", 0)
     short = [n for n in lengths if n <= S.IMDB_MAX]
     imdb = imdb_lengths(data, max(short)) if short else None
     device = _device(device)
@@ -217,34 +225,41 @@ def run_model(
         steps=steps,
         profile_steps=S.PROFILE_STEPS,
         step_mode_requested=step_mode,
+        paper_batch=paper_batch,
         data=f"random ids; IMDb lengths ({data}) up to {S.IMDB_MAX} tokens, full length beyond",
         attention_kernel_pattern=S.ATTENTION_KERNEL.pattern,
     )
     failed: set = set()
     for i, n in enumerate(lengths):
         order = variants[i % len(variants) :] + variants[: i % len(variants)]
+        batches = [(tokens // n, tokens)]
+        if paper_batch and n <= S.IMDB_MAX and paper_batch != tokens // n:
+            batches.append((paper_batch, None))  # None: the training loop's buckets, as in the bench
         for v in order:
-            row = {
-                "variant": v,
-                "seq_len": n,
-                "batch_size": tokens // n,
-                "model": model,
-                "run": len(report["runs"]) - 1,
-            }
-            if v in failed:
-                row.update(status="skipped", error="out of memory at a shorter length")
-            else:
-                try:
-                    row.update(
-                        S.measure_step(v, model, n, tokens // n, tokens, imdb, steps, device, step_mode), status="ok"
-                    )
-                except torch.OutOfMemoryError as err:
-                    failed.add(v)
-                    row.update(status="oom", error=str(err).strip().splitlines()[0][:300])
-                S.free(device)
-            report["rows"].append(row)
-            log(_model_line(row))
-            write(report, out)
+            for batch, bucket_tokens in batches:
+                row = {
+                    "variant": v,
+                    "seq_len": n,
+                    "batch_size": batch,
+                    "tokens_per_batch": batch * n,
+                    "model": model,
+                    "run": len(report["runs"]) - 1,
+                }
+                if v in failed:
+                    row.update(status="skipped", error="out of memory at a shorter length")
+                else:
+                    try:
+                        row.update(
+                            S.measure_step(v, model, n, batch, bucket_tokens, imdb, steps, device, step_mode),
+                            status="ok",
+                        )
+                    except torch.OutOfMemoryError as err:
+                        failed.add(v)
+                        row.update(status="oom", error=str(err).strip().splitlines()[0][:300])
+                    S.free(device)
+                report["rows"].append(row)
+                log(_model_line(row))
+                write(report, out)
     return report
 
 
@@ -277,7 +292,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m attnpaper scaling", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     ke = sub.add_parser("kernels", help="each attention mechanism alone over N")
-    mo = sub.add_parser("model", help="the captured training step of each variant over N")
+    mo = sub.add_parser("model", help="the training step of each variant over N")
     al = sub.add_parser("all", help="kernels, then model; reports in --out-dir")
     for p in (ke, al):
         _lengths_and_tokens(p, "kernel", KERNEL_LENGTHS, KERNEL_TOKENS, prefixed=p is al)
@@ -295,7 +310,17 @@ def main(argv=None) -> int:
         )
         p.add_argument("--steps", type=int, default=20, help="timed steps per (variant, N)")
         p.add_argument("--data", default=None, help="IMDb lengths: a .npy of token counts or an IMDb folder")
-        p.add_argument("--step-mode", default="captured", help="captured (default), compiled or eager")
+        p.add_argument(
+            "--step-mode",
+            default="auto",
+            help="auto (whole on a GPU: one CUDA graph per step), whole, captured, compiled or eager",
+        )
+        p.add_argument(
+            "--paper-batch",
+            type=int,
+            default=PAPER_BATCH,
+            help="also measure this batch size at N <= 512, as the bench does (0: not)",
+        )
     for p in (ke, mo):
         p.add_argument("--out", default=None, help="write the report (JSON) here")
         p.add_argument("--append", action="store_true", help="keep the rows of --out at other lengths")
@@ -311,6 +336,7 @@ def main(argv=None) -> int:
             check_model(
                 args.model_lengths, args.model_tokens, args.variants, args.model, args.steps, args.data, args.step_mode
             )
+            check_count(args.paper_batch, "--paper-batch", 0)
         if not torch.cuda.is_available():
             raise ValueError(
                 f"scaling {args.cmd} measures GPU kernels and no CUDA GPU is visible here; run it on a "
@@ -339,6 +365,7 @@ def main(argv=None) -> int:
                 args.step_mode,
                 args.out if args.cmd == "model" else out_dir / "scaling-model.json",
                 append=getattr(args, "append", False),
+                paper_batch=args.paper_batch,
             )
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
