@@ -1,4 +1,4 @@
-"""Command line: `python -m attnpaper sweep|bench|bundle|table|scaling ...` (see --help of each)."""
+"""Command line: `python -m attnpaper sweep|bench|bundle|table|paper-memory|scaling ...` (see --help of each)."""
 
 from __future__ import annotations
 
@@ -150,6 +150,22 @@ def main(argv=None):
         help="text for the terminal; markdown, latex (booktabs) or csv to paste",
     )
 
+    pm = sub.add_parser(
+        "paper-memory",
+        help="the paper's memory column put to the test: its four variants in one process, kept alive, "
+        "against a fresh process each",
+        formatter_class=fmt,
+    )
+    pm.add_argument("--variants", nargs="+", default=["baseline", "flash", "linear", "hybrid"], help="in run order")
+    pm.add_argument("--model", default="distilbert-base-random", help="a random-init alias")
+    pm.add_argument("--max-length", type=int, default=128)
+    pm.add_argument("--batch-size", type=int, default=32)
+    pm.add_argument("--steps", type=int, default=20, help="eager AdamW steps per variant")
+    pm.add_argument("--data", default=None, help="review lengths: an IMDb folder or a .npy of token counts")
+    pm.add_argument("--arms", nargs="+", default=["kept", "fresh"], help="kept (one process), fresh (one each)")
+    pm.add_argument("--out", default=None, help="write the report (JSON) here")
+    pm.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a fresh arm's child: one variant, one row
+
     sub.add_parser(
         "scaling",
         help="attention kernels and the training step over sequence length (python -m attnpaper scaling --help)",
@@ -220,6 +236,25 @@ def main(argv=None):
             from .experiment.bundle import make_bundle
 
             make_bundle(args.out, args.data, args.max_length, args.wheels, xz=args.xz)
+        elif args.cmd == "paper-memory":
+            from .bench import artefacts as A
+
+            if args.one:  # a child of the fresh arm: its row as the last line
+                lengths = A.imdb_lengths_for(args.data, args.max_length)
+                rows = A.run_kept([args.one], args.model, args.max_length, args.batch_size, args.steps, lengths)
+                print(json.dumps(rows[0]))
+            else:
+                A.paper_memory(
+                    args.variants,
+                    args.model,
+                    args.max_length,
+                    args.batch_size,
+                    args.steps,
+                    args.data,
+                    args.out,
+                    args.arms,
+                    log=lambda msg: print(msg, flush=True),
+                )
         elif args.cmd == "table":
             from .analysis.results import load_records
             from .analysis.tables import format_table

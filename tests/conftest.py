@@ -4,6 +4,7 @@ Tests marked ``@pytest.mark.cuda`` are skipped, with the reason, on a machine wi
 """
 
 import helpers
+import numpy as np
 import pytest
 import torch
 from transformers.utils import logging
@@ -53,3 +54,11 @@ def _batch(lengths, n=None, vocab=100, seed=0):
 def make_batch():
     """make_batch(lengths, n=None, vocab=100, seed=0): a seeded random batch of those lengths, padded to n."""
     return _batch
+
+
+@pytest.fixture
+def lengths_npy(tmp_path):
+    """A .npy of four review lengths (token counts), as `python -m attnpaper bundle` writes IMDb's."""
+    path = tmp_path / "lengths.npy"
+    np.save(path, np.array([10, 20, 40, 70], dtype=np.int32))
+    return str(path)

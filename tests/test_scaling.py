@@ -29,13 +29,6 @@ MODEL_KEYS = {
 CPU = torch.device("cpu")
 
 
-@pytest.fixture
-def lengths_npy(tmp_path):
-    path = tmp_path / "lengths.npy"
-    np.save(path, np.array([10, 20, 40, 70], dtype=np.int32))
-    return str(path)
-
-
 @pytest.mark.parametrize(
     "argv, says",
     [
