@@ -86,3 +86,22 @@ def test_steps_of_several_shapes_are_timed_apart():
     by = out["step_time_ms_by_shape"]
     assert set(by) == {"4096", "1024"} and by["4096"]["median_ms"] > 2 * by["1024"]["median_ms"]
     assert sum(v["steps"] for v in by.values()) == 10 and out["profiled_shapes"] == ["4096", "4096"]
+
+
+def test_host_time_between_steps_is_reported():
+    """The host's wait between steps (the loader's next batch) is measured apart from the step itself."""
+    import time
+
+    import torch
+
+    from attnpaper.training.measure import Meter
+
+    meter = Meter(torch.device("cpu"), "eager", total=8, timed=True)
+    model = torch.nn.Linear(2, 2)
+    meter.start()
+    for i in range(8):
+        time.sleep(0.006)  # waiting for a batch
+        with meter.step(i, (16,)):
+            time.sleep(0.001)
+    out = meter.report(8, 0.0, model, torch.optim.AdamW(model.parameters()))
+    assert 5 < out["host_gap_ms_median"] < 50 and out["step_time_ms_median"] > out["host_gap_ms_median"]

@@ -1,5 +1,6 @@
 """Linear attention over packed sequences: equal to the padded kernel, no leakage, one graph, no host sync."""
 
+import numpy as np
 import pytest
 import torch
 from helpers import tiny_bert, tiny_distilbert
@@ -153,6 +154,10 @@ def test_chunked_collator_layout():
     assert b["position_ids"].tolist() == [*range(11), 0, *range(3), 0, *range(6), 0, 1, *range(11), 0, *range(4)]
     assert b["segments"] == 5 and real_tokens(b) == 20 and slot_tokens(b) == 40
     assert b["labels"].tolist() == [0, 1, 1, -100]
+    arrays = Collator("packed", max_length=16, batch_size=4, static=True, bucket=8, chunk=4)(
+        [np.asarray(s, dtype=np.uint16) for s in SEQS[:3]], [0, 1, 1]
+    )  # token ids as numpy arrays (a token cache's dtype) collate to the same tensors
+    assert all(torch.equal(arrays[k], b[k]) if torch.is_tensor(b[k]) else arrays[k] == b[k] for k in b)
     big = collate(bucket=64)  # 5 reviews and a dummy row in chunks, then fillers in slots 6 and 7
     assert big["chunk_seq"].tolist()[-8:] == [4, 4, 4, 5, 5, 5, 6, 6] and big["segments"] == 6 + 4
     assert big["cu_seqlens"].numel() == 2 * 6 + 4 + 1 and real_tokens(big) == 37

@@ -68,6 +68,7 @@ KEEP = (
     "precision",
     "top_gpu_ops",
     "step_time_ms_by_shape",
+    "host_gap_ms_median",
     "profiled_shapes",
 )
 

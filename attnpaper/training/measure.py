@@ -143,7 +143,8 @@ class Meter:
 
     ``start()`` before the first step; ``with meter.step(i, shape):`` around each step (times the first
     WARMUP_CALLS calls of each batch shape apart as compile and graph recording, marks every step with
-    a CUDA event when ``timed``, counts host syncs on a few steps, profiles the last ``profile_steps``);
+    a CUDA event when ``timed``, and then the host's time between steps, waiting for the loader, as
+    ``host_gap_ms_median``; counts host syncs on a few steps, profiles the last ``profile_steps``);
     ``with meter.paused():`` around work that is not training (checkpoint writes); ``report(...)`` at
     the end. The peak-memory counter is reset on construction, before any warm-up, so the peak
     includes the CUDA graphs' pools.
@@ -156,6 +157,7 @@ class Meter:
         self.warm_s, self.warm_steps, self.paused_s = 0.0, 0, 0.0
         self.marks, self.warming, self.sync_counts, self.prof, self.profile = [], [], [], None, {}
         self.step_shapes: list = []  # the batch shape of each timed step
+        self.gaps, self.left = [], None  # host ms between one step's end and the next one's start (loader wait)
         self.profiled_shapes: list = []  # the batch shape of each profiled step
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -167,6 +169,8 @@ class Meter:
 
     @contextlib.contextmanager
     def step(self, i: int, shape: tuple):
+        if self.left is not None and self.timed:
+            self.gaps.append(1000 * (time.perf_counter() - self.left))
         if self.profile_steps and i == self.total - self.profile_steps:
             self.prof = start_profiler(self.device)
         if self.prof is not None:
@@ -187,6 +191,7 @@ class Meter:
             sync(self.device)
             self.warm_s += time.perf_counter() - t0
             self.warm_steps += 1
+        self.left = time.perf_counter()
 
     @contextlib.contextmanager
     def paused(self):
@@ -224,6 +229,8 @@ class Meter:
             ms = elapsed_ms(self.marks, self.device)  # step i: marks i to i + 1
             steady = [t for t, w in zip(ms, self.warming) if not w][min(5, len(ms) - 1) :] or ms[-1:]
             out["step_time_ms_median"] = sorted(steady)[len(steady) // 2]  # compiling and recording steps left out
+            if self.gaps:  # the host's time outside the step: waiting for the loader's next batch, bookkeeping
+                out["host_gap_ms_median"] = sorted(self.gaps)[len(self.gaps) // 2]
             if len(self.shapes) > 1:  # batches of several shapes: each shape's median, and which were profiled
                 out["step_time_ms_by_shape"] = by_shape(ms, self.warming, self.step_shapes)
                 out["profiled_shapes"] = [shape_name(x) for x in self.profiled_shapes]
