@@ -14,7 +14,7 @@ def test_kept_arm_keeps_every_model_and_reports_each_in_order(lengths_npy):
     assert [(r["variant"], r["position"]) for r in rows] == [("baseline", 1), ("linear", 2)]
     for r in rows:  # no CUDA here: memory counters are None, the static parts are measured
         assert r["peak_memory_mb"] is None and r["gradients_mb"] == r["weights_mb"] > 0
-        assert r["optimizer_mb"] == pytest.approx(2 * r["weights_mb"], rel=1e-3)  # AdamW: two moments per weight, a step each
+        assert r["optimizer_mb"] == pytest.approx(2 * r["weights_mb"], rel=1e-3)  # AdamW: two moments per weight
 
 
 @pytest.mark.parametrize(
