@@ -82,7 +82,7 @@ def header(kind, lengths, out=None, append=False, **settings) -> dict:
             | {"lengths": sorted({r["seq_len"] for r in old["rows"]})}
         ]  # a one-run report
         rows = [{"run": 0, **r} for r in old["rows"] if r["seq_len"] not in lengths]
-    return {"kind": kind, **settings, **run, "runs": runs + [run], "rows": rows}
+    return {"kind": kind, **settings, **run, "device": run["versions"]["device"], "runs": runs + [run], "rows": rows}
 
 
 def write(report, out):

@@ -197,14 +197,15 @@ def bench(
     pairs = [(v, m) for v in variants for m in step_modes]
     if reference and not torch.cuda.is_available():
         raise ValueError("--reference measures transformers' captured step and needs a CUDA GPU")
-    rows, sha = [], git_sha()
+    rows, sha, versions = [], git_sha(), device_info()
     report = {
         "model": [model],
         "batch_size": batch_size,
         "steps": steps,
         "repeats": repeats,
         "git_sha": sha,
-        "versions": device_info(),
+        "device": versions["device"],
+        "versions": versions,
         "rows": rows,
     }
     kept = json.loads(out.read_text())["rows"] if out and append and out.exists() else []
