@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Every GPU result of the book from one frozen commit (issue 20), a GPU call at a time. Run it from the
+# repo root of a checkout of that commit, with bundle/ (python -m attnpaper bundle, its GIT_SHA the
+# frozen commit; bundle/xz for 512 tokens) and .whl/ beside it:
+#   DEADLINE=570 CALL=c1 bash scripts/campaign.sh tests runs:128:baseline,sdpa,flash,linear,hybrid:0
+# Jobs, run in the order given:
+#   tests                               the CUDA tests (the whole step against the uncaptured one, no syncs)
+#   runs:LEN:VARIANTS:SEEDS[:ARM]       the paper's setup at LEN tokens (128 or 512), the stand-in model;
+#                                       ARM fp16 (autocast fp16 + gradient scaler) or dropout (attention
+#                                       dropout 0.1), the accuracy artefacts; one run at a time, solo
+#   bench:MODEL:LENGTHS:REPEATS         whole, captured and eager steps side by side, with transformers'
+#                                       own model (--reference); MODEL minilm or distilbert; LENGTHS 128+256
+#   scaling-kernels  scaling-model      where attention starts to matter (chapter 9)
+#   memory                              the paper's memory column put to the test (paper-memory)
+# Where results go: results/h200/records (128 tokens), len512/, artefacts/{fp16,dropout}/, bench/,
+# scaling-*.json, artefacts/paper-memory.json. After every job everything under results/h200 that this
+# call wrote is packed into $OUT/h200-$CALL.tgz (one file back, whatever stops the call), with the log.
+# DEADLINE (seconds from the start, default 570): a job that could not finish before it is not started,
+# and a started one is stopped at it (sweeps, bench and scaling keep what they finished).
+# REHEARSE=1 (a CPU): the same jobs on a tiny random model, synthetic data and eager steps, in seconds.
+set -uo pipefail
+START=$(date +%s); DEADLINE=${DEADLINE:-570}; CALL=${CALL:-c0}; OUT=${OUT:-/tmp/attnpaper-out}
+R=results/h200; mkdir -p "$OUT" $R
+source scripts/gpu_env.sh
+MODEL=bundle/all-MiniLM-L6-v2-fp16; LENGTHS=bundle/imdb-train-lengths.npy; TINY=()
+[ "${REHEARSE:-0}" = 1 ] && TINY=(--model bert-tiny-random --steps 2)
+LOG="$OUT/log-$CALL.txt"
+NOISE="Warning\|warn(\|Online softmax\|split the reduction\|important use\|softmax\.$\|^$\|USDT\|Loading weights"
+NOISE="$NOISE\|LOAD REPORT\|^Key \|^---\|MISSING\|^Notes\|newly initialized\|IPKernelApp"
+touch "$OUT/.start"
+
+left() { echo $((DEADLINE - ($(date +%s) - START))); }
+say() { echo "[$(($(date +%s) - START)) s] $*" | tee -a "$LOG"; }
+pack() {  # what this call wrote under results/h200 (checkpoints of unfinished runs stay behind)
+  find $R -type f -newer "$OUT/.start" ! -path "*/checkpoints/*" ! -path "*/.staging/*" > "$OUT/.files"
+  tar czf "$OUT/h200-$CALL.tgz" -T "$OUT/.files"; }
+run() {  # run BUDGET CMD...: start only if BUDGET seconds are left; stop at the deadline
+  local budget=$1; shift
+  if [ "$(left)" -lt "$budget" ]; then say "not started (needs ${budget} s, $(left) s left): $JOB"; return 1; fi
+  say "start: $JOB"
+  timeout "$(left)" "$@" 2>&1 | grep -v "$NOISE" | tee -a "$LOG" | tail -"${TAIL:-6}"
+  local rc=${PIPESTATUS[0]}
+  say "done (exit $rc): $JOB"; pack
+}
+
+say "commit ${ATTNPAPER_GIT_SHA:-unknown}, $(python3 -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")')"
+for JOB in "$@"; do
+  IFS=: read -r kind a b c d <<< "$JOB"
+  case $kind in
+    tests)
+      run 150 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_whole_step.py tests/test_packed_linear.py \
+        tests/test_step.py ;;
+    runs)  # runs:LEN:VARIANTS:SEEDS[:ARM], one (variant, seed) per sweep call so the deadline cuts between runs
+      len=$a; arm=${d:-}; set_arm=(--set model=$MODEL --set data=bundle/imdb-$len.npz); dir=$R
+      [ "${REHEARSE:-0}" = 1 ] && set_arm=(--smoke --set train_samples=64 --set test_samples=32)
+      [ "$len" = 512 ] && { dir=$R/len512; set_arm+=(--set max_length=512); }
+      case $arm in
+        "") ;;
+        fp16) dir=$R/artefacts/fp16; set_arm+=(--set precision=fp16) ;;
+        dropout) dir=$R/artefacts/dropout; set_arm+=(--set attention_dropout=0.1) ;;
+        *) say "unknown arm '$arm' in $JOB; valid: fp16, dropout"; continue ;;
+      esac
+      per=$([ "$len" = 512 ] && echo 150 || echo 90)  # seconds a run may take, papermill start to record
+      for s in ${c//,/ }; do for v in ${b//,/ }; do
+        JOB="runs:$len:$v:$s${arm:+:$arm}"
+        run $per python3 -m attnpaper sweep --quiet --variants "$v" --seeds "$s" --out "$dir" "${set_arm[@]}" || break 2
+      done; done ;;
+    bench)  # bench:MODEL:LENGTHS:REPEATS
+      model=$([ "$a" = minilm ] && echo $MODEL || echo distilbert-base-random); mkdir -p $R/bench
+      modes=(--step-modes whole captured eager --reference)
+      [ "${REHEARSE:-0}" = 1 ] && modes=(--step-modes eager)
+      # shellcheck disable=SC2086  # LENGTHS: 128+256 -> 128 256
+      run 240 python3 -m attnpaper bench --model "$model" --lengths ${b//+/ } --steps 40 --repeats "$c" \
+        --batch-size 32 --data $LENGTHS "${modes[@]}" "${TINY[@]}" --out "$R/bench/bench-$a-${b//+/-}-$CALL.json" ;;
+    scaling-kernels)
+      run 200 python3 -m attnpaper scaling kernels --out $R/scaling-kernels.json ;;
+    scaling-model)
+      run 300 python3 -m attnpaper scaling model --data $LENGTHS --out $R/scaling-model.json ;;
+    memory)
+      mkdir -p $R/artefacts
+      run 150 python3 -m attnpaper paper-memory --data $LENGTHS "${TINY[@]}" --out $R/artefacts/paper-memory.json ;;
+    *) say "unknown job '$JOB'; valid: tests, runs:LEN:VARIANTS:SEEDS[:ARM], bench:MODEL:LENGTHS:REPEATS, \
+scaling-kernels, scaling-model, memory" ;;
+  esac
+done
+pack; say "end: $(wc -l < "$OUT/.files") files in $OUT/h200-$CALL.tgz"
