@@ -113,7 +113,7 @@ def test_whole_step_compiled_equals_eager():
     assert_same(whole[3], eager[3], 1e-5)
 
 
-@pytest.mark.parametrize("variant,kinds", [("sdpa", 1), ("linear", 1), ("hybrid", 2)])
+@pytest.mark.parametrize("variant,kinds", [("baseline", 1), ("sdpa", 1), ("linear", 1), ("hybrid", 2)])
 def test_whole_step_compiles_one_layer_per_kind(variant, kinds):
     """Regional compilation: one graph per layer kind and batch shape however many layers there are,
     and outside the step the model's layers run uncompiled (evaluation at other shapes never compiles)."""
@@ -129,6 +129,22 @@ def test_whole_step_compiles_one_layer_per_kind(variant, kinds):
     with torch.no_grad():
         forward(step.model, batches(variant, 2)[1])  # another shape, outside the step
     assert counters["stats"]["unique_graphs"] == 0
+
+
+@pytest.mark.parametrize("config", [tiny_bert, tiny_distilbert])
+def test_additive_mask_equals_transformers_eager_mask(config):
+    """The baseline's whole step hands transformers' eager attention a [B, 1, 1, N] additive mask of its
+    own (capturable); transformers passes a 4D mask through, and the scores get the same values."""
+    from attnpaper.training.batches import Collator, additive_mask
+
+    model = attnpaper.build_model(config(), "baseline", num_labels=2).eval()
+    b = Collator("padded", max_length=16)([[2, 5, 6, 7, 3], [2, 8, 3], [2, *range(9, 19), 3]], [0, 1, 0])
+    with torch.no_grad():
+        plain, expanded = forward(model, b)[1], forward(model, b, expand_mask=True)[1]
+    assert torch.equal(plain, expanded)
+    mask = additive_mask(b["attention_mask"])
+    assert mask.shape == (3, 1, 1, 12) and mask.dtype == torch.float32
+    assert set(mask.unique().tolist()) == {0.0, torch.finfo(torch.float32).min}
 
 
 def test_gradient_scaler_skips_like_eager():
@@ -317,7 +333,7 @@ def quiet_bert():
 
 
 @cuda
-@pytest.mark.parametrize("variant", ["sdpa", "flash", "linear"])
+@pytest.mark.parametrize("variant", ["baseline", "sdpa", "flash", "linear"])
 def test_gpu_graph_equals_uncaptured_bf16(variant):
     """Inductor's forward, recorded with backward, clipping, AdamW and the schedule, replayed per shape."""
     data = batches(variant, 12, device="cuda")  # every shape: 2 uncaptured calls, recorded, replayed
@@ -333,7 +349,10 @@ def test_gpu_graph_equals_uncaptured_bf16(variant):
 
 
 @cuda
-@pytest.mark.parametrize("variant,precision", [("sdpa", "bf16"), ("flash", "bf16"), ("sdpa", "fp16")])
+@pytest.mark.parametrize(
+    "variant,precision",
+    [("baseline", "bf16"), ("sdpa", "bf16"), ("flash", "bf16"), ("sdpa", "fp16"), ("baseline", "fp16")],
+)
 def test_gpu_replays_never_sync(variant, precision):
     """After recording, a call is a pinned copy and a replay: CUDA's sync debug mode raises on any sync."""
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")

@@ -255,8 +255,17 @@ def packed_forward(
     return loss, logits
 
 
-def forward(model, batch, labels=True):
-    """(loss, logits) for a collated batch of either layout."""
+def additive_mask(mask, dtype=torch.float32):
+    """[B, N] padding mask (1 = real) -> [B, 1, 1, N] additive mask: 0 on keys, dtype's minimum on padding.
+
+    The values transformers' eager mask adds to the attention scores (it expands to [B, 1, N, N]);
+    transformers passes a 4D mask through unchanged, and this one a CUDA graph can record."""
+    return torch.where(mask[:, None, None, :].bool(), 0.0, torch.finfo(dtype).min).to(dtype)
+
+
+def forward(model, batch, labels=True, expand_mask=False):
+    """(loss, logits) for a collated batch of either layout (expand_mask: padded batches get
+    ``additive_mask`` instead of the [B, N] mask, for transformers' eager attention in a CUDA graph)."""
     y = batch["labels"] if labels else None
     if "cu_seqlens" in batch:
         return packed_forward(
@@ -271,5 +280,7 @@ def forward(model, batch, labels=True):
             batch.get("key_mask"),
             batch.get("segments"),
         )
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=y)
+    mask = batch["attention_mask"]
+    mask = additive_mask(mask, model.dtype) if expand_mask else mask
+    out = model(input_ids=batch["input_ids"], attention_mask=mask, labels=y)
     return out.loss, out.logits

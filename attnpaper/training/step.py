@@ -17,9 +17,9 @@ one exact and one linear) per batch shape instead of the whole network, which cu
 region of their own because uncompiled their backward sorts the token ids (a radix sort, ~0.1 ms a
 step at the small model's shape); the [CLS] gather and the head stay uncompiled: inside the whole
 step's CUDA graph that costs no host time, only a few unfused kernels. The baseline (transformers'
-eager attention) compiles its whole forward even in ``whole`` mode: its mask function makes a
-tensor from a host value (``torch.tensor(0.0)``), which a CUDA graph can record only inside
-compiled code.
+eager attention) gets its additive mask from ``batches.additive_mask`` in ``whole`` mode, the same
+values as transformers' eager mask, which some transformers versions build from a host value
+(``torch.tensor(0.0)``, a copy a CUDA graph cannot record outside compiled code).
 """
 
 from __future__ import annotations
@@ -147,6 +147,8 @@ class TrainStep:
         self.ddp = ddp  # a DistributedDataParallel(LossModule(model)): gradients averaged over ranks
         self.fwd = self._loss
         self.whole = None
+        # whole mode, eager attention: the [B, 1, 1, N] additive mask made here, capturable (see module doc)
+        self.expand_mask = mode == "whole" and getattr(model.config, "_attn_implementation", None) == "eager"
         self.layers, self.compiled = [], []
         if mode != "eager" and backend is not None:
             reset_compiler()
@@ -161,7 +163,7 @@ class TrainStep:
                     )
                 kw = {"mode": compile_mode}
             # static shapes, one graph per bucket: symbolic sizes would cost host time in every call.
-            if mode == "whole" and getattr(model.config, "_attn_implementation", None) != "eager":
+            if mode == "whole":
                 # regional: one compile serves every layer of a kind (see module doc)
                 self.layers = [model.base_model.embeddings, *encoder_layers(model)]
                 self.compiled = [
@@ -176,7 +178,9 @@ class TrainStep:
 
     def _loss(self, batch):
         with autocast(self.precision, self.device):
-            return self.ddp(batch) if self.ddp is not None else forward(self.model, batch)[0]
+            if self.ddp is not None:
+                return self.ddp(batch)
+            return forward(self.model, batch, expand_mask=self.expand_mask)[0]
 
     def _regional_loss(self, batch):
         """Whole mode: the loss with each layer calling its compiled code (what ``Module.compile``
