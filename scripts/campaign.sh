@@ -4,7 +4,8 @@
 # frozen commit; bundle/xz for 512 tokens) and .whl/ beside it:
 #   DEADLINE=570 CALL=c1 bash scripts/campaign.sh tests runs:128:baseline,sdpa,flash,linear,hybrid:0
 # Jobs, run in the order given:
-#   tests                               the CUDA tests (the whole step against the uncaptured one, no syncs)
+#   tests                               the CUDA tests (the whole step against the uncaptured one, no syncs);
+#                                       if they fail, the call stops there
 #   runs:LEN:VARIANTS:SEEDS[:ARM]       the paper's setup at LEN tokens (128 or 512), the stand-in model;
 #                                       ARM fp16 (autocast fp16 + gradient scaler) or dropout (attention
 #                                       dropout 0.1), the accuracy artefacts; one run at a time, solo
@@ -39,17 +40,17 @@ run() {  # run BUDGET CMD...: start only if BUDGET seconds are left; stop at the
   if [ "$(left)" -lt "$budget" ]; then say "not started (needs ${budget} s, $(left) s left): $JOB"; return 1; fi
   say "start: $JOB"
   timeout "$(left)" "$@" 2>&1 | grep -v "$NOISE" | tee -a "$LOG" | tail -"${TAIL:-6}"
-  local rc=${PIPESTATUS[0]}
-  say "done (exit $rc): $JOB"; pack
+  LAST_RC=${PIPESTATUS[0]}
+  say "done (exit $LAST_RC): $JOB"; pack
 }
 
 say "commit ${ATTNPAPER_GIT_SHA:-unknown}, $(python3 -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")')"
 for JOB in "$@"; do
   IFS=: read -r kind a b c d <<< "$JOB"
   case $kind in
-    tests)
+    tests)  # a failure stops the call: results of a commit whose step is wrong are not worth the GPU time
       run 150 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_whole_step.py tests/test_packed_linear.py \
-        tests/test_step.py ;;
+        tests/test_step.py && [ "$LAST_RC" != 0 ] && { say "CUDA tests failed: no further jobs"; exit 1; } ;;
     runs)  # runs:LEN:VARIANTS:SEEDS[:ARM], one (variant, seed) per sweep call so the deadline cuts between runs
       len=$a; arm=${d:-}; set_arm=(--set model=$MODEL --set data=bundle/imdb-$len.npz); dir=$R
       [ "${REHEARSE:-0}" = 1 ] && set_arm=(--smoke --set train_samples=64 --set test_samples=32)
