@@ -244,3 +244,22 @@ def test_crossover_is_where_a_stays_below_b():
     assert crossover(a, pd.Series([9.0, 9.0, 9.0], idx[:3])) == 128  # b ran out of memory at 1024
     assert first_at_least(pd.Series([0.1, 0.5, 0.7], idx[:3]), 0.5) == 256
     assert first_at_least(pd.Series([0.1], [128]), 0.5) is None
+
+
+def test_model_table_keeps_constant_tokens_apart_from_the_papers_batch():
+    """At N <= 512 a model report has two rows per variant; a table takes one kind at a time."""
+    from attnpaper.analysis import scaling as A
+
+    def row(n, batch):
+        return {"status": "ok", "variant": "sdpa", "seq_len": n, "batch_size": batch, "tokens_per_batch": n * batch}
+
+    rows = [row(256, 32) | {"ms": 1.0}, row(512, 16) | {"ms": 2.0}, row(512, 32) | {"ms": 3.0}]
+    report = {"kind": "scaling-model", "tokens_per_batch": 8192, "rows": rows}
+    assert A.table(report, "ms", "variant")["sdpa"].to_dict() == {256: 1.0, 512: 2.0}
+    assert A.table(report, "ms", "variant", batch=32)["sdpa"].to_dict() == {256: 1.0, 512: 3.0}
+    old = {
+        "kind": "scaling-model",
+        "tokens_per_batch": 8192,
+        "rows": [{"status": "ok", "variant": "sdpa", "seq_len": 512, "ms": 2.0}],
+    }
+    assert A.table(old, "ms", "variant")["sdpa"].to_dict() == {512: 2.0}  # before rows said their tokens

@@ -43,9 +43,19 @@ def runs(report) -> pd.DataFrame:
     )
 
 
-def table(report, value, column, pass_=None) -> pd.DataFrame:
-    """``value`` of the rows with status ok, one row per length, one column per ``column`` (mechanism or variant)."""
-    rows = [r for r in report["rows"] if r["status"] == "ok" and (pass_ is None or r["pass"] == pass_)]
+def table(report, value, column, pass_=None, batch=None) -> pd.DataFrame:
+    """``value`` of the rows with status ok, one row per length, one column per ``column`` (mechanism or variant).
+
+    A model report holds rows at its constant tokens per batch and, at N <= 512, rows at the paper's
+    batch: the first by default, the second with ``batch`` = that batch size (e.g. 32)."""
+    tokens = report.get("tokens_per_batch")
+
+    def wanted(r):
+        if "tokens_per_batch" not in r:  # kernel rows, and model reports from before the paper's batch
+            return batch is None
+        return r["batch_size"] == batch if batch is not None else r["tokens_per_batch"] == tokens
+
+    rows = [r for r in report["rows"] if r["status"] == "ok" and (pass_ is None or r["pass"] == pass_) and wanted(r)]
     df = pd.DataFrame(rows)
     return df.pivot_table(index="seq_len", columns=column, values=value, aggfunc="first").sort_index()
 
