@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from attnpaper.analysis import notebook, scaling
-from attnpaper.analysis.memory import in_run_order, memory_parts, seed_spread
+from attnpaper.analysis.memory import gradients_from_weights, in_run_order, memory_parts, one_seed, seed_spread
 from attnpaper.analysis.results import PAPER, accuracy_gain, load_records, paper_loss_points, results_table, summarise
-from attnpaper.analysis.runs import executed_notebooks, layer_runs, run_setup
+from attnpaper.analysis.runs import executed_notebooks, kernel_table, layer_runs, run_setup
 from attnpaper.analysis.steps import annotation_ms, step_table
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -402,3 +402,41 @@ def test_step_crossovers():
     assert mx["linear_baseline"] == 512 and mx["linear_exact"] == 1024  # 30 > 29 at 512
     assert mx["hybrid_exact"] == 1024 and mx["linear_mem_baseline"] == 512
     assert mx["linear_mem_flash"] is None
+
+
+def test_memory_parts_use_recorded_gradients_where_there_are_any():
+    recs = pd.DataFrame(
+        [
+            record("a", 0, 0.8, peak=1000.0, weights_mb=100.0, gradients_mb=0.0, optimizer_mb=200.0),
+            record("b", 0, 0.8, peak=1000.0, weights_mb=100.0, gradients_mb=60.0, optimizer_mb=200.0),
+        ]
+    )
+    parts = memory_parts(recs, ["a", "b"])
+    assert parts["gradients"].tolist() == [100.0, 60.0]  # a: no figure recorded, one buffer per weight
+    assert gradients_from_weights(one_seed(recs, ["a", "b"])).tolist() == [True, False]
+    assert gradients_from_weights(one_seed(recs.drop(columns="gradients_mb"), ["a"])).tolist() == [True]
+
+
+def test_kernel_table_names_every_layer_run_in_full():
+    long = "sdpa FLASH_ATTENTION (FA2), torch.varlen_attn (FA2)"
+    t = kernel_table({"hybrid": [long.split(", ")] * 3 + [["linear favor+ (M=111)"]] * 3, "base": [["eager"]]})
+    assert t.index.tolist() == [("hybrid", "0-2"), ("hybrid", "3-5"), ("base", "0")]
+    assert t["kernels"].tolist() == [long, "linear favor+ (M=111)", "eager"]
+    assert kernel_table({}).empty
+
+
+def test_readable_renames_columns_and_index_levels():
+    readable = notebook.readable
+    df = pd.DataFrame({"seq_len": [128], "variant": ["flash"], "wall_ms": [1.0], "x": [2]}).set_index(
+        ["seq_len", "variant"]
+    )
+    out = readable(df, x="the x")
+    assert list(out.columns) == ["wall time (ms)", "the x"]
+    assert list(out.index.names) == ["N (tokens)", "variant"]
+    assert list(df.columns) == ["wall_ms", "x"]  # the input is left as it was
+
+
+def test_readable_number():
+    shown = [notebook.readable_number(x) for x in (2720.3, 453.1, 0.013456, 2.615895e-07, 0.0, 999.7, -1.662128)]
+    assert shown == ["2,720", "453", "0.0135", "2.62e-07", "0", "1,000", "-1.66"]
+    assert notebook.readable_number(float("nan")) == "nan"

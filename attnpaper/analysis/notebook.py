@@ -24,3 +24,39 @@ def glue_all(values: dict) -> None:
 
     for name, value in values.items():
         glue(name, value, display=False)
+
+
+READABLE = {
+    "wall_ms": "wall time (ms)",
+    "busy_ms": "GPU busy (ms)",
+    "syncs": "host syncs per step",
+    "peak_mb": "peak memory (MB)",
+    "reserved_mb": "peak reserved (MB)",
+    "padding": "padding share",
+    "max_length": "max length (tokens)",
+    "seq_len": "N (tokens)",
+    "step_mode": "step",
+    "n_pairs": "seed pairs",
+    "diff_mean": "mean difference",
+    "ci_low": "95% interval, low",
+    "ci_high": "95% interval, high",
+}
+"""Field names of records and benchmark tables -> the names (with units) a rendered table shows."""
+
+
+def readable(df, **names):
+    """``df`` with READABLE's names (and ``names``, which win) for its columns and index levels."""
+    names = READABLE | names
+    out = df.rename(columns=names)
+    return out.rename_axis(index=[names.get(n, n) for n in out.index.names])
+
+
+def readable_number(x) -> str:
+    """A float for a table: three significant digits, thousands separated, never in e+ notation
+    ("2,720", "453", "0.0135", "2.62e-07"); pandas' ``display.float_format``."""
+    if x != x or x in (float("inf"), float("-inf")):
+        return str(x)
+    if x == 0:
+        return "0"
+    text = f"{x:.3g}"
+    return f"{x:,.0f}" if "e+" in text else text

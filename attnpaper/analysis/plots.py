@@ -43,6 +43,11 @@ MEMORY_COLORS = {
 }
 """Parts of the peak GPU memory: the static parts grey, the activations orange."""
 
+DISTINCT = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7")
+"""Okabe-Ito's colours but yellow (too faint on white), for a figure whose lines must each be told apart."""
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+"""One marker per line, with DISTINCT, so that lines differ in shape as well as colour."""
+
 PAPER_COLOR = "#000000"
 """The paper's own numbers (drawn as black crosses)."""
 PAPER_MARKER = "x"

@@ -65,8 +65,8 @@ def executed_notebooks(folder) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["variant", "seed"]).set_index("notebook")
 
 
-def layer_runs(kernels) -> str:
-    """'layers 0-2: a; layers 3-5: b': runs of consecutive layers that ran the same kernels.
+def layer_spans(kernels) -> list[tuple[str, str]]:
+    """[('0-2', 'a'), ('3-5', 'b, c')]: runs of consecutive layers that ran the same kernels.
 
     ``kernels`` holds one list of kernel names per layer, as a record's ``kernels`` field does.
     """
@@ -74,7 +74,21 @@ def layer_runs(kernels) -> str:
     out, start = [], 0
     for i in range(1, len(names) + 1):
         if i == len(names) or names[i] != names[start]:
-            span = f"{start}" if i - 1 == start else f"{start}-{i - 1}"
-            out.append(f"layers {span}: {names[start]}")
+            out.append((f"{start}" if i - 1 == start else f"{start}-{i - 1}", names[start]))
             start = i
-    return "; ".join(out)
+    return out
+
+
+def layer_runs(kernels) -> str:
+    """'layers 0-2: a; layers 3-5: b': ``layer_spans`` in one line."""
+    return "; ".join(f"layers {span}: {names}" for span, names in layer_spans(kernels))
+
+
+def kernel_table(kernels_by_variant: dict) -> pd.DataFrame:
+    """One row per variant and run of layers with the same kernels, each kernel name in full."""
+    rows = [
+        {"variant": variant, "layers": span, "kernels": names}
+        for variant, kernels in kernels_by_variant.items()
+        for span, names in layer_spans(kernels)
+    ]
+    return pd.DataFrame(rows, columns=["variant", "layers", "kernels"]).set_index(["variant", "layers"])
