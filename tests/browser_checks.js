@@ -46,6 +46,18 @@
     uncaptioned_images: images.filter((i) => !i.closest("figure")?.querySelector(".caption-number"))
       .map((i) => i.getAttribute("src")),
     broken_images: images.filter((i) => !(i.complete && i.naturalWidth > 0)).map((i) => i.getAttribute("src")),
+    // a cell whose text was cut (pandas' max_colwidth, a width limit): it ends in "..." or "…"
+    truncated_cells: [...article.querySelectorAll("td, th")]
+      .filter((c) => /(\.\.\.|…)$/.test(c.textContent.trim()))
+      .map((c) => snip(c.textContent)),
+    // a header that is a raw identifier (`wall_ms`, `ci_low`), not a name with its unit
+    raw_headers: [...article.querySelectorAll("table thead th")].map((th) => th.textContent.trim())
+      .filter((t) => /^[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)+$/.test(t)),
+    // a number printed as computed (six or more significant digits: "882.492", "0.700914") or in
+    // e+ notation ("2.72e+03"): not rounded for reading
+    unrounded_cells: [...article.querySelectorAll("td")].map((td) => td.textContent.trim())
+      .filter((t) => /^[+-]?\d*\.?\d+e\+\d+$/i.test(t)
+        || (/^[+-]?\d+\.\d+(e-\d+)?$/i.test(t) && t.split(/e/i)[0].replace(/\D/g, "").replace(/^0+/, "").length >= 6)),
     nan_cells: [...article.querySelectorAll("td")].filter((td) => /^(NaN|nan|<NA>)$/.test(td.textContent.trim()))
       .map((td) => snip(td.closest("table").textContent)),
   };

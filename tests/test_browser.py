@@ -169,6 +169,14 @@ def test_nothing_clipped(findings):
     assert not problems(findings, "wide_tables")
 
 
+def test_tables_readable(findings):
+    """Every table cell in full (wrapped, never cut to "..."), every header a name a reader can use,
+    every number rounded for reading."""
+    assert not problems(findings, "truncated_cells")
+    assert not problems(findings, "raw_headers")
+    assert not problems(findings, "unrounded_cells")
+
+
 def test_figures_numbered_and_loaded(findings):
     assert not problems(findings, "uncaptioned_images")
     assert not problems(findings, "broken_images")
