@@ -1,0 +1,167 @@
+"""The book's answer in numbers, computed once from one results folder (results/h200 by default).
+
+Four parts, each from the files that measured it: what each variant changes at the paper's setup
+(accuracy difference, training time and peak memory as ratios to the baseline, paired over seeds;
+``effects``), the step benchmark's view of the same (``step_ratios``), the lengths from which each
+mechanism pays (``pays_from``), and what the paper's artefact tests found (``artefacts``). Chapter 1
+and the discussion glue these values; nothing here is typed in.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from . import scaling as S
+from .results import GROUP, PAPER, load_records, paired_ratio_vs_baseline, paired_vs_baseline
+from .steps import step_table
+
+PAPER_ORDER = ["baseline", "flash", "linear", "hybrid"]
+
+
+def one_configuration(records: pd.DataFrame, where: str) -> pd.DataFrame:
+    """The records, refused unless they are one configuration on one device (a paired answer needs that)."""
+    groups = records[GROUP].drop_duplicates()
+    if len(groups) != 1:
+        raise ValueError(f"{where}: records of {len(groups)} configurations/devices; the answer pairs within one")
+    return records
+
+
+def effects(records: pd.DataFrame) -> pd.DataFrame:
+    """Per variant against the baseline: accuracy difference (points) and time and memory ratios, each
+    with its paired 95% interval and the number of seed pairs."""
+    acc = paired_vs_baseline(records).set_index("variant")
+    time, mem = (_ratios(records, m).reindex(acc.index) for m in ("train_time_excl_compile_s", "peak_memory_mb"))
+    out = pd.DataFrame(
+        {
+            "pairs": acc["n_pairs"],
+            "acc_pts": 100 * acc["diff_mean"],
+            "acc_low": 100 * acc["ci_low"],
+            "acc_high": 100 * acc["ci_high"],
+            "time_ratio": time["ratio"],
+            "time_low": time["ci_low"],
+            "time_high": time["ci_high"],
+            "mem_ratio": mem["ratio"],
+            "mem_low": mem["ci_low"],
+            "mem_high": mem["ci_high"],
+        }
+    )
+    return out
+
+
+def _ratios(records, metric) -> pd.DataFrame:
+    """paired_ratio_vs_baseline by variant; empty (NaN once reindexed) where the records lack ``metric``."""
+    try:
+        return paired_ratio_vs_baseline(records, metric).set_index("variant")
+    except ValueError:
+        return pd.DataFrame(columns=["ratio", "ci_low", "ci_high"], index=pd.Index([], name="variant"))
+
+
+def bench_rows(folder) -> list[dict]:
+    """Every row of the step-benchmark reports in ``folder`` (bench-*.json), each tagged with its file's commit."""
+    rows = []
+    for path in sorted(Path(folder).glob("bench-*.json")):
+        report = json.loads(path.read_text())
+        rows += [r | {"file": path.name} for r in report["rows"]]
+    if not rows:
+        raise ValueError(f"no step benchmark (bench-*.json) in {folder}")
+    return rows
+
+
+def step_ratios(rows, model, length, mode="whole") -> pd.DataFrame:
+    """Median wall and GPU-busy ms and peak MB per variant at one (model, length, step mode), and each as
+    a ratio to the baseline's, with transformers' own model under reduce-overhead as ``stock``."""
+    keep = [r for r in rows if r["model"] == model and r["max_length"] == length]
+    ours = step_table(
+        [r for r in keep if r["step_mode"] == mode and r["variant"] != "transformers"],
+        ["variant"],
+        ("wall_ms", "busy_ms", "peak_mb"),
+        ref="baseline",
+    )
+    stock = [r for r in keep if r["variant"] == "transformers" and r["step_mode"] == "reduce-overhead"]
+    if stock:
+        ours.loc["stock"] = step_table(stock, ["variant"], ("wall_ms", "busy_ms", "peak_mb")).iloc[0]
+    return ours
+
+
+def spread(rows, model, length, mode, variants=PAPER_ORDER) -> float:
+    """Slowest over fastest median wall time of ``variants`` at one (model, length, step mode)."""
+    keep = [
+        r
+        for r in rows
+        if r["model"] == model and r["max_length"] == length and r["step_mode"] == mode and r["variant"] in variants
+    ]
+    wall = step_table(keep, ["variant"], ("wall_ms",))["wall_ms"]
+    if len(wall) != len(variants):
+        raise ValueError(f"{model} at {length} in {mode}: measured {sorted(wall.index)}, need {variants}")
+    return float(wall.max() / wall.min())
+
+
+def pays_from(kernels: dict, model: dict, exact=("sdpa-flash", "sdpa-cudnn", "varlen"), linear=("elu", "favor+266")):
+    """Crossover lengths (None: not within the measured lengths): each linear mechanism's kernel against
+    the fastest exact kernel (forward + backward), and the whole step's (``scaling.step_crossovers``)."""
+    ms = S.table(kernels, "ms", "mechanism", "fwd_bwd")
+    exact = [m for m in exact if m in ms]
+    best = ms[exact].min(axis=1)
+    out = {f"kernel_{m.replace('+', '')}": S.crossover(ms[m], best) for m in linear if m in ms}
+    wall, peak = S.table(model, "step_time_ms_median", "variant"), S.table(model, "peak_memory_mb", "variant")
+    out |= {f"step_{k}": v for k, v in S.step_crossovers(wall, peak).items()}
+    return out
+
+
+def memory_artefact(report: dict) -> dict:
+    """The paper's memory column against the two ways of measuring it: the mean growth of the peak from
+    one variant to the next when all are kept in one process, the paper's steps, and the spread of the
+    fresh processes' peaks (largest over smallest)."""
+    rows = pd.DataFrame(report["rows"])
+    kept = rows[rows["arm"] == "kept"].set_index("variant").reindex(PAPER_ORDER)
+    fresh = rows[rows["arm"] == "fresh"].set_index("variant").reindex(PAPER_ORDER)
+    paper = PAPER["peak_memory_mb"].reindex(PAPER_ORDER)
+    return {
+        "kept_growth_mb": float(kept["growth_mb"].iloc[1:].mean()),
+        "paper_growth_mb": float(paper.diff().iloc[1:].mean()),
+        "kept_peaks_mb": kept["peak_memory_mb"].tolist(),
+        "fresh_peaks_mb": fresh["peak_memory_mb"].tolist(),
+        "fresh_spread": float(fresh["peak_memory_mb"].max() / fresh["peak_memory_mb"].min()),
+    }
+
+
+def accuracy_artefact(main: pd.DataFrame, arm: pd.DataFrame) -> dict:
+    """One arm (fp16 or attention dropout) beside the paper's setup: the flash-minus-baseline difference
+    in each (points, paired over the arm's seeds where both variants ran), and each variant's mean
+    accuracy change, in points, from the main runs to the arm's runs of the same seeds."""
+
+    def accuracy(recs):
+        return recs[recs["status"] == "ok"].set_index(["variant", "seed"])["accuracy"]
+
+    out = {}
+    both = pd.concat({"main": accuracy(main), "arm": accuracy(arm)}, axis=1)
+    for name in ("main", "arm"):
+        if {"baseline", "flash"} <= set(both[name].dropna().index.get_level_values("variant")):
+            d = (both[name]["flash"] - both[name]["baseline"]).dropna()
+            out[f"flash_minus_baseline_{name}_pts"], out[f"flash_minus_baseline_{name}_pairs"] = 100 * d.mean(), len(d)
+    if "baseline" in both["arm"].dropna().index.get_level_values("variant"):  # the paper's pairing: flash
+        d = (both["main"]["flash"] - both["arm"]["baseline"]).dropna()  # as run, baseline as in the arm
+        out["flash_minus_arm_baseline_pts"], out["flash_minus_arm_baseline_pairs"] = 100 * d.mean(), len(d)
+    for v, g in both.dropna().groupby(level="variant"):
+        out[f"{v}_change_pts"], out[f"{v}_change_pairs"] = float(100 * (g["arm"] - g["main"]).mean()), len(g)
+    return out
+
+
+def load(root="results/h200") -> dict:
+    """Everything the answer box shows, from ``root``: what is missing is left out, never filled in."""
+    root = Path(root)
+    main = one_configuration(load_records(root), f"{root}")
+    out = {"effects": effects(main), "n_seeds": int(main.groupby("variant")["seed"].nunique().min())}
+    if (root / "bench").is_dir():
+        out["bench"] = bench_rows(root / "bench")
+    if (root / "scaling-kernels.json").exists() and (root / "scaling-model.json").exists():
+        out["pays_from"] = pays_from(S.load(root / "scaling-kernels.json"), S.load(root / "scaling-model.json"))
+    if (root / "artefacts" / "paper-memory.json").exists():
+        out["memory"] = memory_artefact(json.loads((root / "artefacts" / "paper-memory.json").read_text()))
+    for arm in ("fp16", "dropout"):
+        if (root / "artefacts" / arm).is_dir():
+            out[arm] = accuracy_artefact(main, load_records(root / "artefacts" / arm))
+    return out

@@ -1,0 +1,99 @@
+"""The answer box's numbers (analysis/answer.py), from a results folder built here."""
+
+import json
+import math
+import statistics
+
+import pytest
+from helpers import make_record
+
+from attnpaper.analysis import answer as A
+from attnpaper.experiment.records import write_record
+
+ACC = {"baseline": [0.870, 0.872, 0.868], "flash": [0.871, 0.870, 0.869], "linear": [0.82, 0.821, 0.818]}
+TIME = {"baseline": [10.0, 10.2, 9.8], "flash": [6.0, 6.3, 5.9], "linear": [12.0, 12.1, 11.7]}
+MEM = {"baseline": 1000.0, "flash": 800.0, "linear": 1600.0}
+
+
+def records(folder, acc=ACC, config_hash="aaaaaaaaaaaa"):
+    for v, accs in acc.items():
+        for s, a in enumerate(accs):
+            rec = make_record(v, s, a, config_hash=config_hash, peak_memory_mb=MEM[v])
+            rec["train_time_excl_compile_s"] = TIME[v][s]
+            write_record(rec, folder / "records" / f"{v}_seed{s}_{config_hash}.json")
+
+
+@pytest.fixture
+def root(tmp_path):
+    records(tmp_path)
+    return tmp_path
+
+
+def test_effects_pair_accuracy_time_and_memory_over_seeds(root):
+    out = A.load(root)
+    assert out["n_seeds"] == 3 and set(out) == {"effects", "n_seeds"}  # nothing else measured: nothing else shown
+    flash = out["effects"].loc["flash"]
+    assert flash["pairs"] == 3
+    assert flash["acc_pts"] == pytest.approx(
+        100 * statistics.mean(f - b for f, b in zip(ACC["flash"], ACC["baseline"]))
+    )
+    logs = [math.log(f / b) for f, b in zip(TIME["flash"], TIME["baseline"])]
+    assert flash["time_ratio"] == pytest.approx(math.exp(statistics.mean(logs)))
+    assert flash["time_low"] < flash["time_ratio"] < flash["time_high"]
+    assert flash["mem_ratio"] == pytest.approx(0.8)
+
+
+def test_two_configurations_are_refused(root):
+    records(root, {"baseline": [0.5]}, config_hash="bbbbbbbbbbbb")
+    with pytest.raises(ValueError, match="records of 2 configurations/devices; the answer pairs within one"):
+        A.load(root)
+
+
+def test_accuracy_arms_beside_the_papers_setup(root):
+    arm = root / "artefacts" / "fp16"
+    records(arm, {"baseline": [0.860, 0.862, 0.858], "flash": [0.871, 0.870, 0.869]}, "cccccccccccc")
+    drop = root / "artefacts" / "dropout"
+    records(drop, {"baseline": [0.880, 0.882, 0.878]}, "dddddddddddd")
+    out = A.load(root)
+    fp16, dropout = out["fp16"], out["dropout"]
+    assert fp16["baseline_change_pts"] == pytest.approx(-1.0) and fp16["baseline_change_pairs"] == 3
+    assert fp16["flash_minus_baseline_arm_pts"] == pytest.approx(1.0)
+    assert fp16["flash_minus_baseline_main_pts"] == pytest.approx(0.0)
+    assert dropout["flash_minus_arm_baseline_pts"] == pytest.approx(-1.0)  # flash as run, baseline with dropout
+    assert "flash_minus_baseline_arm_pts" not in dropout  # the arm ran the baseline only
+
+
+def test_memory_artefact_growth_against_the_papers_steps(root):
+    rows = [
+        {"arm": "kept", "variant": v, "peak_memory_mb": p, "growth_mb": g}
+        for v, p, g in zip(A.PAPER_ORDER, [1000, 2100, 3300, 4400], [1000, 1100, 1200, 1100])
+    ] + [{"arm": "fresh", "variant": v, "peak_memory_mb": p} for v, p in zip(A.PAPER_ORDER, [1000, 900, 1500, 1200])]
+    (root / "artefacts").mkdir()
+    (root / "artefacts" / "paper-memory.json").write_text(json.dumps({"rows": rows}))
+    mem = A.load(root)["memory"]
+    assert mem["kept_growth_mb"] == pytest.approx(1133.33, abs=0.01)
+    assert mem["paper_growth_mb"] == pytest.approx((2993 - 1424) / 3)  # the paper's ~520 MB steps
+    assert mem["fresh_spread"] == pytest.approx(1500 / 900)
+
+
+def test_step_ratios_spread_and_the_stock_row():
+    def row(v, mode, wall, busy=None, peak=1000.0, model="m", n=128):
+        return {
+            "variant": v,
+            "step_mode": mode,
+            "model": model,
+            "max_length": n,
+            "step_time_ms_median": wall,
+            "gpu_busy_ms_per_step": busy or wall,
+            "peak_memory_mb": peak,
+        }
+
+    rows = [row(v, "whole", w) for v, w in zip(A.PAPER_ORDER, [4.0, 3.0, 6.0, 5.0])]
+    rows += [row(v, "eager", w) for v, w in zip(A.PAPER_ORDER, [16.0, 15.0, 17.0, 16.0])]
+    rows += [row("transformers", "reduce-overhead", 5.0, 4.0), row("flash", "whole", 1.0, n=512)]
+    t = A.step_ratios(rows, "m", 128)
+    assert t.loc["flash", "wall_vs_baseline"] == pytest.approx(0.75) and t.loc["stock", "busy_ms"] == 4.0
+    assert A.spread(rows, "m", 128, "whole") == pytest.approx(2.0)
+    assert A.spread(rows, "m", 128, "eager") == pytest.approx(17 / 15)  # eager steps flatten the differences
+    with pytest.raises(ValueError, match=r"m at 512 in whole: measured \['flash'\], need"):
+        A.spread(rows, "m", 512, "whole")
