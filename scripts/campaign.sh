@@ -18,10 +18,12 @@
 # call wrote is packed into $OUT/h200-$CALL.tgz (one file back, whatever stops the call), with the log.
 # DEADLINE (seconds from the start, default 570): a job that could not finish before it is not started,
 # and a started one is stopped at it (sweeps, bench and scaling keep what they finished).
-# REHEARSE=1 (a CPU): the same jobs on a tiny random model, synthetic data and eager steps, in seconds.
+# REHEARSE=1 (a CPU, the venv's python first on PATH): the same jobs on a tiny random model, synthetic
+# data and eager steps, in seconds, written under results/rehearsal.
 set -uo pipefail
 START=$(date +%s); DEADLINE=${DEADLINE:-570}; CALL=${CALL:-c0}; OUT=${OUT:-/tmp/attnpaper-out}
-R=results/h200; mkdir -p "$OUT" $R
+R=results/h200; [ "${REHEARSE:-0}" = 1 ] && R=results/rehearsal  # a rehearsal never writes beside real results
+mkdir -p "$OUT" $R
 source scripts/gpu_env.sh
 MODEL=bundle/all-MiniLM-L6-v2-fp16; LENGTHS=bundle/imdb-train-lengths.npy; TINY=()
 [ "${REHEARSE:-0}" = 1 ] && TINY=(--model bert-tiny-random --steps 2)
