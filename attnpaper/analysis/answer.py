@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import scaling as S
-from .results import GROUP, PAPER, load_records, paired_ratio_vs_baseline, paired_vs_baseline
+from .results import GROUP, PAPER, load_records, paired_vs_baseline, ratios_by_variant
 from .steps import step_table
 
 PAPER_ORDER = ["baseline", "flash", "linear", "hybrid"]
@@ -33,7 +33,9 @@ def effects(records: pd.DataFrame) -> pd.DataFrame:
     """Per variant against the baseline: accuracy difference (points) and time and memory ratios, each
     with its paired 95% interval and the number of seed pairs."""
     acc = paired_vs_baseline(records).set_index("variant")
-    time, mem = (_ratios(records, m).reindex(acc.index) for m in ("train_time_excl_compile_s", "peak_memory_mb"))
+    time, mem = (
+        ratios_by_variant(records, m).reindex(acc.index) for m in ("train_time_excl_compile_s", "peak_memory_mb")
+    )
     out = pd.DataFrame(
         {
             "pairs": acc["n_pairs"],
@@ -49,14 +51,6 @@ def effects(records: pd.DataFrame) -> pd.DataFrame:
         }
     )
     return out
-
-
-def _ratios(records, metric) -> pd.DataFrame:
-    """paired_ratio_vs_baseline by variant; empty (NaN once reindexed) where the records lack ``metric``."""
-    try:
-        return paired_ratio_vs_baseline(records, metric).set_index("variant")
-    except ValueError:
-        return pd.DataFrame(columns=["ratio", "ci_low", "ci_high"], index=pd.Index([], name="variant"))
 
 
 def bench_rows(folder) -> list[dict]:

@@ -238,6 +238,17 @@ def paired_ratio_vs_baseline(records: pd.DataFrame, metric: str, baseline="basel
     return pd.DataFrame(rows)
 
 
+def ratios_by_variant(records: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``paired_ratio_vs_baseline`` indexed by variant; empty (same columns) where nothing pairs: no
+    baseline, no runs with ``metric`` (records from before it existed), no other variant."""
+    try:
+        out = paired_ratio_vs_baseline(records, metric)
+    except ValueError:
+        out = pd.DataFrame()
+    columns = ["n_pairs", "ratio", "ci_low", "ci_high"]
+    return out.set_index("variant") if len(out) else pd.DataFrame(columns=columns, index=pd.Index([], name="variant"))
+
+
 def results_table(summary: pd.DataFrame, paper: pd.DataFrame = PAPER) -> pd.DataFrame:
     """The chapter's table: seeds, failures, accuracy ± sd, timed train seconds (n timed), peak MB,
     and the paper's columns beside them ('-' where the paper has no such variant).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .results import GROUP, RATIO_METRICS, paired_ratio_vs_baseline, paired_vs_baseline, summarise
+from .results import GROUP, RATIO_METRICS, paired_vs_baseline, ratios_by_variant, summarise
 
 FORMATS = ("text", "markdown", "latex", "csv")
 
@@ -20,7 +20,7 @@ def paper_table(records: pd.DataFrame) -> pd.DataFrame:
         except ValueError:  # no baseline in this configuration: no paired column
             paired = pd.DataFrame()
         paired = paired.set_index("variant") if len(paired) else pd.DataFrame(index=pd.Index([], name="variant"))
-        ratios = {m: _ratios(recs, m) for m in RATIO_METRICS}
+        ratios = {m: ratios_by_variant(recs, m) for m in RATIO_METRICS}
         for _, r in group.iterrows():
             p = paired.loc[r["variant"]] if r["variant"] in paired.index else None
             rows.append(
@@ -53,15 +53,6 @@ def paper_table(records: pd.DataFrame) -> pd.DataFrame:
 
 
 RATIO_SHORT = {"train_time_excl_compile_s": "time", "peak_memory_mb": "memory"}  # csv column prefixes
-
-
-def _ratios(recs, metric) -> pd.DataFrame:
-    """paired_ratio_vs_baseline indexed by variant; empty where nothing pairs (no baseline, no such field)."""
-    try:
-        out = paired_ratio_vs_baseline(recs, metric)
-    except ValueError:
-        out = pd.DataFrame()
-    return out.set_index("variant") if len(out) else pd.DataFrame(index=pd.Index([], name="variant"))
 
 
 def _ratio_field(ratios, variant, key):
