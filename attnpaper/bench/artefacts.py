@@ -117,24 +117,24 @@ def paper_memory(
     from ..experiment.records import git_sha
     from ..files import write_atomic
     from ..training.measure import device_info
-    from .scaling import check_names
+    from .scaling import check_count, check_names
     from .step import check_out_file
 
     variants, arms = check_names(list(variants), PAPER_ORDER, "variant(s)"), check_names(list(arms), ARMS, "arm(s)")
     for name, value in (("steps", steps), ("batch size", batch_size), ("max_length", max_length)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        check_count(value, name)
     out = check_out_file(out)
     from .model import model_config
 
     model_config(model, max_length)  # a bad model name fails here
     data = data or _default_source()
     lengths = imdb_lengths_for(data, max_length)
+    versions = device_info()
     report = {
         "kind": "paper-memory",
         "git_sha": git_sha(),
-        "versions": device_info(),
-        "device": device_info()["device"],
+        "versions": versions,
+        "device": versions["device"],
         "step_mode": "eager",
         "precision": "bf16" if torch.cuda.is_available() else "fp32",
         "model": model,
