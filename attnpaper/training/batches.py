@@ -138,15 +138,15 @@ class Collator:
         pieces = [n for pair in zip(lengths, pads) for n in pair if n] + fill  # cu_seqlens' sequences
         ids = torch.full((total,), self.pad_id, dtype=torch.long)
         starts = torch.cumsum(torch.as_tensor([0] + [n + p for n, p in zip(lengths, pads)]), 0)
-        n_real = sum(lengths)
-        shift = starts[:-1] - torch.cumsum(torch.as_tensor([0] + lengths[:-1]), 0)  # chunk padding before each
-        ids[torch.arange(n_real) + torch.repeat_interleave(shift, torch.as_tensor(lengths))] = _flat(seqs, n_real)
+        seq_len = torch.as_tensor(lengths)
+        ids[_runs(starts[:-1], seq_len)] = _flat(seqs, sum(lengths))
         piece_t = torch.as_tensor(pieces)
-        pos = torch.arange(total) - torch.repeat_interleave(torch.cumsum(piece_t, 0) - piece_t, piece_t)  # [T]
+        ends = torch.cumsum(piece_t, 0)
+        pos = torch.arange(total) - torch.repeat_interleave(ends - piece_t, piece_t)  # [T]: place in its piece
         slots = rows * (2 if c > 1 else 1) + (self.fillers if self.static else 0)
         cu = torch.full((slots + 1,), total, dtype=torch.int32)
         cu[0] = 0
-        cu[1 : len(pieces) + 1] = torch.cumsum(torch.as_tensor(pieces), 0)
+        cu[1 : len(pieces) + 1] = ends
         # then empty sequences (unused fillers), so the size of cu_seqlens never changes
         cls = starts[:-1]  # each sequence's first token, its [CLS]
         # max_seqlen is an upper bound for the kernel: max_length always, so no shape or int changes per batch
@@ -162,12 +162,15 @@ class Collator:
                 ]
             )  # [T / c]
             key_mask = torch.ones(total, dtype=torch.bool)
-            pad_t = torch.as_tensor(pads)  # the chunk padding after each sequence: keys that are not there
-            before = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.long), pad_t[:-1]]), 0)
-            pad_at = starts[:-1] + torch.as_tensor(lengths) - before
-            key_mask[torch.arange(int(pad_t.sum())) + torch.repeat_interleave(pad_at, pad_t)] = False
+            key_mask[_runs(starts[:-1] + seq_len, torch.as_tensor(pads))] = False  # chunk padding: no keys there
             out.update(chunk_seq=chunk_seq, key_mask=key_mask, segments=rows + (self.fillers if self.static else 0))
         return out
+
+
+def _runs(starts, counts) -> torch.Tensor:
+    """The positions of runs of ``counts[i]`` slots from ``starts[i]``, run after run: [sum(counts)]."""
+    first = torch.cumsum(counts, 0) - counts  # where each run begins in the output
+    return torch.arange(int(counts.sum())) + torch.repeat_interleave(starts - first, counts)
 
 
 def _flat(seqs, count) -> torch.Tensor:
