@@ -105,3 +105,80 @@ def test_host_time_between_steps_is_reported():
             time.sleep(0.001)
     out = meter.report(8, 0.0, model, torch.optim.AdamW(model.parameters()))
     assert 5 < out["host_gap_ms_median"] < 50 and out["step_time_ms_median"] > out["host_gap_ms_median"]
+
+
+def test_busy_time_keeps_kernels_named_like_a_cpu_event():
+    """Inductor names a CPU event after each Triton kernel it launches from Python (a warm-up or a
+    recording in the profiled window): the busy time keeps that kernel's GPU time and leaves out only
+    annotations, which the profiler flags itself (until f1312bb such kernels were dropped in every step)."""
+    from types import SimpleNamespace as E
+
+    from torch.autograd import DeviceType
+
+    from attnpaper.training.measure import stop_profiler
+
+    def ev(key, device, us, annotation=False):
+        return E(key=key, device_type=device, self_device_time_total=us, is_user_annotation=annotation)
+
+    events = [
+        ev("triton_poi_fused_gelu", DeviceType.CPU, 0, True),  # Inductor's CPU event at a Python launch
+        ev("triton_poi_fused_gelu", DeviceType.CUDA, 2000),  # the kernel, in every step
+        ev("gemm", DeviceType.CUDA, 1000),
+        ev("Optimizer.step#AdamW.step", DeviceType.CPU, 0, True),
+        ev("Optimizer.step#AdamW.step", DeviceType.CUDA, 500, True),  # a span over kernels counted already
+    ]
+    prof = E(__exit__=lambda *a: None, key_averages=lambda: events)
+    out = stop_profiler(prof, 2)
+    assert out["gpu_busy_ms_per_step"] == 1.5
+    assert [name for name, _ in out["top_gpu_ops"]] == ["triton_poi_fused_gelu", "gemm"]
+
+
+def test_real_profiler_events_say_whether_they_are_annotations():
+    """The flag the busy time relies on exists on this torch's profiler averages."""
+    import torch
+
+    from attnpaper.training.measure import start_profiler, stop_profiler
+
+    prof = start_profiler(torch.device("cpu"))
+    with torch.profiler.record_function("annotated"):
+        torch.ones(4) @ torch.ones(4)
+    assert stop_profiler(prof, 1)["gpu_busy_ms_per_step"] == 0  # a CPU: no device kernels, no error
+    assert all(isinstance(e.is_user_annotation, bool) for e in prof.key_averages())
+
+
+def test_profiled_steps_that_compile_or_record_are_counted():
+    """A shape first seen in the profiled window warms up there; the report says how many such steps."""
+    import torch
+
+    from attnpaper.training.measure import Meter
+
+    meter = Meter(torch.device("cpu"), "whole", total=10, timed=True, profile_steps=3)
+    model = torch.nn.Linear(2, 2)
+    meter.start()
+    for i in range(10):
+        with meter.step(i, (64,) if i < 9 else (32,)):  # the last, profiled step: a new shape
+            pass
+    out = meter.report(10, 0.0, model, torch.optim.AdamW(model.parameters()))
+    assert out["profiled_shapes"] == ["64", "64", "32"] and out["profiled_warming_steps"] == 1
+
+
+def test_busy_undercounted_before_the_fix_is_blank():
+    """Rows from before the profiler fix whose window held a shape with no steady step (it may have
+    warmed up or recorded there) get no busy time; the 512-token flash rows at f1312bb are such rows."""
+    import json
+
+    from attnpaper.analysis.steps import busy_unreliable, step_table
+
+    base = {"variant": "flash", "max_length": 512, "step_time_ms_median": 9.3, "gpu_busy_ms_per_step": 6.2}
+    by = {"9216": {"median_ms": 9.0, "steps": 15}}
+    old = dict(base, step_mode="whole", profiled_shapes=["9216", "8192"], step_time_ms_by_shape=by)
+    assert busy_unreliable(old)
+    assert not busy_unreliable(dict(old, profiled_shapes=["9216", "9216"]))  # every profiled shape was steady
+    assert not busy_unreliable(dict(old, step_mode="eager"))  # nothing compiled
+    assert not busy_unreliable(dict(old, profiled_warming_steps=1))  # measured with the fix
+    t = step_table([old, dict(base, variant="sdpa", step_mode="whole")], ["variant"], ("wall_ms", "busy_ms"))
+    assert t["busy_ms"].isna().tolist() == [True, False]
+
+    rows = json.load(open("results/h200/bench/bench-distilbert-512-c4.json"))["rows"]
+    flagged = sorted((r["variant"], r["step_mode"]) for r in rows if busy_unreliable(r))
+    assert flagged == [("flash", "captured"), ("flash", "whole")]

@@ -70,6 +70,7 @@ KEEP = (
     "step_time_ms_by_shape",
     "host_gap_ms_median",
     "profiled_shapes",
+    "profiled_warming_steps",
 )
 
 

@@ -70,21 +70,25 @@ def start_profiler(device):
     return prof
 
 
+def device_kernel(e, cpu) -> bool:
+    """Whether a profiler average is GPU work to count: on the device, not a user annotation, some time."""
+    return e.device_type != cpu and not e.is_user_annotation and e.self_device_time_total > 0
+
+
 def stop_profiler(prof, steps) -> dict:
     """GPU kernel time per step and the TOP_OPS costliest kernels.
 
     Only device-side kernels and copies are summed: a CPU op's self device time repeats the time of
     the kernels it launched, and a user annotation (e.g. ``Optimizer.step#AdamW.step``) has a device-side
-    span over kernels already counted; both are left out.
+    span over kernels already counted; both are left out. Annotations are told by the profiler's own
+    flag, not by a CPU event of the same name: Inductor wraps each Triton launch made from Python in a
+    CPU event named as the kernel, so one step launched from Python in the window (a shape's warm-up or
+    recording) would hide that kernel's time in every replayed step (up to f1312bb it did: busy_unreliable).
     """
     from torch.autograd import DeviceType
 
     prof.__exit__(None, None, None)
-    avgs = prof.key_averages()
-    cpu_names = {e.key for e in avgs if e.device_type == DeviceType.CPU}  # ops and annotations
-    events = [
-        e for e in avgs if e.device_type != DeviceType.CPU and e.key not in cpu_names and e.self_device_time_total > 0
-    ]
+    events = [e for e in prof.key_averages() if device_kernel(e, DeviceType.CPU)]
     busy_us = sum(e.self_device_time_total for e in events)
     top = sorted(events, key=lambda e: -e.self_device_time_total)[:TOP_OPS]
     return {
@@ -159,6 +163,7 @@ class Meter:
         self.step_shapes: list = []  # the batch shape of each timed step
         self.gaps, self.left = [], None  # host ms between one step's end and the next one's start (loader wait)
         self.profiled_shapes: list = []  # the batch shape of each profiled step
+        self.profiled_warming = 0  # profiled steps that compiled or recorded (their busy time is not a replay's)
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -173,10 +178,11 @@ class Meter:
             self.gaps.append(1000 * (time.perf_counter() - self.left))
         if self.profile_steps and i == self.total - self.profile_steps:
             self.prof = start_profiler(self.device)
-        if self.prof is not None:
-            self.profiled_shapes.append(shape)
         self.shapes[shape] = self.shapes.get(shape, 0) + 1
         warming = self.graphs and self.shapes[shape] <= WARMUP_CALLS
+        if self.prof is not None:
+            self.profiled_shapes.append(shape)
+            self.profiled_warming += warming
         if self.timed and self.prof is None:
             self.marks.append(mark(self.device))
             self.warming.append(warming)
@@ -234,6 +240,7 @@ class Meter:
             if len(self.shapes) > 1:  # batches of several shapes: each shape's median, and which were profiled
                 out["step_time_ms_by_shape"] = by_shape(ms, self.warming, self.step_shapes)
                 out["profiled_shapes"] = [shape_name(x) for x in self.profiled_shapes]
+                out["profiled_warming_steps"] = self.profiled_warming  # written since busy is counted right
         if self.device.type == "cuda":
             out["peak_memory_mb"] = torch.cuda.max_memory_allocated() / MB
             out["activations_mb"] = out["peak_memory_mb"] - sum(
