@@ -58,6 +58,14 @@
     unrounded_cells: [...article.querySelectorAll("td")].map((td) => td.textContent.trim())
       .filter((t) => /^[+-]?\d*\.?\d+e\+\d+$/i.test(t)
         || (/^[+-]?\d+\.\d+(e-\d+)?$/i.test(t) && t.split(/e/i)[0].replace(/\D/g, "").replace(/^0+/, "").length >= 6)),
+    // the answer box: where it sits among the page's sections, how many table rows, its whole text
+    answer_boxes: [...article.querySelectorAll(".answer-box")].map((b) => ({
+      rows: b.querySelectorAll("tbody tr").length,
+      text: b.textContent.replace(/\s+/g, " ").trim(),
+      sections_before: [...article.querySelectorAll("h2")]
+        .filter((h) => h.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING).length,
+      sections: article.querySelectorAll("h2").length,
+    })),
     nan_cells: [...article.querySelectorAll("td")].filter((td) => /^(NaN|nan|<NA>)$/.test(td.textContent.trim()))
       .map((td) => snip(td.closest("table").textContent)),
   };

@@ -31,7 +31,8 @@ def root(tmp_path):
 
 def test_effects_pair_accuracy_time_and_memory_over_seeds(root):
     out = A.load(root)
-    assert out["n_seeds"] == 3 and set(out) == {"effects", "n_seeds"}  # nothing else measured: nothing else shown
+    assert out["n_seeds"] == 3 and set(out) == {"effects", "n_seeds", "setup", "baseline"}  # nothing else measured
+    assert out["setup"]["git_sha"] == "abc" and out["setup"]["step_mode"] == "not recorded"
     flash = out["effects"].loc["flash"]
     assert flash["pairs"] == 3
     assert flash["acc_pts"] == pytest.approx(
@@ -97,3 +98,28 @@ def test_step_ratios_spread_and_the_stock_row():
     assert A.spread(rows, "m", 128, "eager") == pytest.approx(17 / 15)  # eager steps flatten the differences
     with pytest.raises(ValueError, match=r"m at 512 in whole: measured \['flash'\], need"):
         A.spread(rows, "m", 512, "whole")
+
+
+def test_the_box_shows_each_variant_against_the_baseline_and_what_is_missing(root):
+    """The box's table has the baseline's own figures and every variant's paired effects, as formatted
+    from answer.load; a part not measured reads as not measured, never as a number."""
+    from attnpaper.analysis import box
+
+    ans = A.load(root)
+    html = box.render(ans)
+    flash = ans["effects"].loc["flash"]
+    assert f"{flash['time_ratio']:.2f}\u00d7 ({flash['time_low']:.2f} to {flash['time_high']:.2f})" in html
+    assert "0.80\u00d7" in html and "1.60\u00d7" in html  # memory: flash and linear over the baseline's 1000 MB
+    assert f"accuracy {statistics.mean(ACC['baseline']):.4f}" in html and "1,000 MB" in html
+    assert html.count("<tr>") == 1 + 3  # the header, the baseline, flash, linear
+    assert "Not yet measured at this commit" in html and html.count("Not yet run at this commit") == 2
+    assert "no run of transformers' default attention (sdpa)" in html
+    assert "<code>abc</code>" in html and "NVIDIA Test GPU" in html
+
+
+def test_the_box_words_follow_the_numbers():
+    """Signs and the interval's wording come from the values: a bound just below zero keeps its digits."""
+    from attnpaper.analysis import box
+
+    assert box.pts(-0.0004) == "\u22120.0004" and box.pts(0.25) == "+0.25" and box.pts(-5.24) == "\u22125.24"
+    assert "MiniLM" in box.stand_in("bundle/all-MiniLM-L6-v2-fp16") and "stand-in" in box.stand_in("x/MiniLM")

@@ -181,3 +181,18 @@ def test_figures_numbered_and_loaded(findings):
     assert not problems(findings, "uncaptioned_images")
     assert not problems(findings, "broken_images")
     assert not problems(findings, "nan_cells")
+
+
+def test_answer_box_opens_and_closes_the_book(findings):
+    """One answer box, the same text, opens chapter 1 (before its first section) and closes the
+    discussion (in its last section), with a row per variant; chapter 8 computes it."""
+    boxes = {page: f["answer_boxes"] for page, f in findings.items() if f["answer_boxes"]}
+    assert set(boxes) == {"01_introduction", "08_results", "10_discussion"}, set(boxes)
+    assert all(len(b) == 1 for b in boxes.values()), boxes
+    texts = {b[0]["text"] for b in boxes.values()}
+    assert len(texts) == 1, "the pasted boxes differ from the one chapter 8 glued"
+    (text,) = texts
+    assert "H200" in text and "stand-in" in text and "\u00d7" in text and "95% CI" in text
+    first, last = boxes["01_introduction"][0], boxes["10_discussion"][0]
+    assert first["rows"] >= 2 and first["sections_before"] == 0
+    assert last["sections_before"] == last["sections"]

@@ -144,11 +144,28 @@ def accuracy_artefact(main: pd.DataFrame, arm: pd.DataFrame) -> dict:
     return out
 
 
+def setup(records: pd.DataFrame) -> dict:
+    """What the records have in common and the box says beside its numbers: one value per field, or all
+    of them joined (so a mixed folder shows as mixed, not as one commit)."""
+    fields = ("git_sha", "device", "model", "max_length", "batch_size", "epochs", "lr", "step_mode", "precision")
+    values = {f: sorted({str(v) for v in records[f].dropna()}) if f in records else [] for f in fields}
+    return {f: ", ".join(v) or "not recorded" for f, v in values.items()}
+
+
 def load(root="results/h200") -> dict:
     """Everything the answer box shows, from ``root``: what is missing is left out, never filled in."""
     root = Path(root)
     main = one_configuration(load_records(root), f"{root}")
     out = {"effects": effects(main), "n_seeds": int(main.groupby("variant")["seed"].nunique().min())}
+    out["setup"] = setup(main)
+    base = main[(main["variant"] == "baseline") & (main["status"] == "ok")]
+    if len(base):
+        out["baseline"] = {
+            "accuracy": float(base["accuracy"].mean()),
+            "train_s": float(base["train_time_excl_compile_s"].mean()),
+            "peak_mb": float(base["peak_memory_mb"].mean()),
+            "seeds": int(base["seed"].nunique()),
+        }
     if (root / "bench").is_dir():
         out["bench"] = bench_rows(root / "bench")
     if (root / "scaling-kernels.json").exists() and (root / "scaling-model.json").exists():
