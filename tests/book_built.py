@@ -34,7 +34,7 @@ def test_every_chapter_built():
 
 
 def test_results_page_holds_the_table(results_page):
-    for text in ("paper acc", "peak MB", "baseline", "flash", "linear", "hybrid", "NVIDIA H100"):
+    for text in ("paper acc", "peak MB", "baseline", "flash", "linear", "hybrid", "NVIDIA H200"):
         assert text in results_page, text
     assert "<table" in results_page and "<img" in results_page
 

@@ -149,6 +149,11 @@ def test_results_table_formats_and_paper_columns():
     assert table.loc["baseline", "paper acc"] == f"{PAPER.loc['baseline', 'accuracy']:.3f}"
     assert table.loc["sdpa", "paper acc"] == "-" and table.loc["sdpa", "paper max MB"] == "-"
     assert table.loc["sdpa", "peak MB"] == 900 and table.loc["baseline", "train s (n)"] == "100.0 (3)"
+    recs["train_time_excl_compile_s"] = recs["train_time_s"] - 40.0
+    excl = results_table(summarise(recs).set_index("variant"), time="train_time_excl_compile_s")
+    assert excl.loc["baseline", "train s excl. compile (n)"] == "60.0 (3)" and "train s (n)" not in excl
+    with pytest.raises(ValueError, match="time column 'wall': valid are train_time_s, train_time_excl_compile_s"):
+        results_table(summarise(recs).set_index("variant"), time="wall")
 
 
 def test_results_table_on_the_committed_records():
