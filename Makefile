@@ -10,7 +10,7 @@ PY ?= .venv/bin/python
 TORCH ?= torch==2.13.0
 PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: setup test unit slow notebooks book browser lint clean
+.PHONY: setup test unit slow notebooks book browser lint clean readme
 
 .venv/.done: pyproject.toml
 	python3 -m venv .venv
@@ -35,6 +35,9 @@ book: setup
 
 browser: setup
 	$(PYTEST) tests/test_browser.py
+
+readme: setup
+	$(PY) scripts/readme_table.py
 
 lint: setup
 	$(PY) -m ruff check .

@@ -123,3 +123,18 @@ def test_the_box_words_follow_the_numbers():
 
     assert box.pts(-0.0004) == "\u22120.0004" and box.pts(0.25) == "+0.25" and box.pts(-5.24) == "\u22125.24"
     assert "MiniLM" in box.stand_in("bundle/all-MiniLM-L6-v2-fp16") and "stand-in" in box.stand_in("x/MiniLM")
+
+
+def test_readme_table_is_the_records_table():
+    """The README quotes the results table of results/h200; it must be what the records give now
+    (after new records: make readme)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "readme_table.py"
+    spec = importlib.util.spec_from_file_location("readme_table", path)
+    readme_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme_table)
+    readme = (path.parent.parent / "README.md").read_text()
+    quoted = readme.split(readme_table.START, 1)[1].split(readme_table.END, 1)[0].strip()
+    assert quoted == readme_table.current().strip(), "README's results table is stale: run `make readme`"
