@@ -22,7 +22,7 @@ MINILM_L6 = {"d_model": 384, "n_heads": 12, "d_ff": 1536, "n_layers": 6}
 """The shape of all-MiniLM-L6-v2 (our offline pretrained stand-in): 6 layers, hidden 384, 12 heads of 32."""
 
 GPUS = {
-    "H100 SXM (bf16 dense)": {"peak_flops": 989e12, "bandwidth": 3.35e12},
+    "H200 SXM (bf16 dense)": {"peak_flops": 989e12, "bandwidth": 4.8e12},  # the H100's compute, faster HBM
     "T4 (fp16 tensor core)": {"peak_flops": 65e12, "bandwidth": 320e9},
 }
 """Datasheet peaks: FLOP/s and HBM bytes/s."""
