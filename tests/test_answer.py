@@ -126,8 +126,8 @@ def test_the_box_words_follow_the_numbers():
 
 
 def test_readme_table_is_the_records_table():
-    """The README quotes the results table of results/h200; it must be what the records give now
-    (after new records: make readme)."""
+    """The README quotes the results table and the step figures of results/h200; they must be what the
+    files give now (after new results: make readme)."""
     import importlib.util
     from pathlib import Path
 
@@ -136,5 +136,7 @@ def test_readme_table_is_the_records_table():
     readme_table = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(readme_table)
     readme = (path.parent.parent / "README.md").read_text()
-    quoted = readme.split(readme_table.START, 1)[1].split(readme_table.END, 1)[0].strip()
+    quoted = readme_table.between(readme, readme_table.START, readme_table.END)
     assert quoted == readme_table.current().strip(), "README's results table is stale: run `make readme`"
+    quoted = readme_table.between(readme, readme_table.STEP_START, readme_table.STEP_END)
+    assert quoted == readme_table.step_figures(), "README's step figures are stale: run `make readme`"
