@@ -12,6 +12,7 @@ from html import escape
 
 from .answer import PAPER_ORDER, spread, step_ratios
 from .results import PAPER
+from .tables import points
 
 LABELS = {
     "sdpa": "sdpa (transformers' default)",
@@ -30,8 +31,8 @@ PAYS = {
 
 
 def pts(x: float) -> str:
-    """Signed points, two decimals; below 0.01 one significant digit, so a bound just short of zero keeps it."""
-    return (f"{x:+.1g}" if 0 < abs(x) < 0.01 else f"{x:+.2f}").replace("-", "\u2212")
+    """Signed points as the results table prints them (``tables.points``), with a typographic minus."""
+    return points(x).replace("-", "\u2212")
 
 
 def interval_pts(e, stem="acc") -> str:

@@ -11,7 +11,8 @@ FORMATS = ("text", "markdown", "latex", "csv")
 
 def paper_table(records: pd.DataFrame) -> pd.DataFrame:
     """One row per (configuration, variant): n, accuracy mean and sd, the paired difference to baseline
-    with its 95% t interval (accuracy points), time and memory, rounded for print."""
+    with its 95% t interval (accuracy points, four decimals: the display rounds them, ``points``), time
+    and memory, rounded for print."""
     rows = []
     for _, recs in records.groupby(GROUP, dropna=False):  # one configuration and device at a time
         group = summarise(recs)
@@ -34,9 +35,9 @@ def paper_table(records: pd.DataFrame) -> pd.DataFrame:
                     "n_eval": int(r["n_eval"]),
                     "accuracy": _round(r["acc_mean"], 4),
                     "sd": _round(r["acc_std"], 4),
-                    "diff_pts": None if p is None else _round(100 * p["diff_mean"], 2),
-                    "ci95_low": None if p is None else _round(100 * p["ci_low"], 2),
-                    "ci95_high": None if p is None else _round(100 * p["ci_high"], 2),
+                    "diff_pts": None if p is None else _round(100 * p["diff_mean"], 4),
+                    "ci95_low": None if p is None else _round(100 * p["ci_low"], 4),
+                    "ci95_high": None if p is None else _round(100 * p["ci_high"], 4),
                     "n_pairs": None if p is None else int(p["n_pairs"]),
                     "train_time_s": _round(r["train_time_s"], 1),
                     "n_timed": int(r["n_timed"]),
@@ -62,6 +63,12 @@ def _ratio_field(ratios, variant, key):
     return int(x) if key == "n_pairs" else _round(x, 3)
 
 
+def points(x: float) -> str:
+    """Signed accuracy points, two decimals; a nonzero value that would print as 0.00 gets one
+    significant digit instead ("-0.0004"), so a bound just short of zero does not read as zero."""
+    return f"{x:+.1g}" if 0 < abs(x) < 0.005 else f"{x:+.2f}"
+
+
 def _round(x, digits):
     return None if x is None or pd.isna(x) else round(float(x), digits)
 
@@ -82,8 +89,8 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
         if r["diff_pts"] is None or pd.isna(r["diff_pts"]):
             return "-"
         if r["ci95_low"] is None or pd.isna(r["ci95_low"]):
-            return f"{r['diff_pts']:+.2f} (n={int(r['n_pairs'])})"
-        return f"{r['diff_pts']:+.2f} [{r['ci95_low']:+.2f}, {r['ci95_high']:+.2f}]"
+            return f"{points(r['diff_pts'])} (n={int(r['n_pairs'])})"
+        return f"{points(r['diff_pts'])} [{points(r['ci95_low'])}, {points(r['ci95_high'])}]"
 
     def ratio(r, short):
         x, low, high = r[f"{short}_ratio"], r[f"{short}_ci_low"], r[f"{short}_ci_high"]
