@@ -30,8 +30,16 @@ slow: setup
 notebooks: setup
 	$(PYTEST) --nbval-lax chapters
 
+# A page's executed outputs are cached by its code (execute_notebooks: cache), not by the results it
+# reads: when a file under results/ is newer than the last build, every page is executed again.
 book: setup
+	@if [ -d _build/html ] && { [ ! -f _build/.results-stamp ] || [ -n "$$(find results -type f \
+	    -newer _build/.results-stamp -not -path 'results/rehearsal/*' -not -path 'results/local/*' \
+	    -not -path 'results/smoke/*' -print -quit)" ]; }; then \
+	  echo "results/ changed since the last build: executing every page again"; \
+	  .venv/bin/jupyter-book clean . --all; fi
 	.venv/bin/jupyter-book build . -W -n --keep-going
+	@touch _build/.results-stamp
 
 browser: setup
 	$(PYTEST) tests/test_browser.py
