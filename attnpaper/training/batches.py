@@ -137,9 +137,10 @@ class Collator:
         fill = [n for n in fill if n > 0] if self.static else []  # pad tokens, in sequences <= max_length
         pieces = [n for pair in zip(lengths, pads) for n in pair if n] + fill  # cu_seqlens' sequences
         ids = torch.full((total,), self.pad_id, dtype=torch.long)
-        starts = torch.cumsum(torch.as_tensor([0] + [n + p for n, p in zip(lengths, pads)]), 0)
+        row_len = torch.as_tensor([n + p for n, p in zip(lengths, pads)])  # each sequence with its chunk padding
+        starts = torch.cumsum(row_len, 0) - row_len  # each sequence's first token, its [CLS]
         seq_len = torch.as_tensor(lengths)
-        ids[_runs(starts[:-1], seq_len)] = _flat(seqs, sum(lengths))
+        ids[_runs(starts, seq_len)] = _flat(seqs, sum(lengths))
         piece_t = torch.as_tensor(pieces)
         ends = torch.cumsum(piece_t, 0)
         pos = torch.arange(total) - torch.repeat_interleave(ends - piece_t, piece_t)  # [T]: place in its piece
@@ -148,21 +149,25 @@ class Collator:
         cu[0] = 0
         cu[1 : len(pieces) + 1] = ends
         # then empty sequences (unused fillers), so the size of cu_seqlens never changes
-        cls = starts[:-1]  # each sequence's first token, its [CLS]
         # max_seqlen is an upper bound for the kernel: max_length always, so no shape or int changes per batch
-        out = {"input_ids": ids, "position_ids": pos, "cu_seqlens": cu, "cls_index": cls, "max_seqlen": self.max_length}
+        out = {
+            "input_ids": ids,
+            "position_ids": pos,
+            "cu_seqlens": cu,
+            "cls_index": starts,
+            "max_seqlen": self.max_length,
+        }
         if c > 1:  # packed linear attention: chunks inside one sequence each
-            per_row = torch.as_tensor([n + p for n, p in zip(lengths, pads)]) // c  # chunks of each sequence
             chunk_seq = torch.cat(
                 [
-                    torch.repeat_interleave(torch.arange(rows), per_row),
+                    torch.repeat_interleave(torch.arange(rows), row_len // c),  # each sequence's chunks
                     torch.repeat_interleave(
                         rows + torch.arange(len(fill)), torch.as_tensor(fill, dtype=torch.long) // c
                     ),
                 ]
             )  # [T / c]
             key_mask = torch.ones(total, dtype=torch.bool)
-            key_mask[_runs(starts[:-1] + seq_len, torch.as_tensor(pads))] = False  # chunk padding: no keys there
+            key_mask[_runs(starts + seq_len, torch.as_tensor(pads))] = False  # chunk padding: no keys there
             out.update(chunk_seq=chunk_seq, key_mask=key_mask, segments=rows + (self.fillers if self.static else 0))
         return out
 
