@@ -167,17 +167,23 @@ def summarise(records: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(GROUP + ["_o"]).drop(columns="_o").reset_index(drop=True)
 
 
+def one_group(records: pd.DataFrame) -> None:
+    """Refuse records from more than one configuration/device: a paired comparison needs both arms run
+    under the same conditions."""
+    groups = records[GROUP].drop_duplicates()
+    if len(groups) != 1:
+        raise ValueError(
+            f"records from {len(groups)} configurations/devices; pair within one (group by {', '.join(GROUP)} first)"
+        )
+
+
 def paired_vs_baseline(records: pd.DataFrame, metric="accuracy", baseline="baseline") -> pd.DataFrame:
     """Per variant: mean over shared seeds of (variant - baseline) with a 95% t interval.
 
     Refuses records from more than one configuration/device: a paired difference needs both
     arms run under the same conditions.
     """
-    groups = records[GROUP].drop_duplicates()
-    if len(groups) != 1:
-        raise ValueError(
-            f"records from {len(groups)} configurations/devices; pair within one (group by {', '.join(GROUP)} first)"
-        )
+    one_group(records)
     ok = records[records["status"] == "ok"].pivot(index="seed", columns="variant", values=metric)
     if baseline not in ok:
         raise ValueError(f"no successful {baseline!r} runs to pair with")
@@ -205,11 +211,7 @@ def paired_ratio_vs_baseline(records: pd.DataFrame, metric: str, baseline="basel
     """
     if metric not in RATIO_METRICS:
         raise ValueError(f"unknown ratio metric {metric!r}; valid: {', '.join(RATIO_METRICS)}")
-    groups = records[GROUP].drop_duplicates()
-    if len(groups) != 1:
-        raise ValueError(
-            f"records from {len(groups)} configurations/devices; pair within one (group by {', '.join(GROUP)} first)"
-        )
+    one_group(records)
     ok = records[records["status"] == "ok"]
     if metric != "peak_memory_mb":
         ok = ok[timed(ok)]

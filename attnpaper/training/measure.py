@@ -129,6 +129,11 @@ def elapsed_ms(marks, device) -> list[float]:
     return [1000 * (b - a) for a, b in zip(marks, marks[1:])]
 
 
+def upper_median(values):
+    """The middle value, the upper one of an even count (a measured step, not an average of two)."""
+    return sorted(values)[len(values) // 2]
+
+
 def shape_name(shape) -> str:
     return "x".join(str(n) for n in shape)
 
@@ -139,7 +144,7 @@ def by_shape(ms, warming, shapes) -> dict:
     for t, w, shape in zip(ms, warming, shapes):
         if not w:
             groups.setdefault(shape_name(shape), []).append(t)
-    return {k: {"median_ms": sorted(v)[len(v) // 2], "steps": len(v)} for k, v in sorted(groups.items())}
+    return {k: {"median_ms": upper_median(v), "steps": len(v)} for k, v in sorted(groups.items())}
 
 
 class Meter:
@@ -234,9 +239,9 @@ class Meter:
         if len(self.marks) > 1:
             ms = elapsed_ms(self.marks, self.device)  # step i: marks i to i + 1
             steady = [t for t, w in zip(ms, self.warming) if not w][min(5, len(ms) - 1) :] or ms[-1:]
-            out["step_time_ms_median"] = sorted(steady)[len(steady) // 2]  # compiling and recording steps left out
+            out["step_time_ms_median"] = upper_median(steady)  # compiling and recording steps left out
             if self.gaps:  # the host's time outside the step: waiting for the loader's next batch, bookkeeping
-                out["host_gap_ms_median"] = sorted(self.gaps)[len(self.gaps) // 2]
+                out["host_gap_ms_median"] = upper_median(self.gaps)
             if len(self.shapes) > 1:  # batches of several shapes: each shape's median, and which were profiled
                 out["step_time_ms_by_shape"] = by_shape(ms, self.warming, self.step_shapes)
                 out["profiled_shapes"] = [shape_name(x) for x in self.profiled_shapes]
