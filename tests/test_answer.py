@@ -60,8 +60,35 @@ def test_accuracy_arms_beside_the_papers_setup(root):
     assert fp16["baseline_change_pts"] == pytest.approx(-1.0) and fp16["baseline_change_pairs"] == 3
     assert fp16["flash_minus_baseline_arm_pts"] == pytest.approx(1.0)
     assert fp16["flash_minus_baseline_main_pts"] == pytest.approx(0.0)
+    assert fp16["flash_minus_baseline_arm_low"] < 1.0 < fp16["flash_minus_baseline_arm_high"]
+    assert fp16["largest_move_pts"] == pytest.approx(1.0)  # the main runs' own difference is not a move
     assert dropout["flash_minus_arm_baseline_pts"] == pytest.approx(-1.0)  # flash as run, baseline with dropout
     assert "flash_minus_baseline_arm_pts" not in dropout  # the arm ran the baseline only
+
+
+def test_an_arm_is_compared_over_its_own_seeds(root):
+    """An arm of fewer seeds than the main runs is set against the main runs of those seeds only."""
+    records(root / "artefacts" / "fp16", {"baseline": [0.870, 0.872]}, "cccccccccccc")
+    fp16 = A.load(root)["fp16"]
+    main = [f - b for f, b in zip(ACC["flash"][:2], ACC["baseline"][:2])]
+    assert fp16["flash_minus_baseline_main_pairs"] == 2
+    assert fp16["flash_minus_baseline_main_pts"] == pytest.approx(100 * statistics.mean(main))
+    assert fp16["baseline_change_pts"] == pytest.approx(0.0) and fp16["baseline_change_pairs"] == 2
+
+
+def test_the_box_says_how_far_each_arm_moved_accuracy(root):
+    """With both arms run, the box states the largest move against the paper's flash loss, and its
+    verdict follows the numbers."""
+    from attnpaper.analysis import box
+
+    records(root / "artefacts" / "fp16", {"baseline": [0.871, 0.873, 0.869]}, "cccccccccccc")
+    records(root / "artefacts" / "dropout", {"baseline": [0.869, 0.871, 0.867]}, "dddddddddddd")
+    html = box.render(A.load(root))
+    assert "The largest move in either arm is 0.10 points" in html and "neither explains it" in html
+    assert "Not yet run at this commit" not in html
+    records(root / "artefacts" / "dropout", {"baseline": [0.882, 0.884, 0.880]}, "dddddddddddd")
+    html = box.render(A.load(root))
+    assert "is 1.20 points" in html and "one of them moves accuracy by as much as it" in html
 
 
 def test_memory_artefact_growth_against_the_papers_steps(root):
@@ -141,3 +168,16 @@ def test_readme_table_is_the_records_table():
     assert quoted == readme_table.current().strip(), "README's results table is stale: run `make readme`"
     quoted = readme_table.between(readme, readme_table.STEP_START, readme_table.STEP_END)
     assert quoted == readme_table.step_figures(), "README's step figures are stale: run `make readme`"
+
+
+def test_arm_table_and_an_arm_of_another_commit(root):
+    """The arms' comparisons as table rows; an arm run at another commit than the main runs is refused."""
+    records(root / "artefacts" / "dropout", {"baseline": [0.880, 0.882, 0.878]}, "dddddddddddd")
+    t = A.arm_table(A.load(root))
+    assert list(t.index.get_level_values("arm")) == ["dropout"] * 3
+    assert t.loc[("dropout", "baseline: arm - main runs"), "points"] == pytest.approx(1.0)
+    assert t.loc[("dropout", "flash (main runs) - baseline (arm)"), "seeds"] == 3
+    rec = make_record("baseline", 0, 0.9, config_hash="eeeeeeeeeeee") | {"git_sha": "def"}
+    write_record(rec, root / "artefacts" / "fp16" / "records" / "baseline_seed0_eeeeeeeeeeee.json")
+    with pytest.raises(ValueError, match="artefacts/fp16: commit def, the main runs abc; an arm is compared"):
+        A.load(root)

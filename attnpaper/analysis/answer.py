@@ -10,15 +10,26 @@ and the discussion glue these values; nothing here is typed in.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
 from . import scaling as S
-from .results import GROUP, PAPER, load_records, paired_vs_baseline, ratios_by_variant, summarise
+from .results import GROUP, PAPER, load_records, paired_vs_baseline, ratios_by_variant, summarise, t_quantile
 from .steps import step_table
 
 PAPER_ORDER = ["baseline", "flash", "linear", "hybrid"]
+ARMS = {"fp16": "precision fp16", "dropout": "attention_dropout 0.1"}
+"""The accuracy arms (issue 20, 5c): the folder under artefacts/ and the setting each changed."""
+COMPARISONS = {
+    "flash_minus_baseline_main": "flash - baseline, main runs (bf16, no dropout)",
+    "flash_minus_baseline_arm": "flash - baseline, both in the arm",
+    "flash_minus_arm_baseline": "flash (main runs) - baseline (arm)",
+    "baseline_change": "baseline: arm - main runs",
+    "flash_change": "flash: arm - main runs",
+}
+"""accuracy_artefact's comparisons, in the order a table shows them."""
 
 
 def one_configuration(records: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -122,25 +133,44 @@ def memory_artefact(report: dict) -> dict:
     }
 
 
+def paired_points(a: pd.Series, b: pd.Series) -> dict:
+    """Mean of a - b over the seeds both have, in points, with a 95% t interval (nan for one pair)."""
+    d = 100 * (a - b).dropna()
+    n = len(d)
+    half = t_quantile(n - 1) * d.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+    return {"pts": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half), "pairs": n}
+
+
 def accuracy_artefact(main: pd.DataFrame, arm: pd.DataFrame) -> dict:
-    """One arm (fp16 or attention dropout) beside the paper's setup: the flash-minus-baseline difference
-    in each (points, paired over the arm's seeds where both variants ran), and each variant's mean
-    accuracy change, in points, from the main runs to the arm's runs of the same seeds."""
+    """One arm (fp16 or attention dropout) beside the paper's setup, over the arm's seeds only: the
+    flash-minus-baseline difference in each (where both variants ran), flash as run minus the arm's
+    baseline (the paper's pairing when the arm changed the baseline alone), each variant's change from
+    the main runs to the arm's, all in points with 95% intervals, and the largest of the arm's moves."""
 
     def accuracy(recs):
         return recs[recs["status"] == "ok"].set_index(["variant", "seed"])["accuracy"]
 
-    out = {}
+    seeds = set(arm.loc[arm["status"] == "ok", "seed"])
     both = pd.concat({"main": accuracy(main), "arm": accuracy(arm)}, axis=1)
+    both = both[both.index.get_level_values("seed").isin(seeds)]  # compare over the same seeds
+
+    def of(name, variant):
+        col = both[name].dropna()
+        return col.xs(variant, level="variant") if variant in col.index.get_level_values("variant") else None
+
+    found = {}
     for name in ("main", "arm"):
-        if {"baseline", "flash"} <= set(both[name].dropna().index.get_level_values("variant")):
-            d = (both[name]["flash"] - both[name]["baseline"]).dropna()
-            out[f"flash_minus_baseline_{name}_pts"], out[f"flash_minus_baseline_{name}_pairs"] = 100 * d.mean(), len(d)
-    if "baseline" in both["arm"].dropna().index.get_level_values("variant"):  # the paper's pairing: flash
-        d = (both["main"]["flash"] - both["arm"]["baseline"]).dropna()  # as run, baseline as in the arm
-        out["flash_minus_arm_baseline_pts"], out["flash_minus_arm_baseline_pairs"] = 100 * d.mean(), len(d)
-    for v, g in both.dropna().groupby(level="variant"):
-        out[f"{v}_change_pts"], out[f"{v}_change_pairs"] = float(100 * (g["arm"] - g["main"]).mean()), len(g)
+        if of(name, "flash") is not None and of(name, "baseline") is not None:
+            found[f"flash_minus_baseline_{name}"] = paired_points(of(name, "flash"), of(name, "baseline"))
+    if of("arm", "baseline") is not None and of("arm", "flash") is None and of("main", "flash") is not None:
+        found["flash_minus_arm_baseline"] = paired_points(of("main", "flash"), of("arm", "baseline"))
+    for v in ("baseline", "flash", "sdpa", "linear", "hybrid"):
+        if of("arm", v) is not None and of("main", v) is not None:
+            found[f"{v}_change"] = paired_points(of("arm", v), of("main", v))
+    out = {f"{k}_{f}": v for k, d in found.items() for f, v in d.items()}
+    moves = [abs(d["pts"]) for k, d in found.items() if k != "flash_minus_baseline_main"]
+    if moves:
+        out["largest_move_pts"] = max(moves)
     return out
 
 
@@ -173,7 +203,32 @@ def load(root="results/h200") -> dict:
         out["pays_from"] = pays_from(S.load(root / "scaling-kernels.json"), S.load(root / "scaling-model.json"))
     if (root / "artefacts" / "paper-memory.json").exists():
         out["memory"] = memory_artefact(json.loads((root / "artefacts" / "paper-memory.json").read_text()))
-    for arm in ("fp16", "dropout"):
+    for arm in ARMS:
         if (root / "artefacts" / arm).is_dir():
-            out[arm] = accuracy_artefact(main, load_records(root / "artefacts" / arm))
+            records = one_configuration(load_records(root / "artefacts" / arm), f"{root}/artefacts/{arm}")
+            if set(records["git_sha"]) != set(main["git_sha"]):
+                raise ValueError(
+                    f"{root}/artefacts/{arm}: commit {', '.join(sorted(set(records['git_sha'])))}, the main runs "
+                    f"{', '.join(sorted(set(main['git_sha'])))}; an arm is compared with runs of its own commit"
+                )
+            out[arm] = accuracy_artefact(main, records)
     return out
+
+
+def arm_table(ans) -> pd.DataFrame:
+    """The accuracy arms' comparisons as rows (arm, comparison): seed pairs, mean points, 95% interval."""
+    rows = [
+        {
+            "arm": arm,
+            "comparison": label,
+            "seeds": ans[arm][f"{key}_pairs"],
+            "points": ans[arm][f"{key}_pts"],
+            "low": ans[arm][f"{key}_low"],
+            "high": ans[arm][f"{key}_high"],
+        }
+        for arm in ARMS
+        if arm in ans
+        for key, label in COMPARISONS.items()
+        if f"{key}_pts" in ans[arm]
+    ]
+    return pd.DataFrame(rows).set_index(["arm", "comparison"]) if rows else pd.DataFrame()
