@@ -31,12 +31,13 @@ notebooks: setup
 	$(PYTEST) --nbval-lax chapters
 
 # A page's executed outputs are cached by its code (execute_notebooks: cache), not by the results it
-# reads: when a file under results/ is newer than the last build, every page is executed again.
+# reads or the attnpaper code it calls: when a file under results/ or attnpaper/ is newer than the last
+# build, every page is executed again.
 book: setup
-	@if [ -d _build/html ] && { [ ! -f _build/.results-stamp ] || [ -n "$$(find results -type f \
+	@if [ -d _build/html ] && { [ ! -f _build/.results-stamp ] || [ -n "$$(find results attnpaper -type f \
 	    -newer _build/.results-stamp -not -path 'results/rehearsal/*' -not -path 'results/local/*' \
-	    -not -path 'results/smoke/*' -print -quit)" ]; }; then \
-	  echo "results/ changed since the last build: executing every page again"; \
+	    -not -path 'results/smoke/*' -not -name '*.pyc' -print -quit)" ]; }; then \
+	  echo "results/ or attnpaper/ changed since the last build: executing every page again"; \
 	  .venv/bin/jupyter-book clean . --all; fi
 	.venv/bin/jupyter-book build . -W -n --keep-going
 	@touch _build/.results-stamp

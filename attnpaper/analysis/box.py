@@ -136,7 +136,8 @@ def artefacts(ans) -> str:
             f"fastest when eager and {whole:.2f}\u00d7 when captured whole: eager steps {verdict} the differences."
         )
     out += accuracy_arms(ans)
-    return "<b>The paper's numbers, put to the test.</b> " + " ".join(out)
+    items = "".join(f"<li>{x}</li>" for x in out)
+    return f"<p><b>The paper's numbers, put to the test.</b></p><ul class='answer-tests'>{items}</ul>"
 
 
 def accuracy_arms(ans) -> list[str]:
@@ -180,5 +181,5 @@ def render(ans) -> str:
         f"commit {', '.join(f'<code>{escape(x[:7])}</code>' for x in s['git_sha'].split(', '))}."
     )
     parts = [intro, table(ans), for_free(ans), pays(ans), artefacts(ans)]
-    body = "".join(p if p.startswith("<table") else f"<p>{p}</p>" for p in parts)
+    body = "".join(p if p.startswith(("<table", "<p>")) else f"<p>{p}</p>" for p in parts)
     return f"<div class='answer-box'><p class='answer-title'>The answer</p>{body}</div>"
