@@ -19,7 +19,8 @@ from attnpaper.experiment.run import run_and_record
 from attnpaper.training.config import SMOKE, RunConfig, hash_config
 from attnpaper.training.loop import NonFiniteLoss, train
 
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "h100" / "records"
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "h200" / "records"  # the campaign's main runs
+ARMS = RESULTS.parent / "artefacts"  # its accuracy arms (fp16, attention dropout)
 
 
 def leftover_tmp(folder):
@@ -401,11 +402,11 @@ def test_summarise_accepts_records_without_notes(tmp_path):
 
 # --- the committed GPU records ----------------------------------------------------------------------------
 
-GPU_RECORDS = sorted(RESULTS.glob("*.json"))
+GPU_RECORDS = sorted(RESULTS.glob("*.json")) + sorted(ARMS.glob("*/records/*.json"))
 
 
 def test_gpu_records_present():
-    assert len(GPU_RECORDS) >= 13
+    assert len(GPU_RECORDS) >= 25 + 9  # 5 variants x 5 seeds; fp16 2 x 3, dropout 1 x 3
     assert {read_record(p)["variant"] for p in GPU_RECORDS} >= {"baseline", "flash", "linear", "hybrid"}
 
 
@@ -416,12 +417,14 @@ def test_gpu_record_intact(path):
     assert rec["device"].startswith("NVIDIA")
     assert len(rec["git_sha"]) == 40 and all(c in "0123456789abcdef" for c in rec["git_sha"])
     assert path.name == f"{rec['variant']}_seed{rec['seed']}_{rec['config_hash']}.json"
-    # the record holds the resolved precision and sample counts (bf16, 25000), the hash the configured ones,
-    # over the fields the configuration had when the record was written
-    cfg = {k: rec[k] for k in RunConfig.__dataclass_fields__ if k in rec}
-    cfg.update(precision="auto", train_samples=None, test_samples=None)
+    # the hash is over the configuration as given (its "config"); the record's own fields hold what it
+    # resolved to: 'auto' precision, step mode and layout, and sample counts of None (all)
+    cfg = rec["config"]
     assert rec["config_hash"] == hash_config(cfg)
-    assert rec["precision"] == "bf16" and rec["train_samples"] == rec["test_samples"] == 25_000
+    assert {k for k in cfg if cfg[k] != rec[k]} <= {"precision", "step_mode", "layout", "train_samples", "test_samples"}
+    fp16 = path.parent.parent.name == "fp16"  # the arm that set precision=fp16; the others left it at auto
+    assert rec["precision"] == ("fp16" if fp16 else "bf16") and rec["train_samples"] == rec["test_samples"] == 25_000
+    assert rec["step_mode"] == "whole"
     assert 0.5 < rec["accuracy"] <= 1 and rec["train_time_s"] > 0 and rec["peak_memory_mb"] > 0
     kernels = rec["kernels"]
     assert isinstance(kernels, list) and len(kernels) >= 1 and all(isinstance(k, list) and k for k in kernels)

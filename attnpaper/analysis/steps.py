@@ -71,12 +71,3 @@ def step_table(rows, by, columns=("wall_ms", "busy_ms", "peak_mb"), ref=None) ->
                 ref_values = g.loc[ref, col]
             out[f"{stem}_vs_{ref}"] = g[col].values / ref_values
     return out
-
-
-def annotation_ms(report) -> float:
-    """Median GPU span of the profiler's ``Optimizer.step`` annotation over the rows that list it
-    among their top GPU ops (it covers the optimizer's kernels a second time in the busy time)."""
-    spans = [ms for r in report["rows"] for name, ms in r.get("top_gpu_ops") or () if name.startswith("Optimizer.step")]
-    if not spans:
-        raise ValueError("no row lists an Optimizer.step annotation among its top_gpu_ops")
-    return float(np.median(spans))
