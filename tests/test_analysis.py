@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from attnpaper.analysis import notebook, scaling
+from attnpaper.analysis.answer import bench_rows
 from attnpaper.analysis.memory import gradients_from_weights, in_run_order, memory_parts, one_seed, seed_spread
 from attnpaper.analysis.results import PAPER, accuracy_gain, load_records, paper_loss_points, results_table, summarise
 from attnpaper.analysis.runs import executed_notebooks, kernel_table, layer_runs, run_setup
-from attnpaper.analysis.answer import bench_rows
 from attnpaper.analysis.steps import step_table
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
