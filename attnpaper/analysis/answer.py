@@ -10,18 +10,17 @@ and the discussion glue these values; nothing here is typed in.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from . import scaling as S
-from .results import GROUP, PAPER, load_records, paired_vs_baseline, ratios_by_variant, summarise, t_quantile
+from .results import GROUP, PAPER, load_records, paired_vs_baseline, ratios_by_variant, summarise, t_half_width
 from .steps import step_table
 
 PAPER_ORDER = ["baseline", "flash", "linear", "hybrid"]
-ARMS = {"fp16": "precision fp16", "dropout": "attention_dropout 0.1"}
-"""The accuracy arms (issue 20, 5c): the folder under artefacts/ and the setting each changed."""
+ARMS = ("fp16", "dropout")
+"""The accuracy arms (issue 20, 5c), each a folder under artefacts/: precision fp16, attention dropout 0.1."""
 COMPARISONS = {
     "flash_minus_baseline_main": "flash - baseline, main runs (bf16, no dropout)",
     "flash_minus_baseline_arm": "flash - baseline, both in the arm",
@@ -136,9 +135,8 @@ def memory_artefact(report: dict) -> dict:
 def paired_points(a: pd.Series, b: pd.Series) -> dict:
     """Mean of a - b over the seeds both have, in points, with a 95% t interval (nan for one pair)."""
     d = 100 * (a - b).dropna()
-    n = len(d)
-    half = t_quantile(n - 1) * d.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
-    return {"pts": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half), "pairs": n}
+    half = t_half_width(d)
+    return {"pts": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half), "pairs": len(d)}
 
 
 def accuracy_artefact(main: pd.DataFrame, arm: pd.DataFrame) -> dict:
@@ -147,26 +145,23 @@ def accuracy_artefact(main: pd.DataFrame, arm: pd.DataFrame) -> dict:
     baseline (the paper's pairing when the arm changed the baseline alone), each variant's change from
     the main runs to the arm's, all in points with 95% intervals, and the largest of the arm's moves."""
 
-    def accuracy(recs):
-        return recs[recs["status"] == "ok"].set_index(["variant", "seed"])["accuracy"]
-
     seeds = set(arm.loc[arm["status"] == "ok", "seed"])
-    both = pd.concat({"main": accuracy(main), "arm": accuracy(arm)}, axis=1)
-    both = both[both.index.get_level_values("seed").isin(seeds)]  # compare over the same seeds
 
-    def of(name, variant):
-        col = both[name].dropna()
-        return col.xs(variant, level="variant") if variant in col.index.get_level_values("variant") else None
+    def by_variant(recs) -> dict:  # variant -> accuracy by seed: evaluated ok runs of the arm's seeds only
+        ok = recs[(recs["status"] == "ok") & recs["accuracy"].notna() & recs["seed"].isin(seeds)]
+        return {v: g.set_index("seed")["accuracy"] for v, g in ok.groupby("variant")}
 
+    acc = {"main": by_variant(main), "arm": by_variant(arm)}
+    main_, arm_ = acc["main"], acc["arm"]
     found = {}
     for name in ("main", "arm"):
-        if of(name, "flash") is not None and of(name, "baseline") is not None:
-            found[f"flash_minus_baseline_{name}"] = paired_points(of(name, "flash"), of(name, "baseline"))
-    if of("arm", "baseline") is not None and of("arm", "flash") is None and of("main", "flash") is not None:
-        found["flash_minus_arm_baseline"] = paired_points(of("main", "flash"), of("arm", "baseline"))
+        if {"flash", "baseline"} <= set(acc[name]):
+            found[f"flash_minus_baseline_{name}"] = paired_points(acc[name]["flash"], acc[name]["baseline"])
+    if "baseline" in arm_ and "flash" not in arm_ and "flash" in main_:
+        found["flash_minus_arm_baseline"] = paired_points(main_["flash"], arm_["baseline"])
     for v in ("baseline", "flash", "sdpa", "linear", "hybrid"):
-        if of("arm", v) is not None and of("main", v) is not None:
-            found[f"{v}_change"] = paired_points(of("arm", v), of("main", v))
+        if v in arm_ and v in main_:
+            found[f"{v}_change"] = paired_points(arm_[v], main_[v])
     out = {f"{k}_{f}": v for k, d in found.items() for f, v in d.items()}
     moves = [abs(d["pts"]) for k, d in found.items() if k != "flash_minus_baseline_main"]
     if moves:

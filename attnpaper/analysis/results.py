@@ -125,6 +125,12 @@ def t_quantile(df: int) -> float:
     return float(stats.t.ppf(0.975, df))
 
 
+def t_half_width(d: pd.Series) -> float:
+    """Half the width of the 95% t interval of the mean of ``d`` (nan for fewer than two values)."""
+    n = len(d)
+    return t_quantile(n - 1) * d.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+
+
 def timed(records: pd.DataFrame) -> pd.Series:
     """True for runs that had the GPU to themselves: only their wall times are comparable."""
     notes = records["notes"] if "notes" in records else pd.Series([{}] * len(records), index=records.index)
@@ -190,10 +196,15 @@ def paired_vs_baseline(records: pd.DataFrame, metric="accuracy", baseline="basel
     rows = []
     for v in [c for c in ORDER if c in ok and c != baseline]:
         d = (ok[v] - ok[baseline]).dropna()
-        n = len(d)
-        half = t_quantile(n - 1) * d.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+        half = t_half_width(d)
         rows.append(
-            {"variant": v, "n_pairs": n, "diff_mean": d.mean(), "ci_low": d.mean() - half, "ci_high": d.mean() + half}
+            {
+                "variant": v,
+                "n_pairs": len(d),
+                "diff_mean": d.mean(),
+                "ci_low": d.mean() - half,
+                "ci_high": d.mean() + half,
+            }
         )
     return pd.DataFrame(rows)
 
@@ -226,7 +237,7 @@ def paired_ratio_vs_baseline(records: pd.DataFrame, metric: str, baseline="basel
         n = len(d)
         if n == 0:
             continue
-        half = t_quantile(n - 1) * d.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+        half = t_half_width(d)
         m = d.mean()
         rows.append(
             {
