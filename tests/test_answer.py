@@ -166,6 +166,9 @@ def test_readme_table_is_the_records_table():
     readme = (path.parent.parent / "README.md").read_text()
     quoted = readme_table.between(readme, readme_table.START, readme_table.END)
     assert quoted == readme_table.current().strip(), "README's results table is stale: run `make readme`"
+    quoted = readme_table.between(readme, readme_table.LONG_START, readme_table.LONG_END)
+    long = readme_table.current(readme_table.RESULTS / "len512").strip()
+    assert quoted == long, "README's 512-token table is stale: run `make readme`"
     quoted = readme_table.between(readme, readme_table.STEP_START, readme_table.STEP_END)
     assert quoted == readme_table.step_figures(), "README's step figures are stale: run `make readme`"
 
@@ -179,5 +182,50 @@ def test_arm_table_and_an_arm_of_another_commit(root):
     assert t.loc[("dropout", "flash (main runs) - baseline (arm)"), "seeds"] == 3
     rec = make_record("baseline", 0, 0.9, config_hash="eeeeeeeeeeee") | {"git_sha": "def"}
     write_record(rec, root / "artefacts" / "fp16" / "records" / "baseline_seed0_eeeeeeeeeeee.json")
-    with pytest.raises(ValueError, match="artefacts/fp16: commit def, the main runs abc; an arm is compared"):
+    with pytest.raises(
+        ValueError, match="artefacts/fp16: commit def, the main runs abc; the box compares runs of one commit"
+    ):
+        A.load(root)
+
+
+def kernels_report(path):
+    """A kernels report where elu's time falls below the fastest exact kernel's from N = 1024 on."""
+    times = {"sdpa-cudnn": {256: 1.0, 512: 2.0, 1024: 4.0}, "elu": {256: 3.0, 512: 3.0, 1024: 3.0}}
+    rows = [
+        {"mechanism": m, "seq_len": n, "pass": "fwd_bwd", "ms": t, "status": "ok"}
+        for m, by_n in times.items()
+        for n, t in by_n.items()
+    ]
+    path.write_text(json.dumps({"kind": "scaling-kernels", "rows": rows}))
+
+
+def test_the_box_gives_kernel_crossovers_before_the_step_sweep(root):
+    """With the kernels measured and the whole-step sweep not yet, the box gives the kernels' crossover and
+    says the steps' are not measured; it never reads a step crossover from elsewhere."""
+    from attnpaper.analysis import box
+
+    kernels_report(root / "scaling-kernels.json")
+    ans = A.load(root)
+    assert ans["pays_from"] == {"kernel_elu": 1024}
+    html = box.render(ans)
+    assert "the elu linear kernel below the fastest exact kernel from N = 1,024" in html
+    assert "the whole steps' crossovers: not yet measured at this commit" in html
+    assert "The same runs at IMDb's own 512 tokens: not yet run at this commit." in html
+
+
+def test_the_box_shows_the_same_runs_at_512_tokens(root):
+    """Runs in len512/ of the main runs' commit get their own table, paired by seed like the first; runs of
+    another commit are refused."""
+    from attnpaper.analysis import box
+
+    long = root / A.LONG
+    records(long, {"baseline": [0.90, 0.91, 0.92], "flash": [0.91, 0.91, 0.91]}, "ffffffffffff")
+    ans = A.load(root)
+    assert ans["long"]["effects"].loc["flash", "acc_pts"] == pytest.approx(0.0)
+    assert ans["long"]["baseline"]["accuracy"] == pytest.approx(0.91) and ans["long"]["baseline"]["seeds"] == 3
+    html = box.render(ans)
+    assert html.count("<table") == 2 and "accuracy 0.9100" in html
+    rec = make_record("flash", 3, 0.9, config_hash="ffffffffffff") | {"git_sha": "def"}
+    write_record(rec, long / "records" / "flash_seed3_ffffffffffff.json")
+    with pytest.raises(ValueError, match="len512: commit abc, def, the main runs abc; the box compares runs of one"):
         A.load(root)

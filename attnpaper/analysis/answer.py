@@ -3,8 +3,9 @@
 Four parts, each from the files that measured it: what each variant changes at the paper's setup
 (accuracy difference, training time and peak memory as ratios to the baseline, paired over seeds;
 ``effects``), the step benchmark's view of the same (``step_ratios``), the lengths from which each
-mechanism pays (``pays_from``), and what the paper's artefact tests found (``artefacts``). Chapter 1
-and the discussion glue these values; nothing here is typed in.
+mechanism pays (``pays_from``) with the same runs at IMDb's own 512 tokens (``LONG``), and what the
+paper's artefact tests found (``artefacts``). Chapter 1 and the discussion glue these values; nothing here
+is typed in.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from .steps import step_table
 PAPER_ORDER = ["baseline", "flash", "linear", "hybrid"]
 ARMS = ("fp16", "dropout")
 """The accuracy arms (issue 20, 5c), each a folder under artefacts/: precision fp16, attention dropout 0.1."""
+LONG = "len512"
+"""The folder of the same runs with reviews cut at 512 tokens (IMDb's own lengths) instead of 128."""
 COMPARISONS = {
     "flash_minus_baseline_main": "flash - baseline, main runs (bf16, no dropout)",
     "flash_minus_baseline_arm": "flash - baseline, both in the arm",
@@ -103,15 +106,19 @@ def spread(rows, model, length, mode, variants=PAPER_ORDER) -> float:
     return float(wall.max() / wall.min())
 
 
-def pays_from(kernels: dict, model: dict, exact=("sdpa-flash", "sdpa-cudnn", "varlen"), linear=("elu", "favor+266")):
+def pays_from(
+    kernels: dict, model: dict | None = None, exact=("sdpa-flash", "sdpa-cudnn", "varlen"), linear=("elu", "favor+266")
+):
     """Crossover lengths (None: not within the measured lengths): each linear mechanism's kernel against
-    the fastest exact kernel (forward + backward), and the whole step's (``scaling.step_crossovers``)."""
+    the fastest exact kernel (forward + backward), and, given a model report, the whole step's
+    (``scaling.step_crossovers``)."""
     ms = S.table(kernels, "ms", "mechanism", "fwd_bwd")
     exact = [m for m in exact if m in ms]
     best = ms[exact].min(axis=1)
     out = {f"kernel_{m.replace('+', '')}": S.crossover(ms[m], best) for m in linear if m in ms}
-    wall, peak = S.table(model, "step_time_ms_median", "variant"), S.table(model, "peak_memory_mb", "variant")
-    out |= {f"step_{k}": v for k, v in S.step_crossovers(wall, peak).items()}
+    if model is not None:
+        wall, peak = S.table(model, "step_time_ms_median", "variant"), S.table(model, "peak_memory_mb", "variant")
+        out |= {f"step_{k}": v for k, v in S.step_crossovers(wall, peak).items()}
     return out
 
 
@@ -177,36 +184,55 @@ def setup(records: pd.DataFrame) -> dict:
     return {f: ", ".join(v) or "not recorded" for f, v in values.items()}
 
 
+def same_commit(records: pd.DataFrame, main: pd.DataFrame, where: str) -> pd.DataFrame:
+    """``records``, refused unless they ran at the main runs' commit (the box compares within one commit)."""
+    if set(records["git_sha"]) != set(main["git_sha"]):
+        raise ValueError(
+            f"{where}: commit {', '.join(sorted(set(records['git_sha'])))}, the main runs "
+            f"{', '.join(sorted(set(main['git_sha'])))}; the box compares runs of one commit"
+        )
+    return records
+
+
+def baseline_figures(records: pd.DataFrame) -> dict:
+    """The baseline's own accuracy, training time (compile excluded) and peak memory, as the results
+    table shows them, with its number of successful runs."""
+    base = summarise(records).set_index("variant").loc["baseline"]
+    return {
+        "accuracy": float(base["acc_mean"]),
+        "train_s": float(base["train_time_excl_compile_s"]),
+        "peak_mb": float(base["peak_memory_mb"]),
+        "seeds": int(base["n"]),  # successful runs, one per seed
+    }
+
+
 def load(root="results/h200") -> dict:
     """Everything the answer box shows, from ``root``: what is missing is left out, never filled in."""
     root = Path(root)
     main = one_configuration(load_records(root), f"{root}")
     out = {"effects": effects(main), "n_seeds": int(main.groupby("variant")["seed"].nunique().min())}
     out["setup"] = setup(main)
-    summary = summarise(main).set_index("variant")  # the figures the results table shows
-    if "baseline" in summary.index:
-        base = summary.loc["baseline"]
-        out["baseline"] = {
-            "accuracy": float(base["acc_mean"]),
-            "train_s": float(base["train_time_excl_compile_s"]),
-            "peak_mb": float(base["peak_memory_mb"]),
-            "seeds": int(base["n"]),  # successful runs, one per seed
-        }
+    if "baseline" in set(main["variant"]):
+        out["baseline"] = baseline_figures(main)
     if (root / "bench").is_dir():
         out["bench"] = bench_rows(root / "bench")
-    if (root / "scaling-kernels.json").exists() and (root / "scaling-model.json").exists():
-        out["pays_from"] = pays_from(S.load(root / "scaling-kernels.json"), S.load(root / "scaling-model.json"))
+    if (root / "scaling-kernels.json").exists():
+        model = root / "scaling-model.json"
+        out["pays_from"] = pays_from(S.load(root / "scaling-kernels.json"), S.load(model) if model.exists() else None)
+    long = root / LONG
+    if long.is_dir():  # the same runs at IMDb's own length: one configuration, the main runs' commit
+        records = same_commit(one_configuration(load_records(long), f"{long}"), main, f"{long}")
+        out["long"] = {"effects": effects(records), "setup": setup(records)}
+        if "baseline" in set(records["variant"]):
+            out["long"]["baseline"] = baseline_figures(records)
     if (root / "artefacts" / "paper-memory.json").exists():
         out["memory"] = memory_artefact(json.loads((root / "artefacts" / "paper-memory.json").read_text()))
     for arm in ARMS:
         if (root / "artefacts" / arm).is_dir():
-            records = one_configuration(load_records(root / "artefacts" / arm), f"{root}/artefacts/{arm}")
-            if set(records["git_sha"]) != set(main["git_sha"]):
-                raise ValueError(
-                    f"{root}/artefacts/{arm}: commit {', '.join(sorted(set(records['git_sha'])))}, the main runs "
-                    f"{', '.join(sorted(set(main['git_sha'])))}; an arm is compared with runs of its own commit"
-                )
-            out[arm] = accuracy_artefact(main, records)
+            where = f"{root}/artefacts/{arm}"
+            out[arm] = accuracy_artefact(
+                main, same_commit(one_configuration(load_records(root / "artefacts" / arm), where), main, where)
+            )
     return out
 
 

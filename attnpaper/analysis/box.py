@@ -56,7 +56,8 @@ def stand_in(model: str) -> str:
 
 
 def table(ans) -> str:
-    """Baseline's own figures, then each variant against it (paired by seed)."""
+    """Baseline's own figures, then each variant against it (paired by seed): the paper's setup, or the
+    same runs at 512 tokens given ``ans["long"]``."""
     b = ans["baseline"]
     head = (
         "<tr><th>Variant</th><th>Accuracy vs baseline, points (95% CI)</th>"
@@ -100,17 +101,30 @@ def for_free(ans) -> str:
 
 
 def pays(ans) -> str:
+    """The crossover lengths of chapter 9 (kernels alone, then whole steps), then the same runs at 512 tokens."""
     if "pays_from" not in ans:
-        return (
+        text = (
             "<b>Where each mechanism starts to pay.</b> Not yet measured at this commit: chapter 9's scaling "
             "sweeps are still to run on this GPU."
         )
-    found = [
-        f"{what} from N = {ans['pays_from'][k]:,}" if ans["pays_from"].get(k) else f"{what}: not within the lengths run"
-        for k, what in PAYS.items()
-        if k in ans["pays_from"]
-    ]
-    return "<b>Where each mechanism starts to pay</b> (chapter 9): " + "; ".join(found) + "."
+    else:
+        found = [
+            f"{what} from N = {ans['pays_from'][k]:,}"
+            if ans["pays_from"].get(k)
+            else f"{what}: not within the lengths run"
+            for k, what in PAYS.items()
+            if k in ans["pays_from"]
+        ]
+        if not any(k.startswith("step_") for k in ans["pays_from"]):
+            found.append("the whole steps' crossovers: not yet measured at this commit")
+        text = "<b>Where each mechanism starts to pay</b> (chapter 9): " + "; ".join(found) + "."
+    if "long" not in ans or "baseline" not in ans["long"]:
+        return text + " The same runs at IMDb's own 512 tokens: not yet run at this commit."
+    n = ans["long"]["setup"]["max_length"]
+    return (
+        f"<p>{text} The same runs with reviews cut at {escape(n)} tokens instead (IMDb's own lengths; "
+        f"chapter 9), same commit and settings:</p>" + table(ans["long"])
+    )
 
 
 def artefacts(ans) -> str:

@@ -304,18 +304,22 @@ def paper_loss_points(paper: pd.DataFrame = PAPER, baseline="baseline") -> pd.Se
 
 def accuracy_gain(short: pd.DataFrame, long: pd.DataFrame, variants, lengths=(128, 512)) -> pd.DataFrame:
     """Accuracy at two lengths per variant: seeds and mean at each, and the gain in points over the
-    seeds run at both (NaN where a length has no run of the variant)."""
+    seeds run at both, with its 95% t interval (NaN where a length has no run of the variant)."""
     n_short, n_long = lengths
     acc = [r[r["status"] == "ok"].pivot(index="seed", columns="variant", values="accuracy") for r in (short, long)]
+    gain = f"{n_long} - {n_short}, points (same seeds)"
     rows = {}
     for v in variants:
         a, b = (x[v].dropna() if v in x else pd.Series(dtype=float) for x in acc)
-        both = (b - a).dropna()
+        both = 100 * (b - a).dropna()
+        half = t_half_width(both)
         rows[v] = {
             f"seeds at {n_short}": len(a),
             f"accuracy at {n_short}": a.mean(),
             f"seeds at {n_long}": len(b),
             f"accuracy at {n_long}": b.mean() if len(b) else math.nan,
-            f"{n_long} - {n_short}, points (same seeds)": 100 * both.mean() if len(both) else math.nan,
+            gain: both.mean() if len(both) else math.nan,
+            f"{gain}, 95% CI low": both.mean() - half if len(both) else math.nan,
+            f"{gain}, 95% CI high": both.mean() + half if len(both) else math.nan,
         }
     return pd.DataFrame.from_dict(rows, orient="index")
