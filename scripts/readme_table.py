@@ -1,9 +1,9 @@
 """Write the README's numbers from results/h200: the results table and the step-mode figures.
 
 The README cannot glue numbers as the book does; this writes, between marker lines, the output of
-``python -m attnpaper table results/h200 --format markdown`` and a sentence of step-benchmark and
-compile figures, and a fast test fails when the README's copy differs from what the committed files
-give (run ``make readme`` after new results).
+``python -m attnpaper table results/h200 --format markdown`` (and of ``results/h200/len512``, the same
+runs at 512 tokens) and a sentence of step-benchmark and compile figures, and a fast test fails when
+the README's copy differs from what the committed files give (run ``make readme`` after new results).
 """
 
 import sys
@@ -20,12 +20,14 @@ from attnpaper.analysis.tables import format_table  # noqa: E402
 RESULTS = ROOT / "results" / "h200"
 START = "<!-- table: python -m attnpaper table results/h200 --format markdown -->"
 END = "<!-- end of table -->"
+LONG_START = "<!-- table: python -m attnpaper table results/h200/len512 --format markdown -->"
+LONG_END = "<!-- end of 512-token table -->"
 STEP_START = "<!-- step figures: scripts/readme_table.py -->"
 STEP_END = "<!-- end of step figures -->"
 
 
-def current() -> str:
-    return format_table(load_records(RESULTS), "markdown")
+def current(folder=RESULTS) -> str:
+    return format_table(load_records(folder), "markdown")
 
 
 def step_figures() -> str:
@@ -58,7 +60,12 @@ def between(text: str, start: str, end: str) -> str:
 def main() -> int:
     path = ROOT / "README.md"
     text = path.read_text()
-    for start, end, body in ((START, END, current()), (STEP_START, STEP_END, step_figures())):
+    blocks = (
+        (START, END, current()),
+        (LONG_START, LONG_END, current(RESULTS / "len512")),
+        (STEP_START, STEP_END, step_figures()),
+    )
+    for start, end, body in blocks:
         if text.count(start) != 1 or text.count(end) != 1:
             print(f"error: README.md needs one {start!r} line and one {end!r} line", file=sys.stderr)
             return 2
