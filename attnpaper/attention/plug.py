@@ -171,8 +171,8 @@ FEATURE_ALIGN = 16
 in favor_features, together with its projection; elu+1's (the head dim) in _align_features. A zero
 feature adds nothing to phi(q).phi(k) or to the normaliser, so the result is the same, while every
 product gets shapes that tensor-core GEMMs can load aligned (with 111 or 266 cuBLAS fell back to
-unaligned kernels, the costliest of a linear step on the H200: scripts/chunk_sweep.py,
-results/h200/bench-step.json's top_gpu_ops)."""
+unaligned kernels, the costliest of a linear step on the H200: scripts/chunk_sweep.py, and the
+top_gpu_ops of results/h200/bench-step.json at commit 673ea0d, in git history)."""
 
 
 def _align_features(phi):

@@ -36,7 +36,8 @@ LINEAR_CHUNK = 64
 """Tokens per chunk of packed linear attention (attention.linear.packed_linear_attention; at most
 max_length): each sequence is padded to a multiple of it, and every layer computes on that padding,
 while the transient per-chunk key-value sums take D / chunk of phi(Q)'s size. Measured on the H200
-(scripts/chunk_sweep.py, whole step, batch 32, IMDb lengths, GPU busy ms per step) at chunks of
+(scripts/chunk_sweep.py, whole step, batch 32, IMDb lengths, GPU busy ms per step; the files are
+results/h200/issue18/chunks-*-a540b23.json at commit 4d43dd6, in git history) at chunks of
 16 / 32 / 64 / 128: MiniLM at 128 tokens linear 5.52 / 4.81 / 4.49 / 4.52, hybrid 4.11 / 3.77 /
 3.58 / 3.60; DistilBERT at 512 linear 27.6 / 23.5 / 20.7 / 19.3, in equal 4096-token buckets, so
 without the padding that larger chunks add: on IMDb 0.6 / 1.2 / 2.4 / 3.4% of the real tokens at 128,
