@@ -229,3 +229,19 @@ def test_the_box_shows_the_same_runs_at_512_tokens(root):
     write_record(rec, long / "records" / "flash_seed3_ffffffffffff.json")
     with pytest.raises(ValueError, match="len512: commit abc, def, the main runs abc; the box compares runs of one"):
         A.load(root)
+
+
+def test_the_box_and_the_table_print_the_same_intervals():
+    """The box and `python -m attnpaper table` state one quantity with one set of digits: each rounds the
+    paired ratios once (the table rounded to 3 places and again to 2, and printed 0.8748 as 0.88)."""
+    from pathlib import Path
+
+    from attnpaper.analysis.results import load_records
+    from attnpaper.analysis.tables import format_table
+
+    root = Path(__file__).resolve().parent.parent / "results" / "h200"
+    text = format_table(load_records(root), "markdown")
+    for v, e in A.load(root)["effects"].iterrows():
+        row = next(line for line in text.splitlines() if f"| {v} " in line)
+        for stem in ("time", "mem"):
+            assert f"{e[f'{stem}_ratio']:.2f}x [{e[f'{stem}_low']:.2f}, {e[f'{stem}_high']:.2f}]" in row, (v, stem)
