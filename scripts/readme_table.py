@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from attnpaper.analysis.answer import bench_rows  # noqa: E402
+from attnpaper.analysis.answer import LONG, bench_rows  # noqa: E402
 from attnpaper.analysis.results import load_records  # noqa: E402
 from attnpaper.analysis.steps import step_table  # noqa: E402
 from attnpaper.analysis.tables import format_table  # noqa: E402
@@ -62,7 +62,7 @@ def main() -> int:
     text = path.read_text()
     blocks = (
         (START, END, current()),
-        (LONG_START, LONG_END, current(RESULTS / "len512")),
+        (LONG_START, LONG_END, current(RESULTS / LONG)),
         (STEP_START, STEP_END, step_figures()),
     )
     for start, end, body in blocks:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from attnpaper.analysis import notebook, scaling
-from attnpaper.analysis.answer import bench_rows
+from attnpaper.analysis.answer import LONG, bench_rows
 from attnpaper.analysis.memory import gradients_from_weights, in_run_order, memory_parts, one_seed, seed_spread
 from attnpaper.analysis.results import PAPER, accuracy_gain, load_records, paper_loss_points, results_table, summarise
 from attnpaper.analysis.runs import executed_notebooks, kernel_table, layer_runs, run_setup
@@ -184,7 +184,7 @@ def test_accuracy_gain_pairs_seeds_and_leaves_missing_blank():
 
 def test_accuracy_gain_on_the_committed_records():
     """The H200 runs at 512 tokens against the same seeds at 128: one commit, and the gain is real."""
-    long = load_records(H200 / "len512")
+    long = load_records(H200 / LONG)
     short = load_records(H200)
     short = short[short.seed.isin(set(long.seed))]
     assert set(long.git_sha) == set(short.git_sha) and long.git_sha.nunique() == 1

@@ -167,7 +167,7 @@ def test_readme_table_is_the_records_table():
     quoted = readme_table.between(readme, readme_table.START, readme_table.END)
     assert quoted == readme_table.current().strip(), "README's results table is stale: run `make readme`"
     quoted = readme_table.between(readme, readme_table.LONG_START, readme_table.LONG_END)
-    long = readme_table.current(readme_table.RESULTS / "len512").strip()
+    long = readme_table.current(readme_table.RESULTS / A.LONG).strip()
     assert quoted == long, "README's 512-token table is stale: run `make readme`"
     quoted = readme_table.between(readme, readme_table.STEP_START, readme_table.STEP_END)
     assert quoted == readme_table.step_figures(), "README's step figures are stale: run `make readme`"

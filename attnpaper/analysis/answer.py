@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import scaling as S
-from .results import GROUP, PAPER, load_records, paired_vs_baseline, ratios_by_variant, summarise, t_half_width
+from .results import GROUP, PAPER, load_records, paired_points, paired_vs_baseline, ratios_by_variant, summarise
 from .steps import step_table
 
 PAPER_ORDER = ["baseline", "flash", "linear", "hybrid"]
@@ -139,13 +139,6 @@ def memory_artefact(report: dict) -> dict:
     }
 
 
-def paired_points(a: pd.Series, b: pd.Series) -> dict:
-    """Mean of a - b over the seeds both have, in points, with a 95% t interval (nan for one pair)."""
-    d = 100 * (a - b).dropna()
-    half = t_half_width(d)
-    return {"pts": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half), "pairs": len(d)}
-
-
 def accuracy_artefact(main: pd.DataFrame, arm: pd.DataFrame) -> dict:
     """One arm (fp16 or attention dropout) beside the paper's setup, over the arm's seeds only: the
     flash-minus-baseline difference in each (where both variants ran), flash as run minus the arm's
@@ -184,11 +177,13 @@ def setup(records: pd.DataFrame) -> dict:
     return {f: ", ".join(v) or "not recorded" for f, v in values.items()}
 
 
-def same_commit(records: pd.DataFrame, main: pd.DataFrame, where: str) -> pd.DataFrame:
-    """``records``, refused unless they ran at the main runs' commit (the box compares within one commit)."""
+def beside(main: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """The records under ``folder``, refused unless they are one configuration and ran at the main runs'
+    commit (the box compares runs of one commit)."""
+    records = one_configuration(load_records(folder), f"{folder}")
     if set(records["git_sha"]) != set(main["git_sha"]):
         raise ValueError(
-            f"{where}: commit {', '.join(sorted(set(records['git_sha'])))}, the main runs "
+            f"{folder}: commit {', '.join(sorted(set(records['git_sha'])))}, the main runs "
             f"{', '.join(sorted(set(main['git_sha'])))}; the box compares runs of one commit"
         )
     return records
@@ -219,9 +214,8 @@ def load(root="results/h200") -> dict:
     if (root / "scaling-kernels.json").exists():
         model = root / "scaling-model.json"
         out["pays_from"] = pays_from(S.load(root / "scaling-kernels.json"), S.load(model) if model.exists() else None)
-    long = root / LONG
-    if long.is_dir():  # the same runs at IMDb's own length: one configuration, the main runs' commit
-        records = same_commit(one_configuration(load_records(long), f"{long}"), main, f"{long}")
+    if (root / LONG).is_dir():  # the same runs at IMDb's own length
+        records = beside(main, root / LONG)
         out["long"] = {"effects": effects(records), "setup": setup(records)}
         if "baseline" in set(records["variant"]):
             out["long"]["baseline"] = baseline_figures(records)
@@ -229,10 +223,7 @@ def load(root="results/h200") -> dict:
         out["memory"] = memory_artefact(json.loads((root / "artefacts" / "paper-memory.json").read_text()))
     for arm in ARMS:
         if (root / "artefacts" / arm).is_dir():
-            where = f"{root}/artefacts/{arm}"
-            out[arm] = accuracy_artefact(
-                main, same_commit(one_configuration(load_records(root / "artefacts" / arm), where), main, where)
-            )
+            out[arm] = accuracy_artefact(main, beside(main, root / "artefacts" / arm))
     return out
 
 

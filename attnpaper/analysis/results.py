@@ -131,6 +131,13 @@ def t_half_width(d: pd.Series) -> float:
     return t_quantile(n - 1) * d.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
 
 
+def paired_points(a: pd.Series, b: pd.Series) -> dict:
+    """Mean of a - b over the seeds both have, in points, with a 95% t interval (nan for one pair)."""
+    d = 100 * (a - b).dropna()
+    half = t_half_width(d)
+    return {"pts": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half), "pairs": len(d)}
+
+
 def timed(records: pd.DataFrame) -> pd.Series:
     """True for runs that had the GPU to themselves: only their wall times are comparable."""
     notes = records["notes"] if "notes" in records else pd.Series([{}] * len(records), index=records.index)
@@ -311,15 +318,14 @@ def accuracy_gain(short: pd.DataFrame, long: pd.DataFrame, variants, lengths=(12
     rows = {}
     for v in variants:
         a, b = (x[v].dropna() if v in x else pd.Series(dtype=float) for x in acc)
-        both = 100 * (b - a).dropna()
-        half = t_half_width(both)
+        d = paired_points(b, a)
         rows[v] = {
             f"seeds at {n_short}": len(a),
             f"accuracy at {n_short}": a.mean(),
             f"seeds at {n_long}": len(b),
             f"accuracy at {n_long}": b.mean() if len(b) else math.nan,
-            gain: both.mean() if len(both) else math.nan,
-            f"{gain}, 95% CI low": both.mean() - half if len(both) else math.nan,
-            f"{gain}, 95% CI high": both.mean() + half if len(both) else math.nan,
+            gain: d["pts"],
+            f"{gain}, 95% CI low": d["low"],
+            f"{gain}, 95% CI high": d["high"],
         }
     return pd.DataFrame.from_dict(rows, orient="index")

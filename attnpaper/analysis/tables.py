@@ -124,6 +124,12 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def display_table(records: pd.DataFrame) -> pd.DataFrame:
+    """The table as people read it (``paper_table`` in human formats): what ``format_table`` prints, as a
+    DataFrame for a page to show."""
+    return _display(paper_table(records))
+
+
 def format_table(records: pd.DataFrame, fmt: str = "text") -> str:
     """The table in ``fmt``: text, markdown, latex (booktabs) or csv (numbers, one column each)."""
     if fmt not in FORMATS:
