@@ -21,6 +21,7 @@ import torch
 from ..model.build import build_model, resolve_model
 from ..training import batches as P
 from ..training.config import RunConfig
+from ..training.loop import float32_matmuls
 from ..training.measure import MB, WARMUP_CALLS, elapsed_ms, mark, memory_breakdown, start_profiler, stop_profiler, sync
 from ..training.step import TrainStep, reset_compiler, resolve_step_mode
 from .step import random_split
@@ -78,8 +79,14 @@ def attention_kernel_ms(prof, steps) -> tuple[float, list]:
 def measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device, step_mode="auto") -> dict:
     """One fresh model: warm every batch shape, time ``steps`` steps (events), profile PROFILE_STEPS more.
 
-    tokens: the sweep's tokens per batch (sets packed buckets; None: the training loop's buckets)."""
+    tokens: the sweep's tokens per batch (sets packed buckets; None: the training loop's buckets).
+    Float32 matmuls (FAVOR+'s w.x) run as TF32 on a GPU, as they do in training (``float32_matmuls``)."""
     device = torch.device(device)
+    with float32_matmuls("bf16" if device.type == "cuda" else "fp32", device):
+        return _measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device, step_mode)
+
+
+def _measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device, step_mode) -> dict:
     mode = resolve_step_mode(step_mode, device, warn=False)
     layout = RunConfig(variant=variant).resolved_layout()
     cuda = device.type == "cuda"
