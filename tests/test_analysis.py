@@ -442,3 +442,35 @@ def test_readable_number():
     shown = [notebook.readable_number(x) for x in (2720.3, 453.1, 0.013456, 2.615895e-07, 0.0, 999.7, -1.662128)]
     assert shown == ["2,720", "453", "0.0135", "2.62e-07", "0", "1,000", "-1.66"]
     assert notebook.readable_number(float("nan")) == "nan"
+
+
+def test_step_crossovers_leave_out_lengths_a_variant_has_no_row_at():
+    """A variant whose step has no row at the long lengths (its process failed) is compared only where it
+    was recorded; counting its absence as the other side's win would invent a crossover."""
+    n = [128, 256, 512, 1024, 2048]
+    wall = pd.DataFrame(
+        {
+            "baseline": [10, 20, 40, 80, 160],
+            "sdpa": [9, 15, 30, None, None],
+            "flash": [8, 16, 31, 59, 100],
+            "linear": [30, 30, 30, 30, 30],
+            "hybrid": [20, 22, 31, 45, 60],
+        },
+        index=n,
+    )
+    peak = pd.DataFrame({"baseline": [1] * 5, "flash": [1] * 5, "linear": [2] * 5}, index=n)
+    assert scaling.step_crossovers(wall, peak)["flash_sdpa"] == 1024  # absence read as flash winning
+    mx = scaling.step_crossovers(wall, peak, missing={"sdpa": [1024, 2048]})
+    assert mx["flash_sdpa"] is None  # 31 > 30 at 512, the last length sdpa ran
+    assert mx["linear_exact"] == 1024 and mx["flash_baseline"] == 128
+
+
+def test_unrecorded_names_lengths_a_variant_has_no_row_at():
+    rows = [
+        {"variant": v, "seq_len": n, "batch_size": 16384 // n, "tokens_per_batch": 16384, "status": s}
+        for v, n, s in [("a", 512, "ok"), ("a", 1024, "ok"), ("b", 512, "ok"), ("c", 512, "oom")]
+        + [("c", 1024, "skipped")]
+    ]
+    rows.append({"variant": "b", "seq_len": 128, "batch_size": 32, "tokens_per_batch": 4096, "status": "ok"})
+    report = {"kind": "scaling-model", "tokens_per_batch": 16384, "rows": rows}
+    assert scaling.unrecorded(report) == {"b": [1024]}  # c ran out of memory: recorded

@@ -245,3 +245,40 @@ def test_the_box_and_the_table_print_the_same_intervals():
         row = next(line for line in text.splitlines() if f"| {v} " in line)
         for stem in ("time", "mem"):
             assert f"{e[f'{stem}_ratio']:.2f}x [{e[f'{stem}_low']:.2f}, {e[f'{stem}_high']:.2f}]" in row, (v, stem)
+
+
+def test_the_box_says_which_step_rows_are_missing(root):
+    """A variant whose whole step has no row at the long lengths: the box names it and the length, and
+    does not read its absence as another variant's crossover."""
+    from attnpaper.analysis import box
+
+    kernels_report(root / "scaling-kernels.json")
+    rows = [
+        {
+            "variant": v,
+            "seq_len": n,
+            "batch_size": 8192 // n,
+            "tokens_per_batch": 8192,
+            "status": "ok",
+            "step_time_ms_median": t,
+            "peak_memory_mb": 100.0,
+        }
+        for v, times in {
+            "baseline": [10, 30, 90],
+            "sdpa": [9, 20],
+            "flash": [8, 21, 40],
+            "linear": [30, 30, 30],
+            "hybrid": [20, 25, 35],
+        }.items()
+        for n, t in zip([512, 1024, 2048], times)
+    ]
+    (root / "scaling-model.json").write_text(
+        json.dumps({"kind": "scaling-model", "tokens_per_batch": 8192, "rows": rows})
+    )
+    ans = A.load(root)
+    assert ans["pays_from"]["step_unrecorded"] == {"sdpa": [2048]}
+    assert ans["pays_from"]["step_flash_sdpa"] is None  # 21 > 20 at 1024, sdpa's last length
+    assert ans["pays_from"]["step_linear_exact"] == 2048  # against flash, the fastest recorded there
+    html = box.render(ans)
+    assert "sdpa's whole step has no record from N = 2,048 (chapter 9 says why)" in html
+    assert "the flash step below the sdpa step: not within the lengths run" in html

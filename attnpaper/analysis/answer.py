@@ -111,14 +111,17 @@ def pays_from(
 ):
     """Crossover lengths (None: not within the measured lengths): each linear mechanism's kernel against
     the fastest exact kernel (forward + backward), and, given a model report, the whole step's
-    (``scaling.step_crossovers``)."""
+    (``scaling.step_crossovers``) with ``step_unrecorded``: the lengths a variant's step has no row at."""
     ms = S.table(kernels, "ms", "mechanism", "fwd_bwd")
     exact = [m for m in exact if m in ms]
     best = ms[exact].min(axis=1)
     out = {f"kernel_{m.replace('+', '')}": S.crossover(ms[m], best) for m in linear if m in ms}
     if model is not None:
         wall, peak = S.table(model, "step_time_ms_median", "variant"), S.table(model, "peak_memory_mb", "variant")
-        out |= {f"step_{k}": v for k, v in S.step_crossovers(wall, peak).items()}
+        missing = S.unrecorded(model)
+        out |= {f"step_{k}": v for k, v in S.step_crossovers(wall, peak, missing=missing).items()}
+        if missing:
+            out["step_unrecorded"] = missing
     return out
 
 

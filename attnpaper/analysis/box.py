@@ -24,8 +24,8 @@ PAYS = {
     "kernel_elu": "the elu linear kernel below the fastest exact kernel",
     "kernel_favor266": "the FAVOR+ kernel below the fastest exact kernel",
     "step_flash_sdpa": "the flash step below the sdpa step",
-    "step_linear_exact": "the linear step below the fastest exact step",
-    "step_hybrid_exact": "the hybrid step below the fastest exact step",
+    "step_linear_exact": "the linear step below the fastest exact step recorded",
+    "step_hybrid_exact": "the hybrid step below the fastest exact step recorded",
     "step_linear_mem_flash": "linear's peak memory below flash's",
 }
 
@@ -117,6 +117,11 @@ def pays(ans) -> str:
         ]
         if not any(k.startswith("step_") for k in ans["pays_from"]):
             found.append("the whole steps' crossovers: not yet measured at this commit")
+        for v, lengths in ans["pays_from"].get("step_unrecorded", {}).items():
+            found.append(
+                f"{escape(v)}'s whole step has no record from N = {min(lengths):,} (chapter 9 says why), so "
+                f"the comparisons with it stop below that length"
+            )
         text = "<b>Where each mechanism starts to pay</b> (chapter 9): " + "; ".join(found) + "."
     if "long" not in ans or "baseline" not in ans["long"]:
         return text + " The same runs at IMDb's own 512 tokens: not yet run at this commit."

@@ -166,18 +166,41 @@ def attention_share(report, variants=("sdpa", "flash")) -> pd.DataFrame:
     return (attn / busy)[list(variants)]
 
 
-def step_crossovers(wall: pd.DataFrame, peak_mb: pd.DataFrame, exact=("baseline", "sdpa", "flash")) -> dict:
+def unrecorded(report) -> dict:
+    """{variant: lengths} where the sweep (its constant tokens per batch) has no row of that variant while
+    others have one: its process failed there. A run out of memory is recorded ('oom', then 'skipped')."""
+    tokens = report.get("tokens_per_batch")
+    rows = [r for r in report["rows"] if r.get("tokens_per_batch", tokens) == tokens]
+    lengths = {r["seq_len"] for r in rows}
+    have: dict = {}
+    for r in rows:
+        have.setdefault(r["variant"], set()).add(r["seq_len"])
+    return {v: sorted(lengths - ns) for v, ns in have.items() if lengths - ns}
+
+
+def step_crossovers(
+    wall: pd.DataFrame, peak_mb: pd.DataFrame, exact=("baseline", "sdpa", "flash"), missing=None
+) -> dict:
     """Crossover lengths of the whole training step (None where there is none), by name: flash below
-    baseline and below sdpa, linear below baseline and below the fastest ``exact`` variant, the hybrid
-    below the fastest exact variant, and linear's peak memory below baseline's and below flash's."""
+    baseline and below sdpa, linear below baseline and below the fastest ``exact`` variant recorded at
+    each length, the hybrid below that, and linear's peak memory below baseline's and below flash's.
+
+    missing: ``unrecorded``'s {variant: lengths}; a comparison with a variant leaves out the lengths it has
+    no row at (``crossover`` would count them as wins, as it does for a run out of memory)."""
+    missing = missing or {}
+
+    def at(frame, v, other):  # one side of a pair, at the lengths both sides were recorded
+        drop = set(missing.get(v, ())) | set(missing.get(other, ()))
+        return frame[v][~frame.index.isin(drop)]
+
     best = wall[list(exact)].min(axis=1)
     pairs = {
-        "flash_baseline": (wall["flash"], wall["baseline"]),
-        "flash_sdpa": (wall["flash"], wall["sdpa"]),
-        "linear_baseline": (wall["linear"], wall["baseline"]),
+        "flash_baseline": (at(wall, "flash", "baseline"), at(wall, "baseline", "flash")),
+        "flash_sdpa": (at(wall, "flash", "sdpa"), at(wall, "sdpa", "flash")),
+        "linear_baseline": (at(wall, "linear", "baseline"), at(wall, "baseline", "linear")),
         "linear_exact": (wall["linear"], best),
         "hybrid_exact": (wall["hybrid"], best),
-        "linear_mem_baseline": (peak_mb["linear"], peak_mb["baseline"]),
-        "linear_mem_flash": (peak_mb["linear"], peak_mb["flash"]),
+        "linear_mem_baseline": (at(peak_mb, "linear", "baseline"), at(peak_mb, "baseline", "linear")),
+        "linear_mem_flash": (at(peak_mb, "linear", "flash"), at(peak_mb, "flash", "linear")),
     }
     return {name: crossover(a, b) for name, (a, b) in pairs.items()}
