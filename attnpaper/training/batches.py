@@ -264,6 +264,13 @@ def packed_forward(
     return loss, logits
 
 
+EXPANDED_MASK_IMPLEMENTATIONS = ("eager", "sdpa")
+"""transformers' attention implementations that get ``expanded_mask`` in the whole step: their mask builder
+(masking_utils.create_bidirectional_mask) drops a [B, N] mask with no padding (None) except while tracing,
+which includes CUDA-graph capture, so a graph's warm-up and its capture would hand the layers different masks.
+A 4D mask is passed through unchanged either way. attnpaper's own mask function never drops the mask."""
+
+
 def additive_mask(mask, dtype=torch.float32):
     """[B, N] padding mask (1 = real) -> [B, 1, 1, N] additive mask: 0 on keys, dtype's minimum on padding.
 
@@ -272,9 +279,23 @@ def additive_mask(mask, dtype=torch.float32):
     return torch.where(mask[:, None, None, :].bool(), 0.0, torch.finfo(dtype).min).to(dtype)
 
 
+def expanded_mask(mask, implementation, dtype=torch.float32):
+    """[B, N] padding mask -> the 4D mask transformers' ``implementation`` builds, as [B, 1, 1, N] (it broadcasts
+    over queries), which transformers passes through unchanged (see EXPANDED_MASK_IMPLEMENTATIONS for why).
+
+    sdpa: bool, True on real tokens, as transformers' sdpa mask, so SDPA runs the same masked kernels; eager:
+    ``additive_mask``."""
+    if implementation == "sdpa":
+        return mask[:, None, None, :].bool()
+    if implementation == "eager":
+        return additive_mask(mask, dtype)
+    valid = ", ".join(EXPANDED_MASK_IMPLEMENTATIONS)
+    raise ValueError(f"no expanded mask for attention implementation {implementation!r}; valid: {valid}")
+
+
 def forward(model, batch, labels=True, expand_mask=False):
-    """(loss, logits) for a collated batch of either layout (expand_mask: padded batches get
-    ``additive_mask`` instead of the [B, N] mask, for transformers' eager attention in a CUDA graph)."""
+    """(loss, logits) for a collated batch of either layout (expand_mask: padded batches get ``expanded_mask``
+    instead of the [B, N] mask, the same mask in a CUDA graph's warm-up and capture; the same results)."""
     y = batch["labels"] if labels else None
     if "cu_seqlens" in batch:
         return packed_forward(
@@ -290,6 +311,7 @@ def forward(model, batch, labels=True, expand_mask=False):
             batch.get("segments"),
         )
     mask = batch["attention_mask"]
-    mask = additive_mask(mask, model.dtype) if expand_mask else mask
+    if expand_mask:
+        mask = expanded_mask(mask, model.config._attn_implementation, model.dtype)
     out = model(input_ids=batch["input_ids"], attention_mask=mask, labels=y)
     return out.loss, out.logits

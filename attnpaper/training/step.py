@@ -16,10 +16,16 @@ one exact and one linear) per batch shape instead of the whole network, which cu
 2-4x on a CPU (scripts/compile_time.py) and to 3-12 s per run on the H200. The embeddings are a
 region of their own because uncompiled their backward sorts the token ids (a radix sort, ~0.1 ms a
 step at the small model's shape); the [CLS] gather and the head stay uncompiled: inside the whole
-step's CUDA graph that costs no host time, only a few unfused kernels. The baseline (transformers'
-eager attention) gets its additive mask from ``batches.additive_mask`` in ``whole`` mode, the same
-values as transformers' eager mask, which some transformers versions build from a host value
-(``torch.tensor(0.0)``, a copy a CUDA graph cannot record outside compiled code).
+step's CUDA graph that costs no host time, only a few unfused kernels.
+
+Masks in ``whole`` mode: transformers' own attention (the baseline's eager, and sdpa) gets a 4D mask
+from ``batches.expanded_mask``, which transformers passes through unchanged, instead of the [B, N]
+one. From a [B, N] mask with no padding transformers builds no mask at all (None) unless it is
+tracing, and it counts CUDA-graph capture as tracing: the warm-up calls would give the compiled
+layers None and the capture a tensor, so the layer recompiles inside the capture and the capture
+fails. The 4D mask looks the same in both, and holds the same values. (Some transformers versions
+also build the eager mask from a host value, ``torch.tensor(0.0)``, a copy a CUDA graph cannot
+record outside compiled code.)
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import sys
 import torch
 
 from ..model.auto import encoder_layers
-from .batches import forward
+from .batches import EXPANDED_MASK_IMPLEMENTATIONS, forward
 from .graph import WholeStep
 
 STEP_MODES = ("auto", "eager", "compiled", "captured", "whole")
@@ -147,8 +153,9 @@ class TrainStep:
         self.ddp = ddp  # a DistributedDataParallel(LossModule(model)): gradients averaged over ranks
         self.fwd = self._loss
         self.whole = None
-        # whole mode, eager attention: the [B, 1, 1, N] additive mask made here, capturable (see module doc)
-        self.expand_mask = mode == "whole" and getattr(model.config, "_attn_implementation", None) == "eager"
+        # whole mode, transformers' eager or sdpa attention: a 4D mask, the same in warm-up and capture (module doc)
+        impl = getattr(model.config, "_attn_implementation", None)
+        self.expand_mask = mode == "whole" and impl in EXPANDED_MASK_IMPLEMENTATIONS
         self.layers, self.compiled = [], []
         if mode != "eager" and backend is not None:
             reset_compiler()
