@@ -19,7 +19,6 @@ from attnpaper.analysis.runs import executed_notebooks, kernel_table, layer_runs
 from attnpaper.analysis.steps import step_table
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-H100 = RESULTS / "h100"
 H200 = RESULTS / "h200"  # the campaign: one commit
 
 
@@ -348,11 +347,12 @@ def test_crossovers():
 
 
 def test_attention_share_on_the_committed_step():
-    step = scaling.load(H100 / "scaling-model.json")  # the H200 sweep is still to run (results/h200/CAMPAIGN.md)
+    step = scaling.load(H200 / "scaling-model.json")
     share = scaling.attention_share(step)
     assert list(share.columns) == ["sdpa", "flash"]
-    assert ((share > 0) & (share < 1)).all().all()
-    assert share["sdpa"].iloc[-1] > share["sdpa"].iloc[0]  # attention's share grows with N
+    measured = share.stack().dropna()  # sdpa has no rows beyond 512 at f1312bb (results/h200/CAMPAIGN.md)
+    assert ((measured > 0) & (measured < 1)).all() and share["sdpa"].notna().sum() == 3
+    assert share["flash"].is_monotonic_increasing  # attention's share grows with N
     synthetic = {
         "rows": [
             {"seq_len": n, "variant": v, "status": "ok", "attention_ms_per_step": a, "gpu_busy_ms_per_step": b}

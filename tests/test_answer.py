@@ -282,3 +282,11 @@ def test_the_box_says_which_step_rows_are_missing(root):
     html = box.render(ans)
     assert "sdpa's whole step has no record from N = 2,048 (chapter 9 says why)" in html
     assert "the flash step below the sdpa step: not within the lengths run" in html
+    assert ans["pays_from"]["step_without_tf32"] == ["hybrid", "linear"]  # rows that do not say tf32
+    assert "the hybrid and linear steps ran FAVOR+'s float32 products without the TF32" in html
+    for r in rows:
+        r["float32_matmuls"] = "tf32"
+    (root / "scaling-model.json").write_text(
+        json.dumps({"kind": "scaling-model", "tokens_per_batch": 8192, "rows": rows})
+    )
+    assert "step_without_tf32" not in A.load(root)["pays_from"]

@@ -268,13 +268,14 @@ def test_model_table_keeps_constant_tokens_apart_from_the_papers_batch():
 def test_the_sweeps_step_runs_float32_matmuls_as_tf32_on_a_gpu_as_training_does(monkeypatch):
     """FAVOR+'s w.x is float32 outside autocast: training runs it as TF32 (loop.float32_matmuls); the
     sweep's step must too, or its linear rows time a slower matmul than the runs do (f1312bb's did)."""
-    seen = []
+    seen, rows = [], []
     monkeypatch.setattr(S, "_measure_step", lambda *a: seen.append(torch.backends.cuda.matmul.allow_tf32) or {})
     before = torch.backends.cuda.matmul.allow_tf32  # a property of torch's, set and put back by hand
     torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        S.measure_step("linear", "bert-tiny-random", 64, 2, 128, None, 1, "cuda")
-        S.measure_step("linear", "bert-tiny-random", 64, 2, 128, None, 1, "cpu")
+        for device in ("cuda", "cpu"):
+            rows.append(S.measure_step("linear", "bert-tiny-random", 64, 2, 128, None, 1, device))
         assert seen == [True, False] and torch.backends.cuda.matmul.allow_tf32 is False  # restored after
+        assert [r["float32_matmuls"] for r in rows] == ["tf32", "ieee"]  # each row says which it ran
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before

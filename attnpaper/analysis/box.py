@@ -117,6 +117,11 @@ def pays(ans) -> str:
         ]
         if not any(k.startswith("step_") for k in ans["pays_from"]):
             found.append("the whole steps' crossovers: not yet measured at this commit")
+        if ans["pays_from"].get("step_without_tf32"):
+            found.append(
+                f"the {' and '.join(map(escape, ans['pays_from']['step_without_tf32']))} steps ran FAVOR+'s float32 "
+                "products without the TF32 that training gives them, so their crossovers lie at or before these"
+            )
         for v, lengths in ans["pays_from"].get("step_unrecorded", {}).items():
             found.append(
                 f"{escape(v)}'s whole step has no record from N = {min(lengths):,} (chapter 9 says why), so "

@@ -178,6 +178,19 @@ def unrecorded(report) -> dict:
     return {v: sorted(lengths - ns) for v, ns in have.items() if lengths - ns}
 
 
+def without_tf32(report, variants=("linear", "hybrid")) -> list:
+    """The ``variants`` whose GPU step rows ran float32 matmuls (FAVOR+'s w.x) without TF32, which training
+    uses: rows that say so, and rows from before they said (f1312bb's sweep: its largest kernel there is
+    an FP32 GEMM)."""
+    return sorted(
+        {
+            r["variant"]
+            for r in report["rows"]
+            if r["status"] == "ok" and r["variant"] in variants and r.get("float32_matmuls", "ieee") != "tf32"
+        }
+    )
+
+
 def step_crossovers(
     wall: pd.DataFrame, peak_mb: pd.DataFrame, exact=("baseline", "sdpa", "flash"), missing=None
 ) -> dict:

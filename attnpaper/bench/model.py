@@ -83,7 +83,8 @@ def measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device,
     Float32 matmuls (FAVOR+'s w.x) run as TF32 on a GPU, as they do in training (``float32_matmuls``)."""
     device = torch.device(device)
     with float32_matmuls("bf16" if device.type == "cuda" else "fp32", device):
-        return _measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device, step_mode)
+        row = _measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device, step_mode)
+        return row | {"float32_matmuls": "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"}
 
 
 def _measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device, step_mode) -> dict:
