@@ -283,8 +283,8 @@ def expanded_mask(mask, implementation, dtype=torch.float32):
     """[B, N] padding mask -> the 4D mask transformers' ``implementation`` builds, as [B, 1, 1, N] (it broadcasts
     over queries), which transformers passes through unchanged (see EXPANDED_MASK_IMPLEMENTATIONS for why).
 
-    sdpa: bool, True on real tokens, as transformers' sdpa mask, so SDPA runs the same masked kernels; eager:
-    ``additive_mask``."""
+    sdpa: bool, True on real tokens, as transformers' sdpa mask (which it expands to [B, 1, N, N]; whether SDPA
+    then picks the same kernel for both on a GPU is not measured); eager: ``additive_mask``."""
     if implementation == "sdpa":
         return mask[:, None, None, :].bool()
     if implementation == "eager":
