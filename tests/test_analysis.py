@@ -474,3 +474,13 @@ def test_unrecorded_names_lengths_a_variant_has_no_row_at():
     rows.append({"variant": "b", "seq_len": 128, "batch_size": 32, "tokens_per_batch": 4096, "status": "ok"})
     report = {"kind": "scaling-model", "tokens_per_batch": 16384, "rows": rows}
     assert scaling.unrecorded(report) == {"b": [1024]}  # c ran out of memory: recorded
+
+
+def test_runs_give_the_lengths_each_process_holds():
+    """A process asked for 128-1024 whose 1024 rows a later one replaced holds 128 and 512 only."""
+    run = {"started": "2026-12-02T05:14:44", "git_sha": "f1312bb", "versions": {"device": "H200", "torch": "2"}}
+    report = {
+        "runs": [run | {"lengths": [128, 512, 1024]}, run | {"lengths": [1024]}],
+        "rows": [{"seq_len": n, "run": i} for n, i in ((128, 0), (512, 0), (1024, 1))],
+    }
+    assert scaling.runs(report)["lengths"].tolist() == ["128, 512", "1024"]

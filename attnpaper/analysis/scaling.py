@@ -26,19 +26,23 @@ def load(path) -> dict:
 
 
 def runs(report) -> pd.DataFrame:
-    """One row per process that measured part of a report: when, which commit, which lengths, where."""
+    """One row per process that measured part of a report: when, which commit, the lengths whose rows it
+    holds (not those it was asked for: a later process may have replaced some, or this one failed), where."""
     entries = report.get("runs") or [report | {"lengths": sorted({r["seq_len"] for r in report["rows"]})}]
+    held: dict = {}
+    for r in report["rows"]:
+        held.setdefault(r.get("run", 0), set()).add(r["seq_len"])
     return pd.DataFrame(
         [
             {
                 "started": r["started"][:16].replace("T", " "),
                 "commit": r["git_sha"][:7],
-                "lengths": ", ".join(map(str, r["lengths"])),
+                "lengths": ", ".join(map(str, sorted(held.get(i, ())))),
                 "device": r["versions"]["device"],
                 "torch": r["versions"]["torch"],
                 "CUDA": r["versions"].get("cuda"),
             }
-            for r in entries
+            for i, r in enumerate(entries)
         ]
     )
 
