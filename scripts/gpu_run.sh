@@ -4,11 +4,11 @@
 #   bash scripts/gpu_run.sh check bench sweep 0
 #   BENCH_MODELS=bundle/all-MiniLM-L6-v2-fp16 bash scripts/gpu_run.sh gputest bench-step
 #   bash scripts/gpu_run.sh scaling-kernels scaling-model        # where attention starts to matter
-#   TAG=h100-512 DATA=bundle/imdb-512.npz SWEEP_SET="--set max_length=512" bash scripts/gpu_run.sh parallel "baseline:0 ..."
+#   TAG=local-512 DATA=bundle/imdb-512.npz SWEEP_SET="--set max_length=512" bash scripts/gpu_run.sh parallel "baseline:0 ..."
 # STAGE_TIMEOUT=seconds stops each scaling stage in time; their JSON is rewritten after every measurement.
 # Everything it makes goes under results/$TAG and is packed into $OUT/results-$TAG-<stage>.tgz.
 set -uo pipefail
-OUT=${OUT:-/tmp/attnpaper-out}; TAG=${TAG:-h100}; mkdir -p "$OUT" "results/$TAG"
+OUT=${OUT:-/tmp/attnpaper-out}; TAG=${TAG:-local}; mkdir -p "$OUT" "results/$TAG"
 source scripts/gpu_env.sh
 MODEL=bundle/all-MiniLM-L6-v2-fp16; DATA=${DATA:-bundle/imdb-128.npz}; LENGTHS=bundle/imdb-train-lengths.npy
 VARIANTS=${VARIANTS:-baseline sdpa flash linear hybrid}

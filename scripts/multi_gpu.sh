@@ -5,7 +5,7 @@
 #   STAGES="acc512 speedup ddp-paper" bash scripts/multi_gpu.sh   # results/$TAG, packed into $OUT/results-$TAG.tgz
 #   REHEARSE=1 CUDA_VISIBLE_DEVICES=0,1 bash scripts/multi_gpu.sh   # on a CPU: the smoke preset, same steps
 set -uo pipefail
-OUT=${OUT:-/tmp/attnpaper-out}; TAG=${TAG:-h100x2}; mkdir -p "$OUT" "results/$TAG"
+OUT=${OUT:-/tmp/attnpaper-out}; TAG=${TAG:-local-multi}; mkdir -p "$OUT" "results/$TAG"
 source scripts/gpu_env.sh
 VARIANTS=${VARIANTS:-baseline sdpa linear hybrid}; SEEDS=${SEEDS:-0}
 if [ -n "${REHEARSE:-}" ]; then
