@@ -122,8 +122,9 @@ def pays_from(
         out |= {f"step_{k}": v for k, v in S.step_crossovers(wall, peak, missing=missing).items()}
         if missing:
             out["step_unrecorded"] = missing
-        if S.without_tf32(model):
-            out["step_without_tf32"] = S.without_tf32(model)
+        fp32 = S.without_tf32(model)
+        if fp32:
+            out["step_without_tf32"] = fp32
     return out
 
 

@@ -82,12 +82,13 @@ def measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device,
     tokens: the sweep's tokens per batch (sets packed buckets; None: the training loop's buckets).
     Float32 matmuls (FAVOR+'s w.x) run as TF32 on a GPU, as they do in training (``float32_matmuls``)."""
     device = torch.device(device)
-    with float32_matmuls("bf16" if device.type == "cuda" else "fp32", device):
-        row = _measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device, step_mode)
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    with float32_matmuls(precision, device):
+        row = _measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device, step_mode, precision)
         return row | {"float32_matmuls": "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"}
 
 
-def _measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device, step_mode) -> dict:
+def _measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device, step_mode, precision) -> dict:
     mode = resolve_step_mode(step_mode, device, warn=False)
     layout = RunConfig(variant=variant).resolved_layout()
     cuda = device.type == "cuda"
@@ -98,7 +99,6 @@ def _measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device
     opt = torch.optim.AdamW(net.parameters(), lr=5e-5, fused=cuda)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
-    precision = "bf16" if cuda else "fp32"
     step = TrainStep(net, opt, sched, scaler, precision, device, mode)
     data = [
         P.to_device(b, device)
