@@ -13,8 +13,9 @@
 #                                       own model (--reference); MODEL minilm or distilbert; LENGTHS 128+256
 #   scaling-kernels  scaling-model      where attention starts to matter (chapter 9)
 #   memory                              the paper's memory column put to the test (paper-memory)
-# Where results go: results/h200/records (128 tokens), len512/, artefacts/{fp16,dropout}/, bench/,
-# scaling-*.json, artefacts/paper-memory.json. After every job everything under results/h200 that this
+# Where results go (RESULTS, default results/h200: a new campaign writes beside the published set until complete):
+# $RESULTS/records (128 tokens), len512/, artefacts/{fp16,dropout}/, bench/,
+# scaling-*.json, artefacts/paper-memory.json. After every job everything under $RESULTS that this
 # call wrote is packed into $OUT/h200-$CALL.tgz (one file back, whatever stops the call), with the log.
 # DEADLINE (seconds from the start, default 570): a job that could not finish before it is not started,
 # and a started one is stopped at it (sweeps, bench and scaling keep what they finished).
@@ -22,7 +23,7 @@
 # data and eager steps, in seconds, written under results/rehearsal.
 set -uo pipefail
 START=$(date +%s); DEADLINE=${DEADLINE:-570}; CALL=${CALL:-c0}; OUT=${OUT:-/tmp/attnpaper-out}
-R=results/h200; [ "${REHEARSE:-0}" = 1 ] && R=results/rehearsal  # a rehearsal never writes beside real results
+R=${RESULTS:-results/h200}; [ "${REHEARSE:-0}" = 1 ] && R=results/rehearsal  # a rehearsal never writes beside real results
 mkdir -p "$OUT" $R
 source scripts/gpu_env.sh
 MODEL=bundle/all-MiniLM-L6-v2-fp16; LENGTHS=bundle/imdb-train-lengths.npy; TINY=()
@@ -34,7 +35,7 @@ touch "$OUT/.start"
 
 left() { echo $((DEADLINE - ($(date +%s) - START))); }
 say() { echo "[$(($(date +%s) - START)) s] $*" | tee -a "$LOG"; }
-pack() {  # what this call wrote under results/h200 (checkpoints of unfinished runs stay behind)
+pack() {  # what this call wrote under $R (checkpoints of unfinished runs stay behind)
   find $R -type f -newer "$OUT/.start" ! -path "*/checkpoints/*" ! -path "*/.staging/*" > "$OUT/.files"
   tar czf "$OUT/h200-$CALL.tgz" -T "$OUT/.files"; }
 run() {  # run BUDGET CMD...: start only if BUDGET seconds are left; stop at the deadline
@@ -52,7 +53,7 @@ for JOB in "$@"; do
   case $kind in
     tests)  # a failure stops the call: results of a commit whose step is wrong are not worth the GPU time
       run 150 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_whole_step.py tests/test_packed_linear.py \
-        tests/test_step.py && [ "$LAST_RC" != 0 ] && { say "CUDA tests failed: no further jobs"; exit 1; } ;;
+        tests/test_step.py tests/test_whole_mask.py && [ "$LAST_RC" != 0 ] && { say "CUDA tests failed: no further jobs"; exit 1; } ;;
     runs)  # runs:LEN:VARIANTS:SEEDS[:ARM], one (variant, seed) per sweep call so the deadline cuts between runs
       len=$a; arm=${d:-}; set_arm=(--set model=$MODEL --set data=bundle/imdb-$len.npz); dir=$R
       [ "${REHEARSE:-0}" = 1 ] && set_arm=(--smoke --set train_samples=64 --set test_samples=32)
