@@ -1,0 +1,127 @@
+"""What a campaign folder still lacks, as `scripts/campaign.sh` jobs (issue 20): run it before each GPU call.
+
+    python scripts/campaign_left.py results/h200-next
+
+Reads the records, benches, sweeps and artefacts under the folder, prints the commits its files come
+from and the jobs that would complete it (the plan of issue 20: 5 seeds at 128 tokens, 3 at 512, the
+accuracy arms, >= 3 repeats of every bench row, both sweeps, the memory test), and exits 1 while
+anything is missing. A script, not a CLI command: it knows one campaign's plan, not the book's API.
+"""
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+VARIANTS = ("baseline", "sdpa", "flash", "linear", "hybrid")
+RUNS = {  # campaign.sh job prefix and arm -> (folder of records, variants, seeds)
+    ("128", ""): ("records", VARIANTS, range(5)),
+    ("512", ""): ("len512/records", VARIANTS, range(3)),
+    ("128", "fp16"): ("artefacts/fp16/records", ("baseline", "flash"), range(3)),
+    ("128", "dropout"): ("artefacts/dropout/records", ("baseline",), range(3)),
+}
+BENCH = (("minilm", 128), ("distilbert", 128), ("distilbert", 256), ("distilbert", 512))
+BENCH_ROWS = [(v, m) for v in VARIANTS for m in ("whole", "captured", "eager")]
+BENCH_ROWS += [("transformers", "eager"), ("transformers", "reduce-overhead")]  # --reference
+REPEATS = 3
+MODEL_LENGTHS = (128, 256, 512, 1024, 2048, 4096, 8192)  # scaling model; batch 32 too at N <= 512
+KERNEL_LENGTHS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+
+
+def load(path):
+    return json.loads(Path(path).read_text())
+
+
+def runs_left(root, commits):
+    """campaign.sh runs jobs for the (variant, seed) pairs with no ok record, seeds grouped by what they lack."""
+    jobs = []
+    for (length, arm), (folder, variants, seeds) in RUNS.items():
+        done = set()
+        for f in sorted((root / folder).glob("*.json")):
+            r = load(f)
+            if r.get("status") == "ok":
+                done.add((r["variant"], r["seed"]))
+                commits[r.get("git_sha")].append(f)
+        by_lack = defaultdict(list)  # the variants a seed lacks -> those seeds
+        for s in seeds:
+            lack = tuple(v for v in variants if (v, s) not in done)
+            if lack:
+                by_lack[lack].append(s)
+        for lack, ss in by_lack.items():
+            jobs.append(f"runs:{length}:{','.join(lack)}:{','.join(map(str, ss))}" + (f":{arm}" if arm else ""))
+    return jobs
+
+
+def bench_left(root, commits):
+    """bench jobs for the (model, length)s where some row has fewer than REPEATS repeats, pooled over files."""
+    repeats = defaultdict(set)  # (model, length, variant, mode) -> {(file, repeat)}
+    for f in sorted((root / "bench").glob("bench-*.json")):
+        d = load(f)
+        commits[d.get("git_sha")].append(f)
+        for r in d["rows"]:
+            model = "minilm" if "minilm" in r["model"].lower() else "distilbert"
+            repeats[model, r["max_length"], r["variant"], r["step_mode"]].add((f.name, r["repeat"]))
+    jobs = []
+    for model, length in BENCH:
+        have = min(len(repeats[model, length, v, m]) for v, m in BENCH_ROWS)
+        if have < REPEATS:
+            jobs.append(f"bench:{model}:{length}:{REPEATS - have}")
+    return jobs
+
+
+def model_sweep_left(root, commits):
+    """The whole-step sweep: every variant at every length, and batch 32 at N <= 512."""
+    path = root / "scaling-model.json"
+    if not path.exists():
+        return ["scaling-model"]
+    d = load(path)
+    for run in d["runs"]:
+        commits[run.get("git_sha")].append(path)
+    have = {(r["variant"], r["seq_len"], r["batch_size"]) for r in d["rows"] if r.get("status") == "ok"}
+    want = {(v, n, d["tokens_per_batch"] // n) for v in VARIANTS for n in MODEL_LENGTHS}
+    want |= {(v, n, d["paper_batch"]) for v in VARIANTS for n in MODEL_LENGTHS if n <= 512}
+    if want <= have:
+        return []
+    gaps = ", ".join(f"{v} at {n} (batch {b})" for v, n, b in sorted(want - have, key=lambda g: (g[1], g[0])))
+    lengths = " ".join(map(str, sorted({n for _, n, _ in want - have})))
+    # --append replaces every row at the lengths it is given, so each length's rows come from one process
+    return [f"scaling model --lengths {lengths} --append   # every variant again; missing: {gaps}"]
+
+
+def kernel_sweep_left(root, commits):
+    path = root / "scaling-kernels.json"
+    if not path.exists():
+        return ["scaling-kernels"]
+    d = load(path)
+    commits[d.get("git_sha")].append(path)
+    return [] if sorted({r["seq_len"] for r in d["rows"]}) == list(KERNEL_LENGTHS) else ["scaling-kernels"]
+
+
+def left(root):
+    """(commit -> files, jobs still to run) for a campaign folder."""
+    root, commits = Path(root), defaultdict(list)
+    jobs = runs_left(root, commits) + bench_left(root, commits)
+    jobs += model_sweep_left(root, commits) + kernel_sweep_left(root, commits)
+    memory = root / "artefacts" / "paper-memory.json"
+    if memory.exists():
+        commits[load(memory).get("git_sha")].append(memory)
+    else:
+        jobs.append("memory")
+    return dict(commits), jobs
+
+
+def main(argv):
+    if len(argv) != 1 or not Path(argv[0]).is_dir():
+        print("usage: python scripts/campaign_left.py FOLDER (a campaign's results, e.g. results/h200-next)")
+        return 2
+    commits, jobs = left(argv[0])
+    for sha, files in commits.items():
+        print(f"commit {str(sha)[:7]}: {len(files)} files")
+    if len(commits) > 1:
+        print("more than one commit: issue 20 wants one")
+    print("\n".join(jobs) if jobs else "nothing left: the campaign is complete")
+    return 1 if jobs or len(commits) > 1 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

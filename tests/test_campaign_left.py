@@ -1,0 +1,118 @@
+"""scripts/campaign_left.py: the campaign.sh jobs a results folder still lacks, from its files alone."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parent.parent / "scripts" / "campaign_left.py"
+spec = importlib.util.spec_from_file_location("campaign_left", PATH)
+cl = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(cl)
+
+SHA = "845abc38223db2a9b267ae7bb5d7390363ea8df0"
+
+
+def write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def record(root, folder, variant, seed, status="ok", sha=SHA):
+    write(
+        root / folder / f"{variant}_seed{seed}.json",
+        {"variant": variant, "seed": seed, "status": status, "git_sha": sha},
+    )
+
+
+def bench(root, name, model, length, repeats, skip=()):
+    rows = [
+        {"model": model, "max_length": length, "variant": v, "step_mode": m, "repeat": k}
+        for k in repeats
+        for v, m in cl.BENCH_ROWS
+        if (v, m, k) not in skip
+    ]
+    write(root / "bench" / name, {"git_sha": SHA, "rows": rows})
+
+
+def test_an_empty_folder_lacks_every_job(tmp_path):
+    commits, jobs = cl.left(tmp_path)
+    assert commits == {}
+    assert jobs == [
+        "runs:128:baseline,sdpa,flash,linear,hybrid:0,1,2,3,4",
+        "runs:512:baseline,sdpa,flash,linear,hybrid:0,1,2",
+        "runs:128:baseline,flash:0,1,2:fp16",
+        "runs:128:baseline:0,1,2:dropout",
+        "bench:minilm:128:3",
+        "bench:distilbert:128:3",
+        "bench:distilbert:256:3",
+        "bench:distilbert:512:3",
+        "scaling-model",
+        "scaling-kernels",
+        "memory",
+    ]
+
+
+def test_runs_group_seeds_by_the_variants_they_lack(tmp_path):
+    for v in cl.VARIANTS:
+        record(tmp_path, "records", v, 0)
+        record(tmp_path, "records", v, 3)
+    for v in ("baseline", "sdpa", "flash"):
+        record(tmp_path, "records", v, 1)
+    record(tmp_path, "records", "linear", 1, status="failed")  # a failed run counts as not run
+    record(tmp_path, "artefacts/dropout/records", "baseline", 2)
+    jobs = cl.runs_left(tmp_path, cl.defaultdict(list))
+    assert jobs[:2] == ["runs:128:linear,hybrid:1", "runs:128:baseline,sdpa,flash,linear,hybrid:2,4"]
+    assert jobs[-1] == "runs:128:baseline:0,1:dropout"
+
+
+def test_bench_repeats_pool_over_files_and_the_scarcest_row_decides(tmp_path):
+    bench(tmp_path, "bench-distilbert-512-c1.json", "distilbert-base-random", 512, [0])
+    bench(
+        tmp_path, "bench-distilbert-512-c2.json", "distilbert-base-random", 512, [0, 1], skip={("hybrid", "eager", 1)}
+    )
+    bench(tmp_path, "bench-minilm-128-c3.json", "bundle/all-MiniLM-L6-v2-fp16", 128, [0, 1, 2])
+    jobs = cl.bench_left(tmp_path, cl.defaultdict(list))
+    assert jobs == ["bench:distilbert:128:3", "bench:distilbert:256:3", "bench:distilbert:512:1"]
+    bench(tmp_path, "bench-distilbert-512-c4.json", "distilbert-base-random", 512, [0])
+    assert "bench:distilbert:512:1" not in cl.bench_left(tmp_path, cl.defaultdict(list))
+
+
+def sweep(skip=()):
+    rows = [
+        {"variant": v, "seq_len": n, "batch_size": b, "status": "ok"}
+        for v in cl.VARIANTS
+        for n in cl.MODEL_LENGTHS
+        for b in {16384 // n, *([32] if n <= 512 else [])}
+        if (v, n) not in skip
+    ]
+    return {"tokens_per_batch": 16384, "paper_batch": 32, "runs": [{"git_sha": SHA}], "rows": rows}
+
+
+@pytest.mark.parametrize(
+    ("skip", "expected"),
+    [
+        ((), []),
+        ({("baseline", 8192)}, ["--lengths 8192 --append", "missing: baseline at 8192 (batch 2)"]),
+        ({("sdpa", 1024), ("sdpa", 2048)}, ["--lengths 1024 2048 --append", "sdpa at 2048 (batch 8)"]),
+    ],
+)
+def test_the_model_sweep_names_its_missing_rows_and_reruns_their_lengths(tmp_path, skip, expected):
+    write(tmp_path / "scaling-model.json", sweep(skip))
+    jobs = cl.model_sweep_left(tmp_path, cl.defaultdict(list))
+    assert len(jobs) == (1 if expected else 0)
+    assert all(e in jobs[0] for e in expected)
+
+
+def test_files_of_two_commits_are_reported_and_fail(tmp_path, capsys):
+    record(tmp_path, "records", "baseline", 0)
+    record(tmp_path, "records", "sdpa", 0, sha="f1312bb61b14e1cbe87a8c9f26ffd7b8ba08a0ff")
+    assert cl.main([str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "commit 845abc3: 1 files" in out and "commit f1312bb: 1 files" in out and "more than one commit" in out
+
+
+def test_a_missing_folder_gets_one_line_and_exit_2(tmp_path, capsys):
+    assert cl.main([str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().out.count("\n") == 1
