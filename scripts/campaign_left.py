@@ -6,6 +6,7 @@ Reads the records, benches, sweeps and artefacts under the folder, prints the co
 from and the jobs that would complete it (the plan of issue 20: 5 seeds at 128 tokens, 3 at 512, the
 accuracy arms, >= 3 repeats of every bench row, both sweeps, the memory test), and exits 1 while
 anything is missing. A script, not a CLI command: it knows one campaign's plan, not the book's API.
+The variants, the sweeps' lengths and the record reader are the package's, so the plan follows them.
 """
 
 import json
@@ -13,7 +14,15 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-VARIANTS = ("baseline", "sdpa", "flash", "linear", "hybrid")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from attnpaper.analysis.results import load_records  # noqa: E402
+from attnpaper.bench.model import IMDB_MAX  # noqa: E402
+from attnpaper.bench.scaling import KERNEL_LENGTHS, MODEL_LENGTHS  # noqa: E402
+from attnpaper.experiment.records import is_record_path  # noqa: E402
+from attnpaper.variants import VARIANTS  # noqa: E402
+
 RUNS = {  # campaign.sh job prefix and arm -> (folder of records, variants, seeds)
     ("128", ""): ("records", VARIANTS, range(5)),
     ("512", ""): ("len512/records", VARIANTS, range(3)),
@@ -24,8 +33,6 @@ BENCH = (("minilm", 128), ("distilbert", 128), ("distilbert", 256), ("distilbert
 BENCH_ROWS = [(v, m) for v in VARIANTS for m in ("whole", "captured", "eager")]
 BENCH_ROWS += [("transformers", "eager"), ("transformers", "reduce-overhead")]  # --reference
 REPEATS = 3
-MODEL_LENGTHS = (128, 256, 512, 1024, 2048, 4096, 8192)  # scaling model; batch 32 too at N <= 512
-KERNEL_LENGTHS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 
 def load(path):
@@ -37,11 +44,11 @@ def runs_left(root, commits):
     jobs = []
     for (length, arm), (folder, variants, seeds) in RUNS.items():
         done = set()
-        for f in sorted((root / folder).glob("*.json")):
-            r = load(f)
-            if r.get("status") == "ok":
-                done.add((r["variant"], r["seed"]))
-                commits[r.get("git_sha")].append(f)
+        if any(is_record_path(p) for p in (root / folder).glob("*.json")):  # load_records refuses none
+            for r in load_records(root / folder).itertuples():  # damaged records: reported, left out
+                if r.status == "ok":
+                    done.add((r.variant, r.seed))
+                    commits[r.git_sha].append(r.path)
         by_lack = defaultdict(list)  # the variants a seed lacks -> those seeds
         for s in seeds:
             lack = tuple(v for v in variants if (v, s) not in done)
@@ -70,7 +77,7 @@ def bench_left(root, commits):
 
 
 def model_sweep_left(root, commits):
-    """The whole-step sweep: every variant at every length, and batch 32 at N <= 512."""
+    """The whole-step sweep: every variant at every length, and the paper's batch at N <= IMDB_MAX."""
     path = root / "scaling-model.json"
     if not path.exists():
         return ["scaling-model"]
@@ -79,7 +86,7 @@ def model_sweep_left(root, commits):
         commits[run.get("git_sha")].append(path)
     have = {(r["variant"], r["seq_len"], r["batch_size"]) for r in d["rows"] if r.get("status") == "ok"}
     want = {(v, n, d["tokens_per_batch"] // n) for v in VARIANTS for n in MODEL_LENGTHS}
-    want |= {(v, n, d["paper_batch"]) for v in VARIANTS for n in MODEL_LENGTHS if n <= 512}
+    want |= {(v, n, d["paper_batch"]) for v in VARIANTS for n in MODEL_LENGTHS if n <= IMDB_MAX}
     if want <= have:
         return []
     gaps = ", ".join(f"{v} at {n} (batch {b})" for v, n, b in sorted(want - have, key=lambda g: (g[1], g[0])))

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import make_record
 
 PATH = Path(__file__).resolve().parent.parent / "scripts" / "campaign_left.py"
 spec = importlib.util.spec_from_file_location("campaign_left", PATH)
@@ -20,10 +21,7 @@ def write(path, data):
 
 
 def record(root, folder, variant, seed, status="ok", sha=SHA):
-    write(
-        root / folder / f"{variant}_seed{seed}.json",
-        {"variant": variant, "seed": seed, "status": status, "git_sha": sha},
-    )
+    write(root / folder / f"{variant}_seed{seed}.json", make_record(variant, seed, 0.85, status=status, git_sha=sha))
 
 
 def bench(root, name, model, length, repeats, skip=()):
@@ -116,3 +114,13 @@ def test_files_of_two_commits_are_reported_and_fail(tmp_path, capsys):
 def test_a_missing_folder_gets_one_line_and_exit_2(tmp_path, capsys):
     assert cl.main([str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().out.count("\n") == 1
+
+
+def test_hidden_and_damaged_records_do_not_count(tmp_path, capsys):
+    """Records are read as the book reads them (load_records): a temporary write or a damaged file is no run."""
+    record(tmp_path, "artefacts/dropout/records", "baseline", 0)
+    (tmp_path / "artefacts/dropout/records/.tmp-baseline_seed1.json").write_text("{}")
+    (tmp_path / "artefacts/dropout/records/baseline_seed2.json").write_text('{"variant": "baseline"')
+    jobs = cl.runs_left(tmp_path, cl.defaultdict(list))
+    assert jobs[-1] == "runs:128:baseline:1,2:dropout"
+    assert "skipped" in capsys.readouterr().err  # the damaged one is named, not silently dropped
