@@ -149,6 +149,7 @@ def test_the_box_words_follow_the_numbers():
     from attnpaper.analysis import box
 
     assert box.pts(-0.0004) == "\u22120.0004" and box.pts(0.25) == "+0.25" and box.pts(-5.24) == "\u22125.24"
+    assert box.pts(-2e-15) == "+0.00" and box.pts(-0.0) == "+0.00"  # equal means: float noise is no difference
     assert box.pts(-0.007) == "\u22120.01"  # rounds as usual where two decimals do not read as zero
     assert "MiniLM" in box.stand_in("bundle/all-MiniLM-L6-v2-fp16") and "stand-in" in box.stand_in("x/MiniLM")
 
