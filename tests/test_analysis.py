@@ -350,8 +350,10 @@ def test_attention_share_on_the_committed_step():
     step = scaling.load(H200 / "scaling-model.json")
     share = scaling.attention_share(step)
     assert list(share.columns) == ["sdpa", "flash"]
-    measured = share.stack().dropna()  # sdpa has no rows beyond 512 at f1312bb (results/h200/CAMPAIGN.md)
-    assert ((measured > 0) & (measured < 1)).all() and share["sdpa"].notna().sum() == 3
+    measured = share.stack().dropna()
+    assert ((measured > 0) & (measured < 1)).all()
+    recorded = sorted({r["seq_len"] for r in step["rows"]} - set(scaling.unrecorded(step).get("sdpa", [])))
+    assert share["sdpa"].dropna().index.tolist() == recorded  # a share wherever sdpa's step has a row
     assert share["flash"].is_monotonic_increasing  # attention's share grows with N
     synthetic = {
         "rows": [
