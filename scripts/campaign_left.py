@@ -1,6 +1,6 @@
 """What a campaign folder still lacks, as `scripts/campaign.sh` jobs (issue 20): run it before each GPU call.
 
-    python scripts/campaign_left.py results/h200-next
+    python scripts/campaign_left.py results/h200
 
 Reads the records, benches, sweeps and artefacts under the folder, prints the commits its files come
 from and the jobs that would complete it (the plan of issue 20: 5 seeds at 128 tokens, 3 at 512, the
@@ -118,8 +118,11 @@ def left(root):
 
 
 def main(argv):
-    if len(argv) != 1 or not Path(argv[0]).is_dir():
-        print("usage: python scripts/campaign_left.py FOLDER (a campaign's results, e.g. results/h200-next)")
+    if len(argv) != 1:
+        print("usage: python scripts/campaign_left.py FOLDER (a campaign's results, e.g. results/h200)")
+        return 2
+    if not Path(argv[0]).is_dir():
+        print(f"error: no folder {argv[0]}; give a campaign's results folder, e.g. results/h200")
         return 2
     commits, jobs = left(argv[0])
     for sha, files in commits.items():

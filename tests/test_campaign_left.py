@@ -113,7 +113,9 @@ def test_files_of_two_commits_are_reported_and_fail(tmp_path, capsys):
 
 def test_a_missing_folder_gets_one_line_and_exit_2(tmp_path, capsys):
     assert cl.main([str(tmp_path / "nowhere")]) == 2
-    assert capsys.readouterr().out.count("\n") == 1
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "no folder" in out and "nowhere" in out and "results/h200" in out
+    assert cl.main([]) == 2 and capsys.readouterr().out.startswith("usage:")
 
 
 def test_hidden_and_damaged_records_do_not_count(tmp_path, capsys):
