@@ -77,18 +77,18 @@ def test_an_arm_is_compared_over_its_own_seeds(root):
 
 
 def test_the_box_says_how_far_each_arm_moved_accuracy(root):
-    """With both arms run, the box states the largest move against the paper's flash loss, and its
-    verdict follows the numbers."""
+    """With both arms run, the box states the largest move, and whether it explains the paper's flash loss
+    follows the numbers."""
     from attnpaper.analysis import box
 
     records(root / "artefacts" / "fp16", {"baseline": [0.871, 0.873, 0.869]}, "cccccccccccc")
     records(root / "artefacts" / "dropout", {"baseline": [0.869, 0.871, 0.867]}, "dddddddddddd")
     html = box.render(A.load(root))
-    assert "The largest move in either arm is 0.10 points" in html and "neither explains it" in html
-    assert "Not yet run at this commit" not in html
+    assert "moves accuracy by at most 0.10 points" in html and "not by these; the cause is open" in html
+    assert "the arms are not yet run at this commit" not in html
     records(root / "artefacts" / "dropout", {"baseline": [0.882, 0.884, 0.880]}, "dddddddddddd")
     html = box.render(A.load(root))
-    assert "is 1.20 points" in html and "one of them moves accuracy by as much as it" in html
+    assert "at most 1.20 points" in html and "possibly: an arm moves it by half or more" in html
 
 
 def test_memory_artefact_growth_against_the_papers_steps(root):
@@ -135,13 +135,16 @@ def test_the_box_shows_each_variant_against_the_baseline_and_what_is_missing(roo
     ans = A.load(root)
     html = box.render(ans)
     flash = ans["effects"].loc["flash"]
-    assert f"{flash['time_ratio']:.2f}\u00d7 ({flash['time_low']:.2f} to {flash['time_high']:.2f})" in html
+    ci = f"{flash['time_low']:.2f} to {flash['time_high']:.2f}"
+    assert f"<td>{flash['time_ratio']:.2f}\u00d7<span class='answer-ci'> {ci}</span></td>" in html
     assert "0.80\u00d7" in html and "1.60\u00d7" in html  # memory: flash and linear over the baseline's 1000 MB
     assert f"accuracy {statistics.mean(ACC['baseline']):.4f}" in html and "1,000 MB" in html
-    assert html.count("<tr>") == 1 + 3  # the header, the baseline, flash, linear
-    assert "Not yet measured at this commit" in html and html.count("Not yet run at this commit") == 2
-    assert "no run of transformers' default attention (sdpa)" in html
+    # the header, the 128-token group, the baseline, flash, linear, the missing 512 runs; the artefacts' 4 rows
+    assert html.count("<tr") == 1 + 1 + 3 + 1 + 4
+    assert "Not yet measured at this commit" in html and html.count("not yet run at this commit") == 2
+    assert html.count("not yet measured at this commit") == 2  # memory and time tests
     assert "<code>abc</code>" in html and "NVIDIA Test GPU" in html
+    assert html.count("<td>not measured</td>") == 3  # no step benchmark: the last column
 
 
 def test_the_box_words_follow_the_numbers():
@@ -172,6 +175,9 @@ def test_readme_table_is_the_records_table():
     assert quoted == long, "README's 512-token table is stale: run `make readme`"
     quoted = readme_table.between(readme, readme_table.STEP_START, readme_table.STEP_END)
     assert quoted == readme_table.step_figures(), "README's step figures are stale: run `make readme`"
+    quoted = readme_table.between(readme, readme_table.VERDICT_START, readme_table.VERDICT_END)
+    assert quoted == readme_table.verdict_text(), "README's verdict is stale: run `make readme`"
+    assert readme.index(readme_table.VERDICT_START) < readme.index("\n## "), "the verdict opens the README"
 
 
 def test_arm_table_and_an_arm_of_another_commit(root):
@@ -209,8 +215,8 @@ def test_the_box_gives_kernel_crossovers_before_the_step_sweep(root):
     ans = A.load(root)
     assert ans["pays_from"] == {"kernel_elu": 1024}
     html = box.render(ans)
-    assert "the elu linear kernel below the fastest exact kernel from N = 1,024" in html
-    assert "the whole steps' crossovers: not yet measured at this commit" in html
+    assert "elu+1 kernel (not trained here)</th>" in html and "<td>N = 1,024</td>" in html
+    assert "The whole steps' crossovers: not yet measured at this commit." in html
     assert "The same runs at IMDb's own 512 tokens: not yet run at this commit." in html
 
 
@@ -225,7 +231,7 @@ def test_the_box_shows_the_same_runs_at_512_tokens(root):
     assert ans["long"]["effects"].loc["flash", "acc_pts"] == pytest.approx(0.0)
     assert ans["long"]["baseline"]["accuracy"] == pytest.approx(0.91) and ans["long"]["baseline"]["seeds"] == 3
     html = box.render(ans)
-    assert html.count("<table") == 2 and "accuracy 0.9100" in html
+    assert html.count("tokens, 3 seeds</th>") == 2 and "accuracy 0.9100" in html  # two length groups
     rec = make_record("flash", 3, 0.9, config_hash="ffffffffffff") | {"git_sha": "def"}
     write_record(rec, long / "records" / "flash_seed3_ffffffffffff.json")
     with pytest.raises(ValueError, match="len512: commit abc, def, the main runs abc; the box compares runs of one"):
@@ -281,10 +287,10 @@ def test_the_box_says_which_step_rows_are_missing(root):
     assert ans["pays_from"]["step_flash_sdpa"] is None  # 21 > 20 at 1024, sdpa's last length
     assert ans["pays_from"]["step_linear_exact"] == 2048  # against flash, the fastest recorded there
     html = box.render(ans)
-    assert "sdpa's whole step has no record from N = 2,048 (chapter 9 says why)" in html
-    assert "the flash step below the sdpa step: not within the lengths run" in html
+    assert "sdpa's whole step has no record from N = 2,048" in html
+    assert "flash step below sdpa's</th>" in html and "<td>none up to the longest</td>" in html
     assert ans["pays_from"]["step_without_tf32"] == ["hybrid", "linear"]  # rows that do not say tf32
-    assert "the hybrid and linear steps ran FAVOR+'s float32 products without the TF32" in html
+    assert "the hybrid and linear steps ran without TF32" in html
     for r in rows:
         r["float32_matmuls"] = "tf32"
     (root / "scaling-model.json").write_text(

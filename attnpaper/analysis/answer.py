@@ -43,11 +43,13 @@ def one_configuration(records: pd.DataFrame, where: str) -> pd.DataFrame:
 
 
 def effects(records: pd.DataFrame) -> pd.DataFrame:
-    """Per variant against the baseline: accuracy difference (points) and time and memory ratios, each
-    with its paired 95% interval and the number of seed pairs."""
+    """Per variant against the baseline: accuracy difference (points), training time without compile
+    (``time``) and with it (``compiled``) and peak memory as ratios, each with its paired 95% interval and
+    the number of seed pairs."""
     acc = paired_vs_baseline(records).set_index("variant")
-    time, mem = (
-        ratios_by_variant(records, m).reindex(acc.index) for m in ("train_time_excl_compile_s", "peak_memory_mb")
+    time, compiled, mem = (
+        ratios_by_variant(records, m).reindex(acc.index)
+        for m in ("train_time_excl_compile_s", "train_time_s", "peak_memory_mb")
     )
     out = pd.DataFrame(
         {
@@ -58,6 +60,9 @@ def effects(records: pd.DataFrame) -> pd.DataFrame:
             "time_ratio": time["ratio"],
             "time_low": time["ci_low"],
             "time_high": time["ci_high"],
+            "compiled_ratio": compiled["ratio"],  # training time with compile and graph recording
+            "compiled_low": compiled["ci_low"],
+            "compiled_high": compiled["ci_high"],
             "mem_ratio": mem["ratio"],
             "mem_low": mem["ci_low"],
             "mem_high": mem["ci_high"],
@@ -202,6 +207,7 @@ def baseline_figures(records: pd.DataFrame) -> dict:
     return {
         "accuracy": float(base["acc_mean"]),
         "train_s": float(base["train_time_excl_compile_s"]),
+        "train_compiled_s": float(base["train_time_s"]),
         "peak_mb": float(base["peak_memory_mb"]),
         "seeds": int(base["n"]),  # successful runs, one per seed
     }
@@ -250,3 +256,31 @@ def arm_table(ans) -> pd.DataFrame:
         if f"{key}_pts" in ans[arm]
     ]
     return pd.DataFrame(rows).set_index(["arm", "comparison"]) if rows else pd.DataFrame()
+
+
+def shape_steps(ans, length: int) -> pd.DataFrame | None:
+    """The whole step at DistilBERT-base's shape (random weights, the benchmark) at ``length``: each
+    variant's wall time and peak memory as ratios to the baseline's; None where not benchmarked."""
+    rows = [r for r in ans.get("bench", []) if "distilbert" in r["model"].lower() and r["max_length"] == length]
+    if not rows:
+        return None
+    return step_ratios(rows, rows[0]["model"], length).drop(index="stock", errors="ignore")
+
+
+def whole_vs_stock(rows) -> pd.DataFrame:
+    """Per (model, length): the book's whole sdpa step against transformers' own model under
+    ``torch.compile(mode="reduce-overhead")``, wall and busy ms, and how many times as fast ours is."""
+    out = {}
+    for model, length in sorted({(r["model"], r["max_length"]) for r in rows}):
+        t = step_ratios(rows, model, length)
+        if {"sdpa", "stock"} <= set(t.index):
+            ours, stock = t.loc["sdpa"], t.loc["stock"]
+            out[(model, length)] = {
+                "whole_ms": ours["wall_ms"],
+                "whole_busy_ms": ours["busy_ms"],
+                "stock_ms": stock["wall_ms"],
+                "stock_busy_ms": stock["busy_ms"],
+                "stock_over_whole": stock["wall_ms"] / ours["wall_ms"],
+                "stock_wall_over_busy": stock["wall_ms"] / stock["busy_ms"],
+            }
+    return pd.DataFrame.from_dict(out, orient="index").rename_axis(["model", "N"])
