@@ -54,3 +54,23 @@ def test_code_lines_fit():
             if cell["cell_type"] == "code":
                 long += [f"{nb.name}: {line}" for line in "".join(cell["source"]).splitlines() if len(line) > 88]
     assert not long, "\n".join(long)
+
+
+def test_every_figure_has_words_for_alt_text():
+    """A figure's alt text says what it shows, not the hashed name of its image file."""
+    import re
+
+    bare = []
+    for page in sorted((HTML / "chapters").glob("*.html")):
+        for alt in re.findall(r'<img [^>]*alt="([^"]*)"', page.read_text()):
+            if not alt.strip() or re.search(r"\.(svg|png|jpe?g)$", alt):
+                bare.append(f"{page.name}: {alt!r}")
+    assert not bare, bare
+
+
+def test_the_verdict_opens_chapter_one_and_the_discussion_ends_with_it():
+    """Chapter 1 opens with the verdict, before the box and before any section; the discussion shows it too."""
+    intro = (HTML / "chapters" / "01_introduction.html").read_text()
+    first = intro.index("Verdict.")
+    assert first < intro.index("answer-box") < intro.index('id="the-question"')
+    assert "<IPython.core.display" not in intro and "Verdict." in (HTML / "chapters" / "10_discussion.html").read_text()
