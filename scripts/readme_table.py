@@ -1,4 +1,4 @@
-"""Write the README's numbers from results/h200: the results table and the step-mode figures.
+"""Write the README's numbers from results/h200: the verdict, the results tables and the step-mode figures.
 
 The README cannot glue numbers as the book does; this writes, between marker lines, the output of
 ``python -m attnpaper table results/h200 --format markdown`` (and of ``results/h200/len512``, the same
@@ -12,6 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from attnpaper.analysis import answer, verdict  # noqa: E402
 from attnpaper.analysis.answer import LONG, bench_rows  # noqa: E402
 from attnpaper.analysis.results import load_records  # noqa: E402
 from attnpaper.analysis.steps import step_table  # noqa: E402
@@ -22,6 +23,8 @@ START = "<!-- table: python -m attnpaper table results/h200 --format markdown --
 END = "<!-- end of table -->"
 LONG_START = "<!-- table: python -m attnpaper table results/h200/len512 --format markdown -->"
 LONG_END = "<!-- end of 512-token table -->"
+VERDICT_START = "<!-- verdict: attnpaper.analysis.verdict, as chapter 1 shows it -->"
+VERDICT_END = "<!-- end of verdict -->"
 STEP_START = "<!-- step figures: scripts/readme_table.py -->"
 STEP_END = "<!-- end of step figures -->"
 
@@ -53,6 +56,11 @@ def step_figures() -> str:
     )
 
 
+def verdict_text(folder=RESULTS) -> str:
+    """The book's verdict (chapter 1's first paragraph), checked against the records as the book checks it."""
+    return verdict.markdown(answer.load(folder))
+
+
 def between(text: str, start: str, end: str) -> str:
     return text.split(start, 1)[1].split(end, 1)[0].strip()
 
@@ -61,6 +69,7 @@ def main() -> int:
     path = ROOT / "README.md"
     text = path.read_text()
     blocks = (
+        (VERDICT_START, VERDICT_END, verdict_text()),
         (START, END, current()),
         (LONG_START, LONG_END, current(RESULTS / LONG)),
         (STEP_START, STEP_END, step_figures()),
