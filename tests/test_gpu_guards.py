@@ -120,7 +120,8 @@ def test_fallbacks_are_named_and_refused_when_strict(capsys):
     cfg = RunConfig(variant="hybrid")
     loop.report_fallbacks(model, cfg, strict=False)
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"note: hybrid's exact layers run {FELL_BACK} (no fused varlen kernel here); the record's flash_fallback says so"
+        f"note: hybrid's exact layers run {FELL_BACK} (no fused varlen kernel here); "
+        "the record's flash_fallback says so"
     ]
     with pytest.raises(ValueError, match="strict kernels: hybrid's exact layers run sdpa block-diagonal"):
         loop.report_fallbacks(model, cfg, strict=True)
