@@ -114,8 +114,8 @@ class TrainStep:
     CUDA graphs). It refuses a model in eval mode and, with an enabled scaler, a non-fused
     optimizer; ``nonfinite`` is a device flag set by any non-finite loss. Checkpoints: save and
     load optimizer, scheduler and scaler as in every mode (or with ``state_dict``/``load_state_dict``
-    here); loads copy into the tensors the graphs read, and the schedule follows the loaded ``scheduler.last_epoch``. Never call
-    ``scheduler.step()`` in whole mode: the step does.
+    here); loads copy into the tensors the graphs read, and the schedule follows the loaded
+    ``scheduler.last_epoch``. Never call ``scheduler.step()`` in whole mode: the step does.
     """
 
     def __init__(
