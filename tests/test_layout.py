@@ -1,7 +1,7 @@
 """The package's architecture, checked from its imports: every import runs down a floor, never up, no circles.
 
 Floors, bottom to top (a module may import its own floor and those below):
-files, variants, capability < attention < model < training < experiment < analysis < bench < the command line.
+files, variants < attention < model < training < experiment < analysis < bench < the command line.
 """
 
 import ast
@@ -10,7 +10,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "attnpaper"
 FLOORS = [
-    ("files", "variants", "capability"),
+    ("files", "variants"),
     ("attention",),
     ("model",),
     ("training",),
