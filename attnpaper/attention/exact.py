@@ -5,7 +5,9 @@ Two layouts. Packed: the model runs on real tokens only ([T, H, D], sequences de
 attention (``varlen_attention``). Padded: [B, H, N, D] with a key mask goes to SDPA's fused kernels,
 with no host synchronisation. ``unpad`` builds varlen metadata from a mask on the device; it syncs
 (``nonzero``), so only the teaching chapter and an explicit per-layer ``flash_backend`` use it.
-On CPU the exact SDPA path keeps everything testable.
+On CPU the exact SDPA path keeps everything testable. What a GPU's compute capability allows is asked
+here too (``has_fa2``, ``has_bf16``): the paper's T4 (sm75) has neither FlashAttention-2 nor native bf16;
+tests patch ``torch.cuda.get_device_properties`` to play one on a CPU.
 """
 
 from __future__ import annotations
@@ -17,11 +19,43 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..capability import FA2, describe, has_fa2
 from ..variants import FLASH_BACKENDS  # the flash_backend option's names, defined with the variants
 
 _HAS_VARLEN = importlib.util.find_spec("torch.nn.attention.varlen") is not None  # looked up once: a compiled
 _HAS_FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None  # step cannot trace find_spec
+
+
+FA2 = (8, 0)
+"""Compute capability FlashAttention-2 needs (torch varlen_attn, flash-attn, SDPA FLASH and cuDNN attention)."""
+BF16 = (8, 0)
+"""Compute capability with native bf16 (torch.cuda.is_bf16_supported() counts emulation on older cards)."""
+
+
+def capability(device) -> tuple[int, int] | None:
+    """(major, minor) of a CUDA device; None for any other device."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    props = torch.cuda.get_device_properties(device)  # what Dynamo folds to a constant inside a compiled step
+    return props.major, props.minor
+
+
+def has_fa2(device) -> bool:
+    """True on a CUDA GPU where FlashAttention-2 kernels run (sm80 and later)."""
+    cc = capability(device)
+    return cc is not None and cc >= FA2
+
+
+def has_bf16(device) -> bool:
+    """True on a CUDA GPU with native bf16 (sm80 and later)."""
+    cc = capability(device)
+    return cc is not None and cc >= BF16
+
+
+def device_phrase(device) -> str:
+    """'a CPU' or 'a GPU of compute capability 7.5', for one-line messages."""
+    cc = capability(device)
+    return f"a {torch.device(device).type.upper()}" if cc is None else f"a GPU of compute capability {cc[0]}.{cc[1]}"
 
 
 def has_torch_varlen() -> bool:
@@ -78,7 +112,7 @@ def _fused_missing(device, dtype) -> str | None:
     if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16):
         return "a CUDA device and half precision"
     if not has_fa2(device):
-        return f"a GPU of compute capability >= {FA2[0]}.{FA2[1]} (FlashAttention-2), not {describe(device)}"
+        return f"a GPU of compute capability >= {FA2[0]}.{FA2[1]} (FlashAttention-2), not {device_phrase(device)}"
     return None
 
 
@@ -93,7 +127,7 @@ def choose_backend(requested: str, device: torch.device) -> str:
     if requested in ("varlen", "flash_attn") and device.type == "cuda" and not has_fa2(device):
         raise ValueError(
             f"flash_backend {requested!r} needs a GPU of compute capability >= {FA2[0]}.{FA2[1]} "
-            f"(FlashAttention-2), not {describe(device)}; valid here: 'auto', 'sdpa', 'math'"
+            f"(FlashAttention-2), not {device_phrase(device)}; valid here: 'auto', 'sdpa', 'math'"
         )
     return "sdpa" if requested == "auto" else requested
 

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..attention import LayerAttention
-from ..capability import has_bf16
+from ..attention.exact import has_bf16
 from ..model.build import build_model, kernel_fallbacks, kernels_used, resolve_model
 from . import batches as P
 from . import data as D
