@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FLASH_BACKENDS = ("auto", "varlen", "flash_attn", "sdpa", "math")
-"""Exact kernels: auto picks torch's varlen FlashAttention-2, else flash_attn's, else SDPA's fused ones."""
+"""Exact kernels: auto picks torch's varlen FlashAttention-2, else flash_attn's (both need sm80), else SDPA
+with a dense block-diagonal mask (a fallback on a GPU, named in the record); math is SDPA's math backend."""
 FEATURE_MAPS = ("favor+", "elu")
 """Linear attention's feature map: Performer FAVOR+ (positive random features) or elu(x)+1."""
 LAYOUTS = ("padded", "packed")

@@ -55,6 +55,25 @@ def test_bad_collator_arguments():
         Collator("padded", max_length=16, bucket=32)
 
 
+@pytest.mark.parametrize("variant", ["flash", "hybrid"])
+def test_packed_batch_without_cu_seq_lens_is_refused(tiny_config, variant, monkeypatch):
+    """If transformers stopped handing cu_seq_lens_q to the attention, a packed row would be attended
+    across every review in it: the attention refuses instead (here a stand-in drops the kwarg)."""
+    from transformers import AttentionInterface
+
+    from attnpaper.attention import plug
+
+    def dropping(module, q, k, v, mask, **kw):
+        return plug.attnpaper_attention(module, q, k, v, mask, **{n: x for n, x in kw.items() if n != "cu_seq_lens_q"})
+
+    model = attnpaper.build_model(tiny_config, variant, **({"num_features": 8} if variant == "hybrid" else {})).eval()
+    packed = Collator("packed", max_length=16, batch_size=4, static=True, bucket=8)(SEQS, [0, 1, 1])
+    monkeypatch.setitem(AttentionInterface._global_mapping, plug.ATTN_NAME, dropping)
+    with pytest.raises(ValueError, match="a packed batch reached .* without cu_seq_lens_q .*would run across every"):
+        with torch.no_grad():
+            forward(model, packed)
+
+
 def test_flash_padding_free_equals_baseline_fp32(tiny_config):
     """Every layer on real tokens only, dummy rows and filler included: same logits and loss as padded eager."""
     base = attnpaper.build_model(tiny_config, "baseline").eval()

@@ -307,7 +307,7 @@ class NoHostSync(TorchDispatchMode):
 
 @pytest.mark.parametrize("variant", ["sdpa", "flash", "linear"])
 def test_whole_step_never_syncs(variant):
-    """Forward, backward, scaler, clipping, AdamW, the schedule and the loss ring: no op waits for the device.
+    """Forward, backward, scaler, clipping, AdamW, the schedule and the loss copy: no op waits for the device.
 
     sdpa included: the whole step hands it a 4D mask (batches.expanded_mask), so transformers never asks
     whether the [B, N] mask has padding (``padding_mask.all()``, a sync).
@@ -398,3 +398,41 @@ def test_gpu_training_loop_stops_on_a_non_finite_loss_in_whole_mode():
     cfg = RunConfig(**{**SMOKE, "lr": 1e30, "epochs": 1, "train_samples": 64, "eval": False, "step_mode": "whole"})
     with pytest.raises(NonFiniteLoss, match="non-finite loss by step"):
         train(cfg, device="cuda", progress=False)
+
+
+def test_returned_losses_stay_valid_and_no_gradients_are_kept_between_steps():
+    """Each call returns a loss of its own (an old one is not overwritten by later calls, however many),
+    and p.grad is None after a call, uncaptured as after a replay and after the eager step."""
+    step = make(tiny_bert, "sdpa", "whole", backend=None, graph=False, total=12)
+    data = batches("sdpa", 6)
+    first = step(data[0])
+    kept = first.clone()
+    assert first._base is None and first.data_ptr() != step.whole.loss.data_ptr()  # no view of what the step writes
+    assert all(p.grad is None for p in step.model.parameters())
+    for b in data[1:]:
+        step(b)
+    assert torch.equal(first, kept)
+    assert all(p.grad is None for p in step.model.parameters())
+
+
+def test_whole_step_refuses_eval_mode():
+    step = make(tiny_bert, "sdpa", "whole", backend=None, graph=False)
+    step.model.eval()
+    with pytest.raises(ValueError, match=r"records the training step, and the model is in eval mode.*model.train\(\)"):
+        step(batches("sdpa", 1)[0])
+    assert step.whole.shapes == {}  # nothing ran, nothing recorded
+    step.model.train()
+    step(batches("sdpa", 1)[0])
+
+
+def test_capturable_non_fused_optimizer_with_fp16_scaler_is_refused_up_front():
+    """A capturable AdamW passes the capture check, but the fp16 scaler would call .item() inside capture."""
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, capturable=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    with pytest.raises(ValueError, match=r"enabled gradient scaler \(fp16\) needs fused=True.*valid: fused=True"):
+        G.WholeStep(lambda b: None, opt, sched, "cpu", graph=True, scaler=scaler)
+    assert "capturable" in opt.param_groups[0] and opt.param_groups[0]["capturable"] is True  # as made
+    with pytest.raises(ValueError, match="needs a CUDA device"):  # without a scaler the next check speaks
+        G.WholeStep(lambda b: None, opt, sched, "cpu", graph=True, scaler=torch.amp.GradScaler("cpu", enabled=False))

@@ -5,11 +5,14 @@ Two layouts. Packed: the model runs on real tokens only ([T, H, D], sequences de
 attention (``varlen_attention``). Padded: [B, H, N, D] with a key mask goes to SDPA's fused kernels,
 with no host synchronisation. ``unpad`` builds varlen metadata from a mask on the device; it syncs
 (``nonzero``), so only the teaching chapter and an explicit per-layer ``flash_backend`` use it.
-On CPU the exact SDPA path keeps everything testable.
+On CPU the exact SDPA path keeps everything testable. What a GPU's compute capability allows is asked
+here too (``has_fa2``, ``has_bf16``): the paper's T4 (sm75) has neither FlashAttention-2 nor native bf16;
+tests patch ``torch.cuda.get_device_properties`` to play one on a CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from dataclasses import dataclass
 
@@ -20,6 +23,39 @@ from ..variants import FLASH_BACKENDS  # the flash_backend option's names, defin
 
 _HAS_VARLEN = importlib.util.find_spec("torch.nn.attention.varlen") is not None  # looked up once: a compiled
 _HAS_FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None  # step cannot trace find_spec
+
+
+FA2 = (8, 0)
+"""Compute capability FlashAttention-2 needs (torch varlen_attn, flash-attn, SDPA FLASH and cuDNN attention)."""
+BF16 = (8, 0)
+"""Compute capability with native bf16 (torch.cuda.is_bf16_supported() counts emulation on older cards)."""
+
+
+def capability(device) -> tuple[int, int] | None:
+    """(major, minor) of a CUDA device; None for any other device."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    props = torch.cuda.get_device_properties(device)  # what Dynamo folds to a constant inside a compiled step
+    return props.major, props.minor
+
+
+def has_fa2(device) -> bool:
+    """True on a CUDA GPU where FlashAttention-2 kernels run (sm80 and later)."""
+    cc = capability(device)
+    return cc is not None and cc >= FA2
+
+
+def has_bf16(device) -> bool:
+    """True on a CUDA GPU with native bf16 (sm80 and later)."""
+    cc = capability(device)
+    return cc is not None and cc >= BF16
+
+
+def device_phrase(device) -> str:
+    """'a CPU' or 'a GPU of compute capability 7.5', for one-line messages."""
+    cc = capability(device)
+    return f"a {torch.device(device).type.upper()}" if cc is None else f"a GPU of compute capability {cc[0]}.{cc[1]}"
 
 
 def has_torch_varlen() -> bool:
@@ -62,34 +98,57 @@ def _scatter(out, u: Unpadded, b, n):
     return full.view(b, n, *out.shape[1:])
 
 
+FALLBACK = ", fallback: dense [T, T] mask"
+"""Ends the name of the kernel a flash layer ran when ``auto`` found no fused varlen kernel on a GPU."""
+
+
+def _check(requested):
+    if requested not in FLASH_BACKENDS:
+        raise ValueError(f"unknown flash_backend {requested!r}; valid: {', '.join(FLASH_BACKENDS)}")
+
+
+def _fused_missing(device, dtype) -> str | None:
+    """Why FlashAttention-2's varlen kernels cannot run here (one phrase), or None when they can."""
+    if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16):
+        return "a CUDA device and half precision"
+    if not has_fa2(device):
+        return f"a GPU of compute capability >= {FA2[0]}.{FA2[1]} (FlashAttention-2), not {device_phrase(device)}"
+    return None
+
+
 def choose_backend(requested: str, device: torch.device) -> str:
     """Resolve ``requested`` (one of FLASH_BACKENDS) to the kernel that runs on the padded layout.
 
-    ``auto`` is SDPA's fused kernels (FA2 without a mask, cuDNN or memory-efficient with one): no
-    per-layer unpadding, no host sync. 'varlen'/'flash_attn' asked for explicitly unpad in every
-    layer (``unpad``, which syncs); the padding-free model path (``varlen_attention``) is the fast one.
+    ``auto`` is SDPA's fused kernels (FA2 without a mask, cuDNN or memory-efficient with one; only
+    memory-efficient before sm80): no per-layer unpadding, no host sync. 'varlen'/'flash_attn' asked
+    for explicitly unpad in every layer (``unpad``, which syncs); 'math' is SDPA's math backend.
     """
-    if requested not in FLASH_BACKENDS:
-        raise ValueError(f"unknown flash_backend {requested!r}; valid: {', '.join(FLASH_BACKENDS)}")
-    if requested != "auto":
-        return requested
-    return "math" if device.type != "cuda" else "sdpa"
+    _check(requested)
+    if requested in ("varlen", "flash_attn") and device.type == "cuda" and not has_fa2(device):
+        raise ValueError(
+            f"flash_backend {requested!r} needs a GPU of compute capability >= {FA2[0]}.{FA2[1]} "
+            f"(FlashAttention-2), not {device_phrase(device)}; valid here: 'auto', 'sdpa', 'math'"
+        )
+    return "sdpa" if requested == "auto" else requested
 
 
 def choose_varlen_backend(requested: str, device: torch.device, dropout: float, dtype=torch.bfloat16) -> str:
-    """The kernel for packed (padding-free) attention: 'varlen', 'flash_attn' or 'sdpa' (block-diagonal mask)."""
-    if requested not in FLASH_BACKENDS:
-        raise ValueError(f"unknown flash_backend {requested!r}; valid: {', '.join(FLASH_BACKENDS)}")
-    if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16):
-        if requested in ("varlen", "flash_attn"):
-            raise ValueError(
-                f"flash_backend {requested!r} needs a CUDA device and half precision; "
-                "valid here: 'auto', 'sdpa', 'math'"
-            )
-        return "sdpa"
-    if requested in ("varlen", "flash_attn", "sdpa"):
+    """The kernel for packed (padding-free) attention: 'varlen', 'flash_attn', or SDPA with a dense
+    block-diagonal mask ('sdpa'; 'math' restricts SDPA to its math backend).
+
+    ``auto`` takes a fused varlen kernel where one runs (CUDA, sm80+, half precision), else 'sdpa';
+    on a GPU that is a fallback, and the kernel's name says so (``FALLBACK``). 'varlen' and
+    'flash_attn' asked for where they cannot run are refused in one line.
+    """
+    _check(requested)
+    if requested in ("sdpa", "math"):
         return requested
-    if requested == "math":
+    missing = _fused_missing(device, dtype)
+    if requested != "auto":  # varlen, flash_attn
+        if missing:
+            raise ValueError(f"flash_backend {requested!r} needs {missing}; valid here: 'auto', 'sdpa', 'math'")
+        return requested
+    if missing:
         return "sdpa"
     if dropout > 0.0 and has_flash_attn():
         return "flash_attn"  # has dropout, which torch's varlen kernel lacks
@@ -131,8 +190,17 @@ def varlen_attention(q, k, v, cu_seqlens, max_seqlen: int, scale=None, dropout=0
         return out, "flash_attn.flash_attn_varlen_func, padding-free"
     mask = segment_mask(cu_seqlens, q.shape[0])[None, None]  # [1, 1, T, T]
     qh, kh, vh = (x.transpose(0, 1)[None] for x in (q, k, v))  # each [1, H, T, D]
-    out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, dropout_p=dropout, scale=scale)
-    return out.squeeze(0).transpose(0, 1), f"sdpa block-diagonal ({q.device.type}), padding-free"
+    with _only_math(kernel == "math"):
+        out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, dropout_p=dropout, scale=scale)
+    name = f"sdpa {'MATH ' if kernel == 'math' else ''}block-diagonal ({q.device.type}), padding-free"
+    return out.squeeze(0).transpose(0, 1), name + (FALLBACK if backend == "auto" and q.is_cuda else "")
+
+
+def _only_math(on: bool):
+    """SDPA restricted to its math backend (flash_backend='math'), or no restriction."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH]) if on else contextlib.nullcontext()
 
 
 def exact_attention(q, k, v, key_mask=None, scale=None, dropout=0.0, backend="auto"):
@@ -182,17 +250,26 @@ def exact_attention(q, k, v, key_mask=None, scale=None, dropout=0.0, backend="au
         return out, "flash_attn.flash_attn_func"
     mask = None if key_mask is None else key_mask[:, None, None, :]  # [B, 1, 1, N]
     if kernel == "math" or q.device.type != "cuda":
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
-        return out.transpose(1, 2), f"sdpa ({q.device.type})"
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+        with _only_math(kernel == "math"):
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
+        return out.transpose(1, 2), f"sdpa {'MATH ' if kernel == 'math' else ''}({q.device.type})"
+    backends, name = _fused_backends(q, mask is None)
+    from torch.nn.attention import sdpa_kernel
 
-    # Fused kernels only: FlashAttention-2 when it can run (no mask, half precision), else cuDNN/memory-efficient.
-    if mask is None and q.dtype in (torch.float16, torch.bfloat16):
-        backends, name = [SDPBackend.FLASH_ATTENTION], "sdpa FLASH_ATTENTION (FA2)"
-    elif n % 128 == 64:  # cuDNN's masked backward can give NaN at these lengths (PyTorch issue 196678)
-        backends, name = [SDPBackend.EFFICIENT_ATTENTION], "sdpa EFFICIENT"
-    else:
-        backends, name = [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION], "sdpa CUDNN/EFFICIENT"
     with sdpa_kernel(backends):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
     return out.transpose(1, 2), name
+
+
+def _fused_backends(q, unmasked: bool):
+    """SDPA's fused kernels for a CUDA q [B, H, N, D]: FlashAttention-2 when it can run (no mask, half
+    precision, sm80+), else cuDNN/memory-efficient (only memory-efficient before sm80). -> (backends, name)."""
+    from torch.nn.attention import SDPBackend
+
+    if not has_fa2(q.device):  # FA2 and cuDNN attention need sm80; memory-efficient runs from sm50
+        return [SDPBackend.EFFICIENT_ATTENTION], "sdpa EFFICIENT"
+    if unmasked and q.dtype in (torch.float16, torch.bfloat16):
+        return [SDPBackend.FLASH_ATTENTION], "sdpa FLASH_ATTENTION (FA2)"
+    if q.shape[2] % 128 == 64:  # cuDNN's masked backward can give NaN at these lengths (PyTorch issue 196678)
+        return [SDPBackend.EFFICIENT_ATTENTION], "sdpa EFFICIENT"
+    return [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION], "sdpa CUDNN/EFFICIENT"

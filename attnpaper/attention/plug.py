@@ -25,6 +25,8 @@ from .linear import elu_features, favor_features, linear_attention, orthogonal_g
 
 ATTN_NAME = ATTNPAPER  # the name this attention registers under in transformers (variants.TABLE uses it)
 LAYER_KINDS = ("exact", "linear")
+PACKED_KWARGS = frozenset(("cu_seq_lens_k", "max_length_q", "max_length_k", "chunk_seq", "segments", "key_mask"))
+"""The attention kwargs a packed batch brings besides cu_seq_lens_q (training.batches.packed_forward)."""
 
 
 class LayerAttention(nn.Module):
@@ -113,6 +115,12 @@ def attnpaper_attention(module, query, key, value, attention_mask, scaling=None,
     if attention_mask is not None and attention_mask.dim() != 2:
         raise ValueError(f"attnpaper expects a 2D padding mask, got shape {tuple(attention_mask.shape)}")
     cu_seqlens = kwargs.get("cu_seq_lens_q")
+    if cu_seqlens is None and not PACKED_KWARGS.isdisjoint(kwargs):
+        raise ValueError(
+            f"a packed batch reached {type(module).__name__} without cu_seq_lens_q (it got "
+            f"{', '.join(sorted(PACKED_KWARGS.intersection(kwargs)))}): attention would run across every "
+            "review in the row; valid: all of cu_seq_lens_q/k and max_length_q/k (training.batches.packed_forward)"
+        )
     if cu_seqlens is not None and layer.kind == "exact":  # packed: [1, H, T, D], every token real
         qp, kp, vp = (x.squeeze(0).transpose(0, 1) for x in (query, key, value))  # each [T, H, D]
         out, kernel = varlen_attention(

@@ -17,6 +17,7 @@ import torch
 
 from .. import variants as V
 from ..attention import has_flash_attn, has_torch_varlen
+from ..attention.exact import BF16, FA2, device_phrase, has_bf16, has_fa2
 from ..training import data as D
 
 SUPPORTED_MODEL_TYPES = ("bert", "distilbert")
@@ -186,8 +187,16 @@ def check_device(cfg, device) -> None:
                 f"bad parameter flash_backend='varlen': torch {torch.__version__} has no "
                 "torch.nn.attention.varlen; valid here: auto, flash_attn, sdpa, math"
             )
-    if cfg.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError("bad parameter precision='bf16': this GPU has no bf16; valid here: fp16, fp32, auto")
+        if cfg.flash_backend in ("varlen", "flash_attn") and device.type == "cuda" and not has_fa2(device):
+            raise ValueError(
+                f"bad parameter flash_backend={cfg.flash_backend!r}: FlashAttention-2 needs compute capability "
+                f">= {FA2[0]}.{FA2[1]}, this run is on {device_phrase(device)}; valid here: auto, sdpa, math"
+            )
+    if cfg.precision == "bf16" and device.type == "cuda" and not has_bf16(device):
+        raise ValueError(
+            f"bad parameter precision='bf16': {device_phrase(device)} has no native bf16 (it needs "
+            f"{BF16[0]}.{BF16[1]}); valid here: fp16, fp32, auto (fp16 with a gradient scaler here)"
+        )
 
 
 def check_plan(configs, device=None) -> list:

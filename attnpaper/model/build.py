@@ -10,6 +10,7 @@ from transformers import AutoConfig, BertConfig, DistilBertConfig, PretrainedCon
 
 from .. import variants as V
 from ..attention import ATTN_NAME
+from ..attention.exact import FALLBACK
 from ..variants import MODEL_ALIASES, OFFLINE_MODEL, RANDOM_DISTILBERT, TINY_RANDOM
 from .auto import LAYER_OPTIONS, MODELS, attach, attention_modules, implementation, wrap_config
 
@@ -116,3 +117,8 @@ def kernels_used(model) -> list[list[str]]:
     if impl != ATTN_NAME:
         return [[f"transformers {impl}"] for _ in range(model.config.num_hidden_layers)]
     return [sorted(m.attnpaper.kernels) for m in attention_modules(model)]
+
+
+def kernel_fallbacks(model) -> list[str]:
+    """The kernels flash layers fell back to on a GPU (names ending in exact.FALLBACK), sorted; [] when none."""
+    return sorted({k for layer in kernels_used(model) for k in layer if k.endswith(FALLBACK)})

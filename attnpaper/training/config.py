@@ -113,7 +113,11 @@ class RunConfig:
         "linear", "learning-rate schedule: linear decay to 0 (Trainer's default) or constant", choice(*SCHEDULES)
     )
     warmup_ratio: float = param(0.0, "share of the steps spent warming the learning rate up", number(0, 1))
-    precision: str = param("auto", "autocast: bf16 on CUDA, fp32 on a CPU when auto", choice(*PRECISIONS))
+    precision: str = param(
+        "auto",
+        "autocast; auto: bf16 on a GPU of sm80+, fp16 with a gradient scaler before, fp32 on a CPU",
+        choice(*PRECISIONS),
+    )
     attention_dropout: float = param(
         0.0,
         "dropout on attention probabilities (the varlen kernel and linear attention have none, so no variant uses it)",

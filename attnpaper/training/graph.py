@@ -15,9 +15,14 @@ Python in between, and no host sync.
 Rules this relies on (each enforced here, not left to the caller):
 
 - Every tensor the graph reads across replays is allocated outside it: parameters, optimizer
-  state, the learning-rate table and counter, the scaler's scale, the static inputs, the loss ring.
+  state, the learning-rate table and counter, the scaler's scale, the static inputs, the loss slot.
   Everything a graph allocates (activations, gradients) is rewritten by each replay before it is
-  read, so all shapes' graphs share one memory pool and gradients are not kept between steps.
+  read, so all shapes' graphs share one memory pool and gradients are not kept between steps:
+  ``p.grad`` is None after every call (uncaptured too, as after TrainStep's eager step); read
+  gradients inside the step's body. A call returns a copy of the loss slot, valid for good.
+- Every graph records the training step: a call with the model in eval mode is refused (its
+  graph would keep eval mode's dropout for good), as is an optimizer whose step a graph cannot
+  record with an enabled gradient scaler (a non-fused one: the scaler reads its inf check on the host).
 - Loading a checkpoint never replaces a tensor a graph points at: ``optimizer.load_state_dict``
   goes through hooks that copy into the existing state tensors, the scaler's loader fills in place,
   ``model.load_state_dict`` copies in place, and the step counter follows ``scheduler.last_epoch``
@@ -34,7 +39,6 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 LR_CHUNK = 1024  # steps per half of the device learning-rate table (refilled one half at a time)
-LOSS_RING = 1024  # a returned loss stays valid for this many calls
 UNCAPTURED_CALLS = 2  # per shape: the first call compiles, the second warms up; the third records
 
 
@@ -137,34 +141,46 @@ class WholeStep:
     graph=True (CUDA): per batch signature, ``UNCAPTURED_CALLS`` eager calls on a side stream, then
     one recorded CUDA graph replayed for every later call. graph=False: the same function, run
     eagerly every call (a CPU check of exactly what the graph records). A call returns the loss as
-    a 0-dim float32 device tensor that stays valid for ``LOSS_RING - 1`` further calls;
-    ``nonfinite`` is a device flag set once any loss was not finite.
+    a 0-dim float32 device tensor of its own; ``nonfinite`` is a device flag set once any loss was
+    not finite. ``model`` (optional): the module being trained, refused in eval mode; ``scaler``
+    (optional): the step's GradScaler, refused when enabled with a non-fused optimizer in a graph.
     """
 
-    def __init__(self, body, optimizer, scheduler, device, graph=None):
+    def __init__(self, body, optimizer, scheduler, device, graph=None, model=None, scaler=None):
         self.device = torch.device(device)
         self.graph = self.device.type == "cuda" if graph is None else graph
+        self.body, self.optimizer, self.scheduler, self.model = body, optimizer, scheduler, model
+        self._check_optimizer(scaler)
         if self.graph and self.device.type != "cuda":
             raise ValueError(f"graph=True records CUDA graphs and needs a CUDA device, not {self.device}")
-        self.body, self.optimizer, self.scheduler = body, optimizer, scheduler
         self._prepare_optimizer()
         self.schedule = LRTable(scheduler, optimizer, self.device)
-        self.ring = torch.zeros(LOSS_RING, dtype=torch.float32, device=self.device)
-        self.ring_views = self.ring.unbind(0)
+        self.loss = torch.zeros((), dtype=torch.float32, device=self.device)  # the step writes its loss here
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         self.shapes: dict = {}
         self.pool = None  # one memory pool for every shape's graph
         self.stream = torch.cuda.Stream(self.device) if self.graph else None
 
-    def _prepare_optimizer(self):
+    def _check_optimizer(self, scaler):
+        """Refuse, before anything changes, an optimizer whose step this class cannot run or record."""
         opt = self.optimizer
-        self.capturable = [g.get("capturable", False) for g in opt.param_groups]  # as made, for state_dict
         for g in opt.param_groups:
             if not g.get("fused") and not (self.graph and "capturable" in g):
                 raise ValueError(
                     "step_mode='whole' needs an optimizer made with fused=True (or, on a GPU, one "
                     f"with a capturable option), not {type(opt).__name__} with fused={g.get('fused')}"
                 )
+            if not g.get("fused") and scaler is not None and scaler.is_enabled():
+                raise ValueError(
+                    f"step_mode='whole' with an enabled gradient scaler (fp16) needs fused=True: with "
+                    f"{type(opt).__name__}(fused={g.get('fused')}) the scaler reads its inf check on the host "
+                    "(.item()), which a CUDA graph cannot record; valid: fused=True, or precision bf16/fp32"
+                )
+
+    def _prepare_optimizer(self):
+        opt = self.optimizer
+        self.capturable = [g.get("capturable", False) for g in opt.param_groups]  # as made, for state_dict
+        for g in opt.param_groups:
             if self.graph:
                 g["capturable"] = True  # state steps on the device; capture is allowed
         opt.register_state_dict_post_hook(self._portable_state)
@@ -199,11 +215,10 @@ class WholeStep:
         self._held = {}
 
     def _run(self, static):
-        """The recorded function: the step's body, then the loss ring, the finite flag and the schedule."""
+        """The recorded function: the step's body, then the loss slot, the finite flag and the schedule."""
         self.optimizer.zero_grad(set_to_none=True)  # host-only: gradients come fresh from backward
         loss = self.body(static).detach()
-        slot = torch.remainder(self.schedule.step_t, LOSS_RING).view(1)
-        self.ring.index_copy_(0, slot, loss.float().view(1))
+        self.loss.copy_(loss.float())
         self.nonfinite.logical_or_(~torch.isfinite(loss))
         self.schedule.advance()
 
@@ -226,6 +241,11 @@ class WholeStep:
         shape.graph = graph
 
     def __call__(self, batch):
+        if self.model is not None and not self.model.training:
+            raise ValueError(
+                "step_mode='whole' records the training step, and the model is in eval mode (its graph "
+                "would keep eval's dropout for good); valid: call model.train() before stepping"
+            )
         schedule = self.schedule
         if self.scheduler.last_epoch != schedule.host_step:  # a scheduler loaded from a checkpoint
             schedule.seek(self.scheduler.last_epoch)
@@ -240,6 +260,7 @@ class WholeStep:
         if shape.graph is None:
             if not self.graph:
                 self._run(shape.static)
+                self.optimizer.zero_grad(set_to_none=True)  # as after a replay: no gradients between steps
             elif shape.calls < UNCAPTURED_CALLS:
                 self._warm(shape.static)
             else:
@@ -247,9 +268,8 @@ class WholeStep:
         if shape.graph is not None:
             shape.graph.replay()
         shape.calls += 1
-        loss = self.ring_views[schedule.host_step % LOSS_RING]
         schedule.advance_host()
-        return loss
+        return self.loss.clone()  # its own tensor: the next call overwrites the slot
 
     @property
     def graphs(self) -> int:

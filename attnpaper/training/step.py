@@ -111,11 +111,11 @@ class TrainStep:
 
     Whole mode: graph (default: on a CUDA device) records CUDA graphs, graph=False runs the same
     step uncaptured (a CPU check); compile_mode is Inductor's mode (default None; never one with
-    CUDA graphs). Its loss stays valid for graph.LOSS_RING - 1 calls; ``nonfinite`` is a device
-    flag set by any non-finite loss. Checkpoints: save and load optimizer, scheduler and scaler as
-    in every mode (or with ``state_dict``/``load_state_dict`` here); loads copy into the tensors
-    the graphs read, and the schedule follows the loaded ``scheduler.last_epoch``. Never call
-    ``scheduler.step()`` in whole mode: the step does.
+    CUDA graphs). It refuses a model in eval mode and, with an enabled scaler, a non-fused
+    optimizer; ``nonfinite`` is a device flag set by any non-finite loss. Checkpoints: save and
+    load optimizer, scheduler and scaler as in every mode (or with ``state_dict``/``load_state_dict``
+    here); loads copy into the tensors the graphs read, and the schedule follows the loaded
+    ``scheduler.last_epoch``. Never call ``scheduler.step()`` in whole mode: the step does.
     """
 
     def __init__(
@@ -181,7 +181,9 @@ class TrainStep:
             else:  # under DDP, dynamo splits the graph at gradient-bucket boundaries (so not fullgraph)
                 self.fwd = torch.compile(self._loss, backend=backend, fullgraph=ddp is None, dynamic=False, **kw)
         if mode == "whole":
-            self.whole = WholeStep(self._update, optimizer, scheduler, self.device, graph=graph)
+            self.whole = WholeStep(
+                self._update, optimizer, scheduler, self.device, graph=graph, model=model, scaler=scaler
+            )
 
     def _loss(self, batch):
         with autocast(self.precision, self.device):
