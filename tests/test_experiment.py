@@ -76,6 +76,30 @@ def test_config_hash():
 # --- training and records -------------------------------------------------------------------------------
 
 
+def test_a_random_models_tokenizer_is_hashed_and_fingerprinted_only_when_set(monkeypatch, tmp_path):
+    """$ATTNPAPER_TOKENIZER changes how a random-init model's runs tokenize: it joins the hash and the model
+    fingerprint then, and only then (records made without it keep their hash); a model folder's own wins."""
+    from attnpaper.experiment.fingerprint import fingerprints
+    from attnpaper.training.config import TOKENIZER_ENV
+
+    monkeypatch.delenv(TOKENIZER_ENV, raising=False)
+    tiny, folder = RunConfig(model="bert-tiny-random"), RunConfig(model=str(tmp_path))
+    before = {c.model: (c.config_hash(), fingerprints(c)["model_fingerprint"]) for c in (tiny, folder)}
+    assert tiny.hashed_dict() == tiny.to_dict() and before[tiny.model][1] == "alias:bert-tiny-random"
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    (tok / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    monkeypatch.setenv(TOKENIZER_ENV, str(tok))
+    assert tiny.hashed_dict() == tiny.to_dict() | {"tokenizer": str(tok)}
+    assert tiny.config_hash() == hash_config(tiny.hashed_dict()) != before[tiny.model][0]
+    first = fingerprints(tiny)["model_fingerprint"]
+    assert first.startswith("alias:bert-tiny-random+tokenizer:sha256:")
+    (tok / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n")
+    assert fingerprints(tiny)["model_fingerprint"] not in (first, before[tiny.model][1])
+    assert (folder.config_hash(), fingerprints(folder)["model_fingerprint"]) == before[folder.model]
+    assert record_name(tiny).endswith(f"_{tiny.config_hash()}.json")
+
+
 def test_train_smoke_on_cpu():
     small = {**SMOKE, "epochs": 1, "train_samples": 160, "test_samples": 64}  # 5 steps, not the preset's 48
     r = train(RunConfig(**small), device="cpu", progress=False)

@@ -121,8 +121,8 @@ def new_record(cfg: RunConfig) -> dict:
     versions = device_info()
     rec = {k: None for k in REQUIRED}
     rec.update(
-        cfg.to_dict(),
-        config=cfg.to_dict(),
+        cfg.hashed_dict(),
+        config=cfg.hashed_dict(),  # with the tokenizer where $ATTNPAPER_TOKENIZER set it (RunConfig.hashed_dict)
         config_hash=cfg.config_hash(),
         device=versions.pop("device"),
         versions=versions,
