@@ -82,6 +82,7 @@ def test_a_random_models_tokenizer_is_hashed_and_fingerprinted_only_when_set(mon
     from attnpaper.experiment.fingerprint import fingerprints
     from attnpaper.training.config import TOKENIZER_ENV
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # file hashes cached here, not in ~/.cache
     monkeypatch.delenv(TOKENIZER_ENV, raising=False)
     tiny, folder = RunConfig(model="bert-tiny-random"), RunConfig(model=str(tmp_path))
     before = {c.model: (c.config_hash(), fingerprints(c)["model_fingerprint"]) for c in (tiny, folder)}
