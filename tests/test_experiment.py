@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from helpers import make_record
+from helpers import campaign_plan, make_record
 from scipy import stats
 
 from attnpaper import VARIANTS
@@ -431,8 +431,20 @@ GPU_RECORDS = sorted(RESULTS.glob("*.json")) + sorted(ARMS.glob("*/records/*.jso
 
 
 def test_gpu_records_present():
-    assert len(GPU_RECORDS) >= 25 + 9  # 5 variants x 5 seeds; fp16 2 x 3, dropout 1 x 3
-    assert {read_record(p)["variant"] for p in GPU_RECORDS} >= {"baseline", "flash", "linear", "hybrid"}
+    """Every (variant, seed) the campaign planned at 128 tokens, main runs and arms, has its record."""
+    plan = {
+        (folder, v, s)
+        for (length, _), (folder, variants, seeds) in campaign_plan().items()
+        if length == "128"
+        for v in variants
+        for s in seeds
+    }
+    have = {
+        (p.parent.relative_to(RESULTS.parent).as_posix(), *map(read_record(p).get, ("variant", "seed")))
+        for p in GPU_RECORDS
+    }
+    assert {folder for folder, _, _ in plan} == {"records", "artefacts/fp16/records", "artefacts/dropout/records"}
+    assert plan <= have, sorted(plan - have)
 
 
 @pytest.mark.parametrize("path", GPU_RECORDS, ids=lambda p: p.stem)
