@@ -345,6 +345,40 @@ def quiet_bert():
     return c
 
 
+def frozen_step(mode):
+    """A step on dropout_bert (no classifier dropout: only the compiled layers drop) whose learning rate is 0:
+    every call sees the same weights, so its loss on one batch varies with the dropout masks alone."""
+    torch.manual_seed(0)
+    config = dropout_bert()
+    config.num_hidden_layers, config.classifier_dropout = 2, 0.0
+    model = attnpaper.build_model(config, "sdpa").to("cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0, fused=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    return TrainStep(model, opt, sched, torch.amp.GradScaler("cuda", enabled=False), "fp32", "cuda", mode)
+
+
+@cuda
+def test_gpu_dropout_masks_change_every_replay_as_in_eager():
+    """Replays of the recorded step draw new dropout masks (the graph does not replay the recorded ones), and
+    its losses have the eager step's mean and spread: the same dropout, only other draws."""
+    n = 200
+    batch = batches("sdpa", 1, device="cuda")[0]
+    losses = {}
+    for mode in ("whole", "eager"):
+        step = frozen_step(mode)
+        torch.manual_seed(1)
+        calls = [step(batch).clone() for _ in range(G.UNCAPTURED_CALLS + n)]
+        losses[mode] = torch.stack(calls[G.UNCAPTURED_CALLS :]).double().cpu()  # whole: replays only
+        if mode == "whole":
+            assert step.whole.graphs == 1
+    whole, eager = losses["whole"], losses["eager"]
+    assert len(set(whole.tolist())) > 0.9 * n, whole[:8]  # masks fixed at recording: one loss, n times
+    assert eager.std() > 0 and whole.std() > 0
+    se = (whole.var() / n + eager.var() / n).sqrt()
+    assert (whole.mean() - eager.mean()).abs() < 4 * se, (whole.mean(), eager.mean(), se)  # Welch: p ~ 6e-5
+    assert 0.5 < whole.var() / eager.var() < 2, (whole.var(), eager.var())  # F(199, 199): 99.9% in [0.63, 1.58]
+
+
 @cuda
 @pytest.mark.parametrize("variant", ["baseline", "sdpa", "flash", "linear"])
 def test_gpu_graph_equals_uncaptured_bf16(variant):
