@@ -1,17 +1,18 @@
 """attnpaper: the attention variants of the paper, plugged into transformers, and the experiment around them.
 
-Importing the package registers its model types with transformers' Auto classes (attnpaper.model.auto),
-so ``AutoModelForSequenceClassification.from_pretrained`` reloads a saved attnpaper model. The
-command line (``python -m attnpaper``, ``attnpaper``) skips that import: its --help stays instant,
-and each command imports what it needs. Telling the two apart is the one place where the package
-reads process state (``sys.argv``, below): Python imports this file before ``__main__`` runs.
+Importing the package registers its model types with transformers' Auto classes, so
+``AutoModelForSequenceClassification.from_pretrained`` reloads a saved attnpaper model, in every
+process, however it was started. It imports no transformers to do so (attnpaper.model.after_import):
+it registers at once where transformers' Auto classes are loaded, else the moment they load. The
+command line (``python -m attnpaper``) thus stays instant, and each command imports what it needs.
 """
 
+import contextlib
 import importlib
-import sys
 import warnings
-from pathlib import Path
 
+from .analysis.notebook import quiet
+from .model.after_import import watch
 from .variants import MODEL_ALIASES, OFFLINE_MODEL, RANDOM_DISTILBERT, VARIANTS
 
 __version__ = "0.1.0"
@@ -32,10 +33,12 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# While `python -m attnpaper ...` locates its module, sys.argv[0] is "-m"; the console script is "attnpaper".
-if sys.argv[:1] != ["-m"] and Path(sys.argv[0] if sys.argv else "").name != "attnpaper":
-    from .analysis.notebook import quiet
-
-    with warnings.catch_warnings():  # transformers imports tqdm.auto, whose notice a notebook would print
+@contextlib.contextmanager
+def _quiet():
+    """While tqdm.autonotebook loads (transformers imports it): its one notice, which a notebook would print."""
+    with warnings.catch_warnings():
         quiet()
-        from .model import auto  # noqa: F401  (registers attnpaper-bert and attnpaper-distilbert)
+        yield
+
+
+watch(during={"tqdm.autonotebook": _quiet})  # registers attnpaper-bert and -distilbert, now or later

@@ -60,3 +60,16 @@ def make_record(variant, seed, accuracy, config_hash="aaaaaaaaaaaa", status="ok"
         rec.update(accuracy=None, train_time_s=None, peak_memory_mb=None, tokens_per_s=None)
     rec.update(extra)
     return rec
+
+
+def campaign_plan() -> dict:
+    """The committed campaign's plan as scripts/campaign_left.py holds it (what campaign.sh ran):
+    {(length, arm): (records folder under results/h200, variants, seeds)}."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "campaign_left.py"
+    spec = importlib.util.spec_from_file_location("campaign_left", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.RUNS

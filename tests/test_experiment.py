@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from helpers import make_record
+from helpers import campaign_plan, make_record
 from scipy import stats
 
 from attnpaper import VARIANTS
@@ -74,6 +74,31 @@ def test_config_hash():
 
 
 # --- training and records -------------------------------------------------------------------------------
+
+
+def test_a_random_models_tokenizer_is_hashed_and_fingerprinted_only_when_set(monkeypatch, tmp_path):
+    """$ATTNPAPER_TOKENIZER changes how a random-init model's runs tokenize: it joins the hash and the model
+    fingerprint then, and only then (records made without it keep their hash); a model folder's own wins."""
+    from attnpaper.experiment.fingerprint import fingerprints
+    from attnpaper.training.config import TOKENIZER_ENV
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # file hashes cached here, not in ~/.cache
+    monkeypatch.delenv(TOKENIZER_ENV, raising=False)
+    tiny, folder = RunConfig(model="bert-tiny-random"), RunConfig(model=str(tmp_path))
+    before = {c.model: (c.config_hash(), fingerprints(c)["model_fingerprint"]) for c in (tiny, folder)}
+    assert tiny.hashed_dict() == tiny.to_dict() and before[tiny.model][1] == "alias:bert-tiny-random"
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    (tok / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    monkeypatch.setenv(TOKENIZER_ENV, str(tok))
+    assert tiny.hashed_dict() == tiny.to_dict() | {"tokenizer": str(tok)}
+    assert tiny.config_hash() == hash_config(tiny.hashed_dict()) != before[tiny.model][0]
+    first = fingerprints(tiny)["model_fingerprint"]
+    assert first.startswith("alias:bert-tiny-random+tokenizer:sha256:")
+    (tok / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n")
+    assert fingerprints(tiny)["model_fingerprint"] not in (first, before[tiny.model][1])
+    assert (folder.config_hash(), fingerprints(folder)["model_fingerprint"]) == before[folder.model]
+    assert record_name(tiny).endswith(f"_{tiny.config_hash()}.json")
 
 
 def test_train_smoke_on_cpu():
@@ -407,8 +432,17 @@ GPU_RECORDS = sorted(RESULTS.glob("*.json")) + sorted(ARMS.glob("*/records/*.jso
 
 
 def test_gpu_records_present():
-    assert len(GPU_RECORDS) >= 25 + 9  # 5 variants x 5 seeds; fp16 2 x 3, dropout 1 x 3
-    assert {read_record(p)["variant"] for p in GPU_RECORDS} >= {"baseline", "flash", "linear", "hybrid"}
+    """Every (variant, seed) the campaign planned at 128 tokens, main runs and arms, has its record."""
+    plan = {
+        (folder, v, s)
+        for (length, _), (folder, variants, seeds) in campaign_plan().items()
+        if length == "128"
+        for v in variants
+        for s in seeds
+    }
+    recs = {p: read_record(p) for p in GPU_RECORDS}
+    have = {(p.parent.relative_to(RESULTS.parent).as_posix(), r["variant"], r["seed"]) for p, r in recs.items()}
+    assert plan <= have, sorted(plan - have)
 
 
 @pytest.mark.parametrize("path", GPU_RECORDS, ids=lambda p: p.stem)

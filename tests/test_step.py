@@ -9,7 +9,7 @@ from attnpaper.attention import elu_features, favor_features, linear_attention, 
 from attnpaper.training.batches import IGNORE, Collator, forward, real_tokens, slot_tokens, to_device
 from attnpaper.training.config import SMOKE, RunConfig
 from attnpaper.training.loop import train
-from attnpaper.training.step import TrainStep, resolve_step_mode
+from attnpaper.training.step import RECOMPILE_LIMIT, TrainStep, recompile_limit, resolve_step_mode
 from attnpaper.variants import TABLE
 
 
@@ -130,6 +130,40 @@ def test_compiled_step_one_graph_per_shape_equals_eager(variant, tiny_bert):
     for i, seqs in enumerate(BATCHES):  # the same shapes again: nothing new to compile
         step(collate(seqs, [i % 2] * len(seqs)))
     assert counters["stats"]["unique_graphs"] == len(shapes)
+
+
+def test_recompile_limit_is_raised_inside_the_with_block_only():
+    """Ten static shapes compile ten graphs inside (dynamo's own limit, 8, would stop at 8); outside, the
+    process's limit is its own again, and a caller's higher limit is never lowered."""
+    before, compiles = torch._dynamo.config.recompile_limit, []
+    assert before < 10 <= RECOMPILE_LIMIT
+    double = torch.compile(lambda x: x * 2, backend=lambda gm, _: compiles.append(gm) or gm.forward, dynamic=False)
+    torch._dynamo.reset()
+    with recompile_limit():
+        for n in range(1, 11):
+            double(torch.ones(n))
+    assert len(compiles) == 10 and torch._dynamo.config.recompile_limit == before
+    with torch._dynamo.config.patch(recompile_limit=4 * RECOMPILE_LIMIT), recompile_limit():
+        assert torch._dynamo.config.recompile_limit == 4 * RECOMPILE_LIMIT
+    torch._dynamo.reset()
+
+
+def test_a_compiled_step_compiles_under_the_raised_limit_and_leaves_the_global_one(tiny_bert):
+    tiny_bert.num_hidden_layers = 1
+    before, seen = torch._dynamo.config.recompile_limit, []
+
+    def backend(gm, _):  # what dynamo's limit is while it compiles the step's forward
+        seen.append(torch._dynamo.config.recompile_limit)
+        return gm.forward
+
+    model = attnpaper.build_model(tiny_bert, "baseline")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    step = TrainStep(
+        model, opt, sched, torch.amp.GradScaler("cpu", enabled=False), "fp32", "cpu", "compiled", backend=backend
+    )
+    step(Collator("padded", max_length=16, batch_size=4, static=True)(SEQS, [0, 1, 0]))
+    assert seen and set(seen) == {RECOMPILE_LIMIT} and torch._dynamo.config.recompile_limit == before
 
 
 def test_linear_fast_path_within_stated_tolerance():

@@ -1,6 +1,7 @@
 """The whole-step mode: on a CPU its uncaptured step equals the eager step (losses, gradients, weights,
 learning rates, checkpoints) and never syncs; on a GPU its CUDA graph equals the uncaptured step."""
 
+import copy
 import io
 
 import pytest
@@ -237,24 +238,37 @@ def saved_state(step):
     return torch.load(buf, map_location="cpu", weights_only=False)
 
 
+def dropout_bert():
+    """tiny_bert with hidden dropout 0.1: its losses depend on the RNG state."""
+    c = tiny_bert()
+    c.hidden_dropout_prob = 0.1
+    return c
+
+
 def test_checkpoint_round_trip():
-    """3 steps, save, load into a fresh step, 3 more = 6 uninterrupted steps (dropout on: RNG restored)."""
+    """3 steps, save, load into a fresh step, 3 more = 6 uninterrupted steps (dropout on: RNG restored; without
+    restoring it the last 3 differ, so the comparison can fail)."""
     data = batches("sdpa", 6)
     whole = dict(backend=None, graph=False)
-    full = run(make(tiny_bert, "sdpa", "whole", 1.0, **whole), data)
-    first = make(tiny_bert, "sdpa", "whole", 1.0, **whole)
+    full = run(make(dropout_bert, "sdpa", "whole", 1.0, **whole), data)
+    first = make(dropout_bert, "sdpa", "whole", 1.0, **whole)
     head = run(first, data[:3])
     state = saved_state(first)
     assert isinstance(state["step"]["optimizer"]["param_groups"][0]["lr"], float)  # as the eager step saves it
     assert state["step"]["optimizer"]["param_groups"][0]["capturable"] is False
     assert state["step"]["scheduler"]["last_epoch"] == 3
-    fresh = make(tiny_bert, "sdpa", "whole", 1.0, **whole)
-    torch.nn.init.normal_(next(fresh.model.parameters()))  # a different start: the load must undo it
-    fresh.model.load_state_dict(state["model"])
-    fresh.load_state_dict(state["step"])
-    torch.set_rng_state(state["rng"])
-    tail = [fresh(b).clone() for b in data[3:]]
-    assert torch.equal(torch.cat([head[0], torch.stack(tail)]), full[0])
+    tails = {}
+    for restored in (False, True):
+        fresh = make(dropout_bert, "sdpa", "whole", 1.0, **whole)
+        loaded = copy.deepcopy(state)  # AdamW takes the loaded moments as they are and steps them in place
+        torch.nn.init.normal_(next(fresh.model.parameters()))  # a different start: the load must undo it
+        fresh.model.load_state_dict(loaded["model"])
+        fresh.load_state_dict(loaded["step"])
+        if restored:
+            torch.set_rng_state(loaded["rng"])
+        tails[restored] = torch.stack([fresh(b).clone() for b in data[3:]])
+    assert not torch.equal(tails[False], full[0][3:])  # other dropout masks: other losses
+    assert torch.equal(torch.cat([head[0], tails[True]]), full[0])
     assert all(torch.equal(p, q) for p, q in zip(fresh.model.parameters(), full[3]))
     assert fresh.scheduler.last_epoch == 6 and fresh.scheduler.get_last_lr() == full[2][-1:]
 
@@ -329,6 +343,40 @@ def quiet_bert():
     c = tiny_bert()
     c.attention_probs_dropout_prob = 0.0
     return c
+
+
+def frozen_step(mode):
+    """A step on dropout_bert (no classifier dropout: only the compiled layers drop) whose learning rate is 0:
+    every call sees the same weights, so its loss on one batch varies with the dropout masks alone."""
+    torch.manual_seed(0)
+    config = dropout_bert()
+    config.num_hidden_layers, config.classifier_dropout = 2, 0.0
+    model = attnpaper.build_model(config, "sdpa").to("cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0, fused=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    return TrainStep(model, opt, sched, torch.amp.GradScaler("cuda", enabled=False), "fp32", "cuda", mode)
+
+
+@cuda
+def test_gpu_dropout_masks_change_every_replay_as_in_eager():
+    """Replays of the recorded step draw new dropout masks (the graph does not replay the recorded ones), and
+    its losses have the eager step's mean and spread: the same dropout, only other draws."""
+    n = 200
+    batch = batches("sdpa", 1, device="cuda")[0]
+    losses = {}
+    for mode in ("whole", "eager"):
+        step = frozen_step(mode)
+        torch.manual_seed(1)
+        calls = [step(batch).clone() for _ in range(G.UNCAPTURED_CALLS + n)]
+        losses[mode] = torch.stack(calls[G.UNCAPTURED_CALLS :]).double().cpu()  # whole: replays only
+        if mode == "whole":
+            assert step.whole.graphs == 1
+    whole, eager = losses["whole"], losses["eager"]
+    assert len(set(whole.tolist())) > 0.9 * n, whole[:8]  # masks fixed at recording: one loss, n times
+    assert eager.std() > 0 and whole.std() > 0
+    se = (whole.var() / n + eager.var() / n).sqrt()
+    assert (whole.mean() - eager.mean()).abs() < 4 * se, (whole.mean(), eager.mean(), se)  # Welch: p ~ 6e-5
+    assert 0.5 < whole.var() / eager.var() < 2, (whole.var(), eager.var())  # F(199, 199): 99.9% in [0.63, 1.58]
 
 
 @cuda

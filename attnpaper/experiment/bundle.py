@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..training import data as D
-from .records import git_sha
+from .records import GIT_SHA_ENV, git_sha
 
 LIMIT_MB = 64
 MODEL_DIRNAME = "all-MiniLM-L6-v2-fp16"
@@ -103,13 +103,20 @@ def make_bundle(out="bundle", source=None, max_length=128, wheels=".whl", xz=Fal
     """Write the bundle and check that what one call carries (the model, these token ids, the lengths,
     the git sha and the wheels) stays under the device's 64 MiB. xz: also write bundle/xz/ (model
     weights and token ids xz-compressed) and check that instead. A bad ``out`` or ``max_length`` is
-    refused (ValueError, one line) before anything is read or written."""
+    refused (ValueError, one line) before anything is read or written, and so is a copy of the checkout
+    whose git sha is unknown (records.git_sha: never that of a repository around the copy)."""
     import json
 
     from transformers import AutoTokenizer
 
     from ..model.build import offline_model_dir
 
+    sha = git_sha()
+    if sha == "unknown":  # a copy without .git: the sha of a repository around it would be another project's
+        raise ValueError(
+            f"no git sha to record: {Path(__file__).resolve().parents[2]} is not the top of a git checkout of "
+            f"attnpaper; run bundle in one, or set {GIT_SHA_ENV} to the commit this copy is of"
+        )
     src = offline_model_dir()
     positions = json.loads((src / "config.json").read_text()).get("max_position_embeddings", 512)
     out = check_bundle_args(out, max_length, positions)
@@ -122,7 +129,7 @@ def make_bundle(out="bundle", source=None, max_length=128, wheels=".whl", xz=Fal
     D.save_token_cache(ids, splits, tok, max_length)
     full = tok(raw["train"][0], truncation=False)["input_ids"]
     np.save(out / "imdb-train-lengths.npy", np.array([len(x) for x in full], dtype=np.int32))
-    (out / "GIT_SHA").write_text(git_sha() + "\n")
+    (out / "GIT_SHA").write_text(sha + "\n")
     carried = [*model_dir.rglob("*"), ids, out / "imdb-train-lengths.npy", out / "GIT_SHA"]
     if xz:
         packed = out / XZ_DIRNAME

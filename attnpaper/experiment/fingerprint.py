@@ -135,8 +135,15 @@ def model_fingerprint(model) -> str | None:
 
 
 def fingerprints(cfg) -> dict:
-    """{'data_fingerprint': ..., 'model_fingerprint': ...} of a RunConfig, as a record keeps them."""
-    return {"data_fingerprint": data_fingerprint(cfg.data), "model_fingerprint": model_fingerprint(cfg.model)}
+    """{'data_fingerprint': ..., 'model_fingerprint': ...} of a RunConfig, as a record keeps them; the model's
+    covers the tokenizer folder that $ATTNPAPER_TOKENIZER gives a random-init model (tokenizer_override)."""
+    from ..training.config import tokenizer_override
+
+    model = model_fingerprint(cfg.model)
+    tokenizer = tokenizer_override(cfg.model)
+    if tokenizer and model:
+        model += f"+tokenizer:{model_fingerprint(tokenizer)}"
+    return {"data_fingerprint": data_fingerprint(cfg.data), "model_fingerprint": model}
 
 
 def stale(record: dict, current: dict) -> str | None:

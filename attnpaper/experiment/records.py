@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -38,16 +39,28 @@ GIT_SHA_ENV = "ATTNPAPER_GIT_SHA"
 
 
 def git_sha() -> str:
-    """$ATTNPAPER_GIT_SHA (set by GPU bundles, which travel without .git), else `git rev-parse HEAD`."""
-    if os.environ.get(GIT_SHA_ENV):
-        return os.environ[GIT_SHA_ENV]
+    """$ATTNPAPER_GIT_SHA (set by GPU bundles, which travel without .git), else the HEAD of this checkout
+    (checkout_sha), else "unknown": never the commit of another repository that merely encloses a copy."""
+    return os.environ.get(GIT_SHA_ENV) or checkout_sha() or "unknown"
+
+
+def checkout_sha(root=None) -> str | None:
+    """HEAD of the git repository whose top level is ``root`` (default: the folder holding this package,
+    if its pyproject.toml names attnpaper), or None: no git, no repository, or one whose top is elsewhere."""
+    root = Path(root or Path(__file__).resolve().parents[2]).resolve()
+    project = root / "pyproject.toml"
+    if not project.is_file() or not re.search(r'^name\s*=\s*"attnpaper"', project.read_text(), re.MULTILINE):
+        return None
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent
+            ["git", "rev-parse", "--show-toplevel", "HEAD"], capture_output=True, text=True, timeout=10, cwd=root
         )
-        return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
+    lines = out.stdout.split("\n")
+    if out.returncode or len(lines) < 2 or Path(lines[0]).resolve() != root:
+        return None
+    return lines[1].strip() or None
 
 
 def record_name(cfg: RunConfig) -> str:
@@ -121,8 +134,8 @@ def new_record(cfg: RunConfig) -> dict:
     versions = device_info()
     rec = {k: None for k in REQUIRED}
     rec.update(
-        cfg.to_dict(),
-        config=cfg.to_dict(),
+        cfg.hashed_dict(),
+        config=cfg.hashed_dict(),  # with the tokenizer where $ATTNPAPER_TOKENIZER set it (RunConfig.hashed_dict)
         config_hash=cfg.config_hash(),
         device=versions.pop("device"),
         versions=versions,

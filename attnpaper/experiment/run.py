@@ -48,7 +48,7 @@ def run_and_record(
         ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else default / "checkpoints"
         ckpt = Checkpoint(
             ckpt_dir / path.with_suffix(".ckpt").name,
-            cfg.to_dict(),
+            cfg.hashed_dict(),  # a resume under another $ATTNPAPER_TOKENIZER is refused
             cfg.checkpoint_every,
             fresh=fresh,
             keep=keep_checkpoint,

@@ -2,9 +2,10 @@
 
 Each variant's classifier is a registered model type ("attnpaper-bert", "attnpaper-distilbert"),
 transformers' documented way to add a model: its config holds the variant and the layer options,
-and its weights hold each FAVOR+ layer's random features. After ``import attnpaper``,
-``AutoModelForSequenceClassification.from_pretrained(path)`` rebuilds the same model (same kernels,
-same logits); ``save_pretrained`` and ``push_to_hub`` work as for any transformers model.
+and its weights hold each FAVOR+ layer's random features. After ``import attnpaper`` (which registers
+them, attnpaper.model.after_import), ``AutoModelForSequenceClassification.from_pretrained(path)``
+rebuilds the same model (same kernels, same logits); ``save_pretrained`` and ``push_to_hub`` work as
+for any transformers model.
 
 What a checkpoint says about itself, for those who never import attnpaper: baseline and sdpa run
 transformers' own attention, so they save as plain ``bert``/``distilbert`` models (with their
@@ -15,82 +16,28 @@ loads them wherever attnpaper is installed and names ``pip install attnpaper`` w
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import torch
 from transformers import (
-    AutoConfig,
     AutoModelForSequenceClassification,
-    BertConfig,
     BertForSequenceClassification,
-    DistilBertConfig,
     DistilBertForSequenceClassification,
 )
 
 from ..attention import ATTN_NAME, LayerAttention, register
 from ..variants import EXACT, LINEAR
 from ..variants import variant as variant_row
+from .configs import (
+    CONFIGS,
+    REMOTE_FILE,  # noqa: F401  (re-exported: remote_code and tests import it from here)
+    AttnpaperBertConfig,
+    AttnpaperDistilBertConfig,
+    register_configs,
+)
 
 LAYER_OPTIONS = EXACT + LINEAR
 """The options each attnpaper layer is built with (saved in the config, so a reload rebuilds them)."""
-REMOTE_FILE = "attnpaper_model.py"
-"""The module a saved flash/linear/hybrid model carries: a copy of remote_code.py, named in its auto_map."""
 LABELS = {0: "negative", 1: "positive"}
 """IMDb's labels, for a 2-label classifier whose base config only had transformers' LABEL_0/LABEL_1."""
-
-
-class _Portable:
-    """Config mixin: save as a checkpoint that others can open (see the module docstring)."""
-
-    def to_dict(self):
-        d = super().to_dict()
-        d.pop("auto_map", None)
-        row = variant_row(self.attnpaper["variant"])
-        if row.layers == "builtin":  # transformers' own attention: a plain model
-            d["model_type"] = type(self).model_type.removeprefix("attnpaper-")
-            d["architectures"] = [a.removeprefix("Attnpaper") for a in d.get("architectures") or []] or None
-            d["attn_implementation"] = row.implementation
-        else:
-            stem = Path(REMOTE_FILE).stem
-            d["auto_map"] = {
-                "AutoConfig": f"{stem}.{type(self).__name__}",
-                "AutoModelForSequenceClassification": f"{stem}.{MODELS[type(self)].__name__}",
-            }
-        return d
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save config.json; a variant also gets the module its auto_map names (model saves come here too)."""
-        if variant_row(self.attnpaper["variant"]).layers != "builtin":
-            os.makedirs(save_directory, exist_ok=True)
-            shutil.copyfile(Path(__file__).with_name("remote_code.py"), Path(save_directory) / REMOTE_FILE)
-        return super().save_pretrained(save_directory, *args, **kwargs)
-
-    @classmethod
-    def register_for_auto_class(cls, auto_class="AutoConfig"):
-        """Ignored: after a trust_remote_code load transformers calls this, and each later save would then
-        copy auto.py (whose package-relative imports cannot run alone) beside the weights."""
-
-
-class AttnpaperBertConfig(_Portable, BertConfig):
-    """A BERT config that also says which attention each layer runs (``attnpaper``)."""
-
-    model_type = "attnpaper-bert"
-
-    def __init__(self, attnpaper=None, **kwargs):
-        super().__init__(**kwargs)
-        self.attnpaper = attnpaper or {"variant": "sdpa"}
-
-
-class AttnpaperDistilBertConfig(_Portable, DistilBertConfig):
-    """A DistilBERT config that also says which attention each layer runs (``attnpaper``)."""
-
-    model_type = "attnpaper-distilbert"
-
-    def __init__(self, attnpaper=None, **kwargs):
-        super().__init__(**kwargs)
-        self.attnpaper = attnpaper or {"variant": "sdpa"}
 
 
 def implementation(variant: str) -> str:
@@ -167,14 +114,10 @@ class AttnpaperDistilBertForSequenceClassification(_Reloadable, DistilBertForSeq
     config_class = AttnpaperDistilBertConfig
 
 
-CONFIGS = {"bert": AttnpaperBertConfig, "distilbert": AttnpaperDistilBertConfig}
 MODELS = {
     AttnpaperBertConfig: AttnpaperBertForSequenceClassification,
     AttnpaperDistilBertConfig: AttnpaperDistilBertForSequenceClassification,
 }
-for _config, _model in MODELS.items():
-    AutoConfig.register(_config.model_type, _config, exist_ok=True)
-    AutoModelForSequenceClassification.register(_config, _model, exist_ok=True)
 
 
 def wrap_config(config, spec: dict):
@@ -192,3 +135,10 @@ def wrap_config(config, spec: dict):
     if wrapped.id2label == {i: f"LABEL_{i}" for i in LABELS}:  # transformers' placeholder names
         wrapped.id2label, wrapped.label2id = dict(LABELS), {v: k for k, v in LABELS.items()}
     return wrapped
+
+
+def register_auto_classes() -> None:
+    """Register both model types with AutoConfig and AutoModelForSequenceClassification (idempotent)."""
+    register_configs()
+    for config, model in MODELS.items():
+        AutoModelForSequenceClassification.register(config, model, exist_ok=True)

