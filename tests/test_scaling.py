@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from attnpaper.__main__ import main
 from attnpaper.attention import LayerAttention
 from attnpaper.attention.linear import favor_features
 from attnpaper.attention.softmax import softmax_attention
@@ -51,7 +52,7 @@ def test_bad_input_is_one_line_before_any_work(argv, says, capsys, monkeypatch):
 
     monkeypatch.setattr(K, "matmul_tflops", expensive)
     monkeypatch.setattr(S, "measure_step", expensive)
-    assert SC.main(argv) == 2
+    assert main(["scaling", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and says in err
 

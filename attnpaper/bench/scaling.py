@@ -10,19 +10,21 @@ measurement, so a run cut short keeps what it measured.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 KERNEL_LENGTHS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 MODEL_LENGTHS = (128, 256, 512, 1024, 2048, 4096, 8192)
 KERNEL_TOKENS, MODEL_TOKENS = 32768, 16384
 MODEL_VARIANTS = ("baseline", "sdpa", "flash", "linear", "hybrid")
 PAPER_BATCH = 32  # the model sweep also measures this batch at N <= IMDB_MAX: the rows the bench has
+# attnpaper.bench.kernels' MECHANISMS (names, in order) and PASSES, named here without importing torch,
+# so that the command line's --help is instant; tests/test_scaling.py keeps them equal.
+MECHANISMS = ("eager", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "varlen", "attnpaper-flash", "flash-attn")
+MECHANISMS += ("elu", "favor+64", "favor+128", "favor+266", "elu-eager", "favor+266-eager")
+PASSES = ("fwd", "fwd_bwd")
 
 
 def check_lengths(lengths, tokens, min_batch=1) -> list[int]:
@@ -91,7 +93,10 @@ def write(report, out):
         Path(out).write_text(json.dumps(report, indent=1, default=str))
 
 
-def _device(device=None) -> torch.device:
+def _device(device=None):
+    """torch.device ``device``, or the GPU if there is one; on a CPU, one line saying what the numbers mean."""
+    import torch
+
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type != "cuda":
         print(
@@ -116,6 +121,8 @@ def run_kernels(
     log=print,
 ) -> dict:
     """Every (length, mechanism, pass): median ms, TFLOP/s of exact kernels, peak MB, status."""
+    import torch
+
     from ..training.step import reset_compiler
     from . import kernels as K
 
@@ -207,6 +214,8 @@ def run_model(
     the next. A variant that runs out of memory is recorded as 'oom' and not tried at longer lengths
     (recorded as 'skipped').
     """
+    import torch
+
     from . import model as S
     from .step import imdb_lengths
 
@@ -273,105 +282,3 @@ def _model_line(r) -> str:
         f"wall {r['step_time_ms_median']:8.2f} ms  busy {busy:8.2f} ms  "
         f"peak {r.get('peak_memory_mb') or 0:8.0f} MB  {share}"
     )
-
-
-def _lengths_and_tokens(parser, kind, lengths, tokens, prefixed):
-    """--lengths/--tokens of one sweep (--{kind}-lengths/--{kind}-tokens under 'all', which runs both)."""
-    flag = f"--{kind}-" if prefixed else "--"
-    parser.add_argument(f"{flag}lengths", dest=f"{kind}_lengths", nargs="+", type=int, default=list(lengths))
-    parser.add_argument(
-        f"{flag}tokens", dest=f"{kind}_tokens", type=int, default=tokens, help="tokens per batch (batch = tokens / N)"
-    )
-
-
-def main(argv=None) -> int:
-    """Command line; returns the exit status (2 for bad input, with one line saying what is valid)."""
-    from ..variants import VARIANTS
-    from . import kernels as K
-
-    ap = argparse.ArgumentParser(prog="python -m attnpaper scaling", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    ke = sub.add_parser("kernels", help="each attention mechanism alone over N")
-    mo = sub.add_parser("model", help="the training step of each variant over N")
-    al = sub.add_parser("all", help="kernels, then model; reports in --out-dir")
-    for p in (ke, al):
-        _lengths_and_tokens(p, "kernel", KERNEL_LENGTHS, KERNEL_TOKENS, prefixed=p is al)
-        p.add_argument("--mechanisms", nargs="+", default=list(K.MECHANISMS), help=f"from {', '.join(K.MECHANISMS)}")
-        p.add_argument("--passes", nargs="+", default=list(K.PASSES), help="fwd, fwd_bwd")
-        p.add_argument("--warmup", type=int, default=5)
-        p.add_argument("--repeats", type=int, default=20)
-    for p in (mo, al):
-        _lengths_and_tokens(p, "model", MODEL_LENGTHS, MODEL_TOKENS, prefixed=p is al)
-        p.add_argument("--variants", nargs="+", default=list(MODEL_VARIANTS), help=f"from {', '.join(VARIANTS)}")
-        p.add_argument(
-            "--model",
-            default="distilbert-base-random",
-            help="a random-init alias: distilbert-base-random (default) or bert-tiny-random",
-        )
-        p.add_argument("--steps", type=int, default=20, help="timed steps per (variant, N)")
-        p.add_argument("--data", default=None, help="IMDb lengths: a .npy of token counts or an IMDb folder")
-        p.add_argument(
-            "--step-mode",
-            default="auto",
-            help="auto (whole on a GPU: one CUDA graph per step), whole, captured, compiled or eager",
-        )
-        p.add_argument(
-            "--paper-batch",
-            type=int,
-            default=PAPER_BATCH,
-            help="also measure this batch size at N <= 512, as the bench does (0: not)",
-        )
-    for p in (ke, mo):
-        p.add_argument("--out", default=None, help="write the report (JSON) here")
-        p.add_argument("--append", action="store_true", help="keep the rows of --out at other lengths")
-    al.add_argument("--out-dir", default="results/local", help="scaling-kernels.json and scaling-model.json go here")
-    args = ap.parse_args(argv)
-    try:
-        if args.cmd in ("kernels", "all"):
-            check_lengths(list(args.kernel_lengths), args.kernel_tokens)
-            check_names(list(args.mechanisms), list(K.MECHANISMS), "mechanism(s)")
-            check_names(list(args.passes), K.PASSES, "pass(es)")
-            check_count(args.warmup, "warmup", 0), check_count(args.repeats, "repeats")
-        if args.cmd in ("model", "all"):  # bad model arguments fail before the kernels are measured
-            check_model(
-                args.model_lengths, args.model_tokens, args.variants, args.model, args.steps, args.data, args.step_mode
-            )
-            check_count(args.paper_batch, "--paper-batch", 0)
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"scaling {args.cmd} measures GPU kernels and no CUDA GPU is visible here; run it on a "
-                "GPU machine (on a CPU it would take long and say nothing about a GPU)"
-            )
-        out_dir = Path(getattr(args, "out_dir", "."))
-        if args.cmd in ("kernels", "all"):
-            run_kernels(
-                args.kernel_lengths,
-                args.kernel_tokens,
-                args.mechanisms,
-                args.passes,
-                args.warmup,
-                args.repeats,
-                args.out if args.cmd == "kernels" else out_dir / "scaling-kernels.json",
-                append=getattr(args, "append", False),
-            )
-        if args.cmd in ("model", "all"):
-            run_model(
-                args.model_lengths,
-                args.model_tokens,
-                args.variants,
-                args.model,
-                args.steps,
-                args.data,
-                args.step_mode,
-                args.out if args.cmd == "model" else out_dir / "scaling-model.json",
-                append=getattr(args, "append", False),
-                paper_batch=args.paper_batch,
-            )
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

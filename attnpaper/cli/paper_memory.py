@@ -1,0 +1,46 @@
+"""`python -m attnpaper paper-memory`: the paper's memory column put to the test."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+NAME = "paper-memory"
+HELP = (
+    "the paper's memory column put to the test: its four variants in one process, kept alive, "
+    "against a fresh process each"
+)
+
+
+def add_arguments(parser):
+    parser.add_argument("--variants", nargs="+", default=["baseline", "flash", "linear", "hybrid"], help="in run order")
+    parser.add_argument("--model", default="distilbert-base-random", help="a random-init alias")
+    parser.add_argument("--max-length", type=int, default=128, help="tokens per review at most")
+    parser.add_argument("--batch-size", type=int, default=32, help="sequences per batch")
+    parser.add_argument("--steps", type=int, default=20, help="eager AdamW steps per variant")
+    parser.add_argument("--data", default=None, help="review lengths: an IMDb folder or a .npy of token counts")
+    parser.add_argument("--arms", nargs="+", default=["kept", "fresh"], help="kept (one process), fresh (one each)")
+    parser.add_argument("--out", default=None, help="write the report (JSON) here")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a fresh arm's child: one variant, one row
+
+
+def run(args) -> int:
+    from ..bench import artefacts as A
+
+    if args.one:  # a child of the fresh arm: its row as the last line
+        lengths = A.imdb_lengths_for(args.data, args.max_length)
+        rows = A.run_kept([args.one], args.model, args.max_length, args.batch_size, args.steps, lengths)
+        print(json.dumps(rows[0]))
+        return 0
+    A.paper_memory(
+        args.variants,
+        args.model,
+        args.max_length,
+        args.batch_size,
+        args.steps,
+        args.data,
+        args.out,
+        args.arms,
+        log=lambda msg: print(msg, flush=True),
+    )
+    return 0
