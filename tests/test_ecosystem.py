@@ -160,9 +160,10 @@ def test_tokenised_data_is_cached_between_runs(tmp_path):
 
     root = tmp_path / "imdb"
     root.mkdir()
-    texts, labels = D.synthetic_corpus(300, seed=5)
-    for split in D.SPLITS:
+    corpus = {split: D.synthetic_corpus(300, seed=5 + i) for i, split in enumerate(D.SPLITS)}  # two splits
+    for split, (texts, labels) in corpus.items():
         pq.write_table(pa.table({"text": texts, "label": labels.tolist()}), root / f"{split}.parquet")
+    texts, labels = corpus["train"]
     tok = CountingTokenizer(load_tokenizer("bert-tiny-random"))
     first = D.load_splits(str(root), tok, 32, train_samples=100)
     assert tok.calls > 0 and len(first["train"]) == 100

@@ -142,7 +142,8 @@ def test_refused_before_any_run(good_model, tmp_path, capsys):
 
 def write_imdb(root: Path, train: dict, test: dict | None = None) -> str:
     root.mkdir(parents=True, exist_ok=True)
-    for split, cols in (("train", train), ("test", test or train)):
+    test = test or {"text": [f"{t} (test)" for t in train["text"]], "label": train["label"]}  # other reviews
+    for split, cols in (("train", train), ("test", test)):
         pq.write_table(pa.table(cols), root / f"{split}.parquet")
     return str(root)
 
