@@ -18,11 +18,9 @@ import torch
 from .. import variants as V
 from ..attention import has_flash_attn, has_torch_varlen
 from ..attention.exact import BF16, FA2, device_phrase, has_bf16, has_fa2
+from ..model.families import family_of
 from ..training import data as D
 
-SUPPORTED_MODEL_TYPES = ("bert", "distilbert")
-"""Encoders the attnpaper variants plug into (MiniLM is a BERT)."""
-"""Each layer's random features are seeded with seed * 1000 + layer, an int64."""
 MIN_VOCAB = 1000
 """Fewer tokens than this is no real tokenizer (transformers builds a 5-token one for a folder without files)."""
 PROBE = "The film was a wonderful story, and the actors played it well."
@@ -222,13 +220,12 @@ def check_plan(configs, device=None) -> list:
     for cfg in configs:
         if cfg.model not in models:
             conf = models[cfg.model] = model_config(cfg.model)
-            if conf.model_type.removeprefix("attnpaper-") not in SUPPORTED_MODEL_TYPES:
-                raise ValueError(
-                    f"bad parameter model={cfg.model!r}: a {conf.model_type} model; the attnpaper "
-                    f"variants support {', '.join(SUPPORTED_MODEL_TYPES)} encoders"
-                )
+            try:
+                family_of(conf)
+            except ValueError as err:  # one line: the model's type and the supported families
+                raise ValueError(f"bad parameter model={cfg.model!r}: {err}") from None
             check_model(cfg.model, conf)
         conf = models[cfg.model]
-        cfg.validate(getattr(conf, "max_position_embeddings", None), getattr(conf, "num_hidden_layers", None))
+        cfg.validate(family_of(conf).max_length(conf), conf.num_hidden_layers)
         check_device(cfg, device)
     return list(configs)
