@@ -122,6 +122,10 @@ def test_max_length_leaves_room_for_the_offset():
     assert families.family_of(conf).max_length(conf) == 512
     with pytest.raises(ValueError, match="the model has 512 positions"):
         check_plan([RunConfig(**{**SMOKE, "model": TINY_ROBERTA, "max_length": 513})], "cpu")
+    from attnpaper.bench.model import model_config  # the benchmark grows the positions for long sequences
+
+    long = model_config(TINY_ROBERTA, 1024)
+    assert families.family_of(long).max_length(long) == 1024
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
