@@ -206,6 +206,9 @@ DEFAULTS = {
 OFFLINE_MODEL = "minilm-offline"
 RANDOM_DISTILBERT = "distilbert-base-random"
 TINY_RANDOM = "bert-tiny-random"
-MODEL_ALIASES = (OFFLINE_MODEL, RANDOM_DISTILBERT, TINY_RANDOM)
+TINY_ROBERTA = "roberta-tiny-random"
+RANDOM_ALIASES = (RANDOM_DISTILBERT, TINY_RANDOM, TINY_ROBERTA)
+"""The aliases with random weights and no tokenizer of their own (they take MiniLM's, or $ATTNPAPER_TOKENIZER)."""
+MODEL_ALIASES = (OFFLINE_MODEL, *RANDOM_ALIASES)
 """Model names that need no hub: the packaged all-MiniLM-L6-v2, a random DistilBERT-base, and a tiny
-random BERT (2 layers, hidden 64) for smoke runs; all use the uncased 30,522-token vocabulary."""
+random BERT and RoBERTa (2 layers, hidden 64) for smoke runs; all use the uncased 30,522-token vocabulary."""

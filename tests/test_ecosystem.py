@@ -33,7 +33,9 @@ def _inputs():
     return {"input_ids": ids, "attention_mask": mask}
 
 
-@pytest.mark.parametrize("model", ["bert-tiny-random", TINY_DISTILBERT], ids=["bert", "distilbert"])
+@pytest.mark.parametrize(
+    "model", ["bert-tiny-random", TINY_DISTILBERT, "roberta-tiny-random"], ids=["bert", "distilbert", "roberta"]
+)
 @pytest.mark.parametrize("variant", attnpaper.VARIANTS)
 def test_save_and_from_pretrained_restore_the_variant(model, variant, tmp_path):
     opts = {"redraw_every": 1, "num_features": 24, "seed": 3} if variant in ("linear", "hybrid") else {}
