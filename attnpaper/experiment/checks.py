@@ -37,13 +37,15 @@ def check_data(source) -> None:
             "train/test.parquet, or a token cache .npz"
         )
     source = str(source)
-    if source in ("hub", D.SYNTHETIC):
-        return  # the hub is checked by datasets when it loads (offline, only its cache can answer)
+    if source == "hub":
+        check_hub_data()
+        return
+    if source == D.SYNTHETIC:
+        return
     if source.endswith(".npz"):
         D.load_token_cache_meta(source)
         return
-    for split in D.SPLITS:
-        D._read_parquet(Path(source), split)
+    D.read_parquet_splits(Path(source))  # each split, and the two against each other
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,20 @@ def model_config(model, source):
             f"bad parameter model={model!r}: {where}; valid: a directory holding config.json, "
             f"a hub name, or one of {', '.join(MODEL_ALIASES)} "
             f"({first_line(err)})"
+        ) from None
+
+
+def check_hub_data() -> None:
+    """IMDb from the Hub can be loaded: reachable, or in datasets' cache when offline (asked of its builder,
+    which reads no data); else one line before any run, not a ConnectionError in every run's notebook."""
+    try:
+        from datasets import load_dataset_builder
+
+        load_dataset_builder(D.HUB_NAME)
+    except Exception as err:  # datasets raises ConnectionError, FileNotFoundError, ... by cause
+        raise ValueError(
+            f"bad parameter data='hub': {D.HUB_NAME} cannot be loaded ({first_line(err)}); valid: a directory "
+            f"of train/test.parquet (--set data=DIR, or ${D.DATA_ENV}), '{D.SYNTHETIC}', or a token cache .npz"
         ) from None
 
 
