@@ -132,3 +132,9 @@ def test_ratios_of_a_configuration_without_ok_runs_refuse_in_words(tmp_path):
     recs = write(tmp_path, [make_record("baseline", 0, None, status="failed")])
     with pytest.raises(ValueError, match="no successful 'baseline' runs with peak_memory_mb to pair with"):
         paired_ratio_vs_baseline(recs, "peak_memory_mb")
+
+
+@pytest.mark.parametrize("folder", ["", "len512", "artefacts/fp16", "artefacts/dropout"])
+def test_the_published_records_pool_no_commits_or_step_modes(folder):
+    """Each committed configuration ran at one commit in one step mode: the published means pool nothing."""
+    assert pooling_warnings(load_records(Path(__file__).resolve().parents[1] / "results" / "h200" / folder)) == []
