@@ -137,9 +137,10 @@ def paired_points(a: pd.Series, b: pd.Series) -> dict:
 
 
 def timed(records: pd.DataFrame) -> pd.Series:
-    """True for runs that had the GPU to themselves: only their wall times are comparable."""
+    """True for runs that had the GPU to themselves: only their wall times are comparable. A boolean Series
+    even for no records (an empty object one would select columns, not rows: issue 37)."""
     notes = records["notes"] if "notes" in records else pd.Series([{}] * len(records), index=records.index)
-    solo = notes.map(lambda n: not (isinstance(n, dict) and (n.get("concurrent_runs") or 1) > 1))
+    solo = notes.map(lambda n: not (isinstance(n, dict) and (n.get("concurrent_runs") or 1) > 1)).astype(bool)
     if "resumed_from_step" in records:  # a resumed run compiled twice and lost the work after its checkpoint
         solo &= records["resumed_from_step"].fillna(0).eq(0)
     return solo
@@ -276,8 +277,8 @@ TIME_HEADERS = {"train_time_s": "train s (n)", "train_time_excl_compile_s": "tra
 
 
 def results_table(summary: pd.DataFrame, paper: pd.DataFrame = PAPER, time="train_time_s") -> pd.DataFrame:
-    """The chapter's table: seeds, failures, accuracy ± sd, timed train seconds (n timed), peak MB,
-    and the paper's columns beside them ('-' where the paper has no such variant).
+    """The chapter's table: seeds, failures, accuracy ± sd ('failed (n)' where every run failed), timed train
+    seconds (n timed), peak MB, and the paper's columns beside them ('-' where the paper has no such variant).
 
     ``summary`` is :func:`summarise` of one configuration, indexed by variant; ``time`` one of
     TIME_HEADERS (a compiled step's runs: without compile, which depends on the compiler's cache).
@@ -293,11 +294,11 @@ def results_table(summary: pd.DataFrame, paper: pd.DataFrame = PAPER, time="trai
             "seeds": summary["n"].astype(int),
             "failed": summary["failed"].astype(int),
             "accuracy": [
-                f"{m:.4f} ± {s:.4f}" if n > 1 else f"{m:.4f}"
-                for m, s, n in zip(summary.acc_mean, summary.acc_std, summary.n)
+                f"failed ({f})" if n == 0 else f"{m:.4f} ± {s:.4f}" if n > 1 else f"{m:.4f}"
+                for m, s, n, f in zip(summary.acc_mean, summary.acc_std, summary.n, summary.failed)
             ],
-            TIME_HEADERS[time]: [f"{t:.1f} ({n})" for t, n in zip(summary[time], summary.n_timed)],
-            "peak MB": summary.peak_memory_mb.round(0).astype(int),
+            TIME_HEADERS[time]: ["-" if n == 0 else f"{t:.1f} ({n})" for t, n in zip(summary[time], summary.n_timed)],
+            "peak MB": summary.peak_memory_mb.round(0).astype("Int64"),  # <NA> where every run failed
             "paper acc": paper_col("accuracy", "{:.3f}"),
             "paper train s": paper_col("train_time_s", "{:.1f}"),
             "paper max MB": paper_col("peak_memory_mb", "{:.0f}"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .groups import ROW, provenance
 from .results import GROUP, RATIO_METRICS, paired_vs_baseline, ratios_by_variant, summarise
 
 FORMATS = ("text", "markdown", "latex", "csv")
@@ -12,8 +13,10 @@ FORMATS = ("text", "markdown", "latex", "csv")
 def paper_table(records: pd.DataFrame) -> pd.DataFrame:
     """One row per (configuration, variant): n, accuracy mean and sd, the paired difference to baseline
     with its 95% t interval (accuracy points, four decimals: the display rounds them, ``points``), time
-    and memory, rounded for print."""
+    and memory, rounded for print; then where each row comes from (``groups.provenance``: the settings
+    that set its configuration apart, its commits and step modes, its failed runs' first error lines)."""
     rows = []
+    where = provenance(records)
     for _, recs in records.groupby(GROUP, dropna=False):  # one configuration and device at a time
         group = summarise(recs)
         try:
@@ -50,6 +53,8 @@ def paper_table(records: pd.DataFrame) -> pd.DataFrame:
                         for m, short in RATIO_SHORT.items()
                         for k in ("ratio", "ci_low", "ci_high", "n_pairs")
                     },
+                    "config_hash": r["config_hash"],
+                    **where.loc[tuple(r[k] for k in ROW)].to_dict(),
                 }
             )
     return pd.DataFrame(rows)
@@ -87,13 +92,30 @@ def _round(x, digits):
     return None if x is None or pd.isna(x) else round(float(x), digits)
 
 
-def _accuracy(mean, sd, n_eval, n) -> str:
-    """'0.8500 ± 0.0100', '0.8500' for one seed, 'not evaluated' when no run has an accuracy (eval=False),
-    and how many of the n runs the mean covers when some have none."""
+def _accuracy(mean, sd, n_eval, n, failed=0) -> str:
+    """'0.8500 ± 0.0100', '0.8500' for one seed, 'failed (2)' when every run failed, 'not evaluated' when
+    no ok run has an accuracy (eval=False), and how many of the n runs the mean covers when some have none."""
+    if n == 0 and failed:
+        return f"failed ({failed})"
     if mean is None or pd.isna(mean):
         return "not evaluated"
     text = f"{mean:.4f} ± {sd:.4f}" if sd is not None and not pd.isna(sd) else f"{mean:.4f}"
     return text if n_eval == n else f"{text} ({n_eval} of {n} evaluated)"
+
+
+APART = {"device": "device", "setting": "setting", "git_sha": "commit", "step_mode": "step mode"}
+"""paper_table columns shown (with these headers, after N) only where they differ between rows: what
+sets one configuration apart from another, or which commits and step modes its runs came from."""
+
+
+def _apart(table: pd.DataFrame) -> dict:
+    """The APART columns whose values differ between rows, as shown: short commits, '-' where unrecorded."""
+    out = {}
+    for key, header in APART.items():
+        values = table[key].map(lambda x: "-" if x is None or pd.isna(x) else str(x))
+        if values.nunique() > 1:
+            out[header] = values.map(lambda x: " ".join(c[:7] for c in x.split())) if key == "git_sha" else values
+    return out
 
 
 def _display(table: pd.DataFrame) -> pd.DataFrame:
@@ -118,9 +140,12 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
         {
             "model": table["model"].map(model_label),
             "N": table["max_length"],
+            **_apart(table),
             "variant": table["variant"],
             "n": table["n"],
-            "accuracy": [_accuracy(*r) for r in zip(table["accuracy"], table["sd"], table["n_eval"], table["n"])],
+            "accuracy": [
+                _accuracy(*r) for r in zip(table["accuracy"], table["sd"], table["n_eval"], table["n"], table["failed"])
+            ],
             "vs baseline, pts [95% CI]": table.apply(interval, axis=1),
             "train s, with compile": [("-" if t is None or pd.isna(t) else f"{t:.1f}") for t in table["train_time_s"]],
             "excl. compile s": [

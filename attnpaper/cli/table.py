@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 NAME = "table"
-HELP = "summarise records into the results table"
+HELP = (
+    "summarise records into the results table; warns on stderr where a row pools runs from several commits "
+    "or step modes; exit status 1 when every run failed (the table then lists the failures)"
+)
 
 
 def add_arguments(parser):
@@ -12,13 +17,24 @@ def add_arguments(parser):
         "--format",
         default="text",
         choices=("text", "markdown", "latex", "csv"),
-        help="text for the terminal; markdown, latex (booktabs) or csv to paste",
+        help="text for the terminal; markdown, latex (booktabs) or csv to paste (csv: each failure's first line)",
     )
 
 
 def run(args) -> int:
+    from ..analysis.groups import pooling_warnings
     from ..analysis.results import load_records
     from ..analysis.tables import format_table
 
-    print(format_table(load_records(*args.dirs), args.format))
-    return 0
+    records = load_records(*args.dirs)
+    print(format_table(records, args.format))
+    for line in pooling_warnings(records):
+        print(line, file=sys.stderr)
+    if (records["status"] == "ok").any():
+        return 0
+    print(
+        f"error: every run under {', '.join(args.dirs)} failed ({len(records)} records): no results, only the "
+        f"failures above (--format csv gives each error's first line)",
+        file=sys.stderr,
+    )
+    return 1
