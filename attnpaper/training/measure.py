@@ -255,3 +255,22 @@ class Meter:
         else:
             out["peak_memory_mb"] = None
         return out
+
+    def record(self, run: dict, resumed_from: int, before_s: float, model, optimizer, ran: dict) -> dict:
+        """The training record's measurements: ``report``'s, the steps, ``ran`` (what ran: precision, step
+        mode, layout, world size, sample counts), tokens per second, padding and the kept losses.
+
+        ``run``: the loop's progress (``checkpoint.fresh_progress``'s fields), its losses device tensors
+        read here, at the end, so the loop never waits for them."""
+        out = self.report(run["step"] - resumed_from, before_s, model, optimizer)
+        real, slots, seconds = run["real_tokens"], run["slot_tokens"], out["train_time_s"]
+        out.update(
+            steps=run["step"],
+            resumed_from_step=resumed_from,
+            **ran,
+            tokens_per_s=real / seconds,
+            padded_tokens_per_s=slots / seconds,
+            padding_fraction=1 - real / slots,
+            loss_every_50_steps=[float(x) for x in run["losses"]],
+        )
+        return out
