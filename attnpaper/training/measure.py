@@ -155,7 +155,8 @@ class Meter:
     a CUDA event when ``timed``, and then the host's time between steps, waiting for the loader, as
     ``host_gap_ms_median``; counts host syncs on a few steps, profiles the last ``profile_steps``);
     ``with meter.paused():`` around work that is not training (checkpoint writes); ``report(...)`` at
-    the end. The peak-memory counter is reset on construction, before any warm-up, so the peak
+    the end, or ``record(...)``: the report with the training run's counts, as ``train`` returns it.
+    The peak-memory counter is reset on construction, before any warm-up, so the peak
     includes the CUDA graphs' pools.
     """
 
