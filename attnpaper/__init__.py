@@ -41,4 +41,4 @@ def _quiet():
         yield
 
 
-watch(during={"tqdm.autonotebook": _quiet})  # registers attnpaper-bert and -distilbert, now or later
+watch(during={"tqdm.autonotebook": _quiet})  # registers the attnpaper-* model types, now or later

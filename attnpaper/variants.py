@@ -1,6 +1,7 @@
 """The five attention variants and their options, in one table: what each runs, which options it takes,
-how its batches are laid out, and the valid values of every option. No torch: the command line's
---help reads it, and every other floor (model building, run parameters, checks) asks it.
+how its batches are laid out, how the book names and colours it, where the paper's table had it, and the
+valid values of every option. No torch: the command line's --help reads it, and every other floor (model
+building, run parameters, checks, tables, figures, the answer box) asks it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ MAX_SEED = (2**63 - 1000) // 1000
 class Variant:
     """One row of the table. implementation: the transformers attention implementation it runs under
     ("eager", "sdpa" or attnpaper's own); layers: what each encoder layer runs ("builtin" for
-    transformers' own, else "exact", "linear" or "hybrid" = the first k exact, the rest linear)."""
+    transformers' own, else "exact", "linear" or "hybrid" = the first k exact, the rest linear);
+    label: what the answer box calls it; color: its colour in every figure; paper: its row in the
+    paper's table (0 first), None where the paper did not run it."""
 
     name: str
     implementation: str
@@ -31,6 +34,9 @@ class Variant:
     layout: str
     dropout: bool
     doc: str
+    label: str
+    color: str
+    paper: int | None
 
     def layer_plan(self, num_layers: int, hybrid_layers: int | None = None) -> list[str] | None:
         """'exact' or 'linear' per layer; None for transformers' own implementations."""
@@ -48,6 +54,7 @@ ATTNPAPER = "attnpaper"  # the name attnpaper's attention registers under in tra
 COMMON = ("attention_dropout", "seed")
 EXACT = ("flash_backend",)
 LINEAR = ("feature_map", "num_features", "redraw_every")
+# colours: Okabe-Ito (safe for the common colour-vision deficiencies), one per variant, used by every figure
 TABLE = {
     v.name: v
     for v in (
@@ -59,6 +66,9 @@ TABLE = {
             "padded",
             True,
             "eager softmax, as DistilBERT computes it (transformers' eager attention)",
+            label="eager softmax",
+            color="#0072B2",  # blue
+            paper=0,
         ),
         Variant(
             "sdpa",
@@ -68,6 +78,9 @@ TABLE = {
             "padded",
             True,
             "transformers' default: torch's scaled_dot_product_attention with a padding mask",
+            label="transformers' default",
+            color="#56B4E9",  # sky blue
+            paper=None,
         ),
         Variant(
             "flash",
@@ -77,6 +90,9 @@ TABLE = {
             "packed",
             True,
             "exact attention through fused kernels in every layer, padding-free end to end",
+            label="FlashAttention, padding-free",
+            color="#009E73",  # green
+            paper=1,
         ),
         Variant(
             "linear",
@@ -86,6 +102,9 @@ TABLE = {
             "packed",
             False,
             "FAVOR+ (or elu+1) linear attention in every layer, padding-free end to end",
+            label="Performer FAVOR+",
+            color="#D55E00",  # vermillion
+            paper=2,
         ),
         Variant(
             "hybrid",
@@ -95,11 +114,16 @@ TABLE = {
             "packed",
             False,
             "the first k layers flash, the rest linear, padding-free end to end",
+            label="flash early, linear late",
+            color="#CC79A7",  # reddish purple
+            paper=3,
         ),
     )
 }
 VARIANTS = tuple(TABLE)
-"""baseline, sdpa, flash, linear, hybrid (see TABLE)."""
+"""baseline, sdpa, flash, linear, hybrid (see TABLE): the order of every table and figure."""
+PAPER_ORDER = tuple(sorted((v.name for v in TABLE.values() if v.paper is not None), key=lambda n: TABLE[n].paper))
+"""baseline, flash, linear, hybrid: the variants the paper ran, in the order its table (and its notebook) had them."""
 OPTIONS = ("attention_dropout", "flash_backend", "feature_map", "num_features", "redraw_every", "hybrid_layers", "seed")
 """Every option build_model takes; each variant takes those in its row."""
 
@@ -132,8 +156,15 @@ def option_error(name: str, value) -> str | None:
 def variant(name) -> Variant:
     """The table row of ``name``, or ValueError naming the valid variants."""
     if name not in TABLE:
-        raise ValueError(f"unknown variant {name!r}; valid: {', '.join(VARIANTS)}")
+        raise ValueError(f"unknown variant {name!r}; valid: {', '.join(TABLE)}")
     return TABLE[name]
+
+
+def in_order(names) -> list[str]:
+    """The distinct ``names`` in the table's order, then any the table does not know, sorted: a record of a
+    variant from another branch still shows, after the known ones."""
+    names = set(names)
+    return [v for v in TABLE if v in names] + sorted(names - set(TABLE), key=str)
 
 
 def check_options(name: str, options: dict) -> Variant:
@@ -175,6 +206,9 @@ DEFAULTS = {
 OFFLINE_MODEL = "minilm-offline"
 RANDOM_DISTILBERT = "distilbert-base-random"
 TINY_RANDOM = "bert-tiny-random"
-MODEL_ALIASES = (OFFLINE_MODEL, RANDOM_DISTILBERT, TINY_RANDOM)
+TINY_ROBERTA = "roberta-tiny-random"
+RANDOM_ALIASES = (RANDOM_DISTILBERT, TINY_RANDOM, TINY_ROBERTA)
+"""The aliases with random weights and no tokenizer of their own (they take MiniLM's, or $ATTNPAPER_TOKENIZER)."""
+MODEL_ALIASES = (OFFLINE_MODEL, *RANDOM_ALIASES)
 """Model names that need no hub: the packaged all-MiniLM-L6-v2, a random DistilBERT-base, and a tiny
-random BERT (2 layers, hidden 64) for smoke runs; all use the uncased 30,522-token vocabulary."""
+random BERT and RoBERTa (2 layers, hidden 64) for smoke runs; all use the uncased 30,522-token vocabulary."""

@@ -33,9 +33,15 @@ def tiny_distilbert_fixture():
     return helpers.tiny_distilbert()
 
 
-@pytest.fixture(params=["bert", "distilbert"])
+@pytest.fixture(name="tiny_roberta")
+def tiny_roberta_fixture():
+    """The RoBERTa counterpart of tiny_bert (helpers.tiny_roberta)."""
+    return helpers.tiny_roberta()
+
+
+@pytest.fixture(params=["bert", "distilbert", "roberta"])
 def tiny_config(request):
-    """tiny_bert, then tiny_distilbert: a test that takes it runs once for each model family."""
+    """tiny_bert, tiny_distilbert, then tiny_roberta: a test that takes it runs once for each model family."""
     return request.getfixturevalue(f"tiny_{request.param}")
 
 

@@ -2,7 +2,7 @@
 in conftest.py return the same objects."""
 
 import pytest
-from transformers import BertConfig, DistilBertConfig
+from transformers import BertConfig, DistilBertConfig, RobertaConfig
 
 from attnpaper.experiment.records import REQUIRED
 
@@ -26,6 +26,21 @@ def tiny_distilbert():
     """The DistilBERT counterpart of tiny_bert."""
     return DistilBertConfig(
         vocab_size=100, dim=32, n_layers=4, n_heads=4, hidden_dim=64, max_position_embeddings=64, dropout=0.0
+    )
+
+
+def tiny_roberta():
+    """The RoBERTa counterpart of tiny_bert, padded with id 0 as the other tiny models (so its positions start
+    at 1: RoBERTa numbers tokens from padding_idx + 1)."""
+    return RobertaConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        pad_token_id=0,
     )
 
 

@@ -59,6 +59,32 @@ def test_read_texts_small_dir(tmp_path):
     assert raw["test"][1].dtype == np.int64
 
 
+def test_empty_reviews_are_refused_past_one_percent(tmp_path):
+    """Half the reviews empty: one line naming the file, the count and the first row (issue 37)."""
+    write_split(tmp_path, "train", text=["a fine film", "", "dull", "  "], label=[0, 1, 0, 1])
+    write_split(tmp_path, "test", text=["ok", "bad"], label=[1, 0])
+    with pytest.raises(ValueError, match=r"train.parquet: 2 of 4 reviews are empty, the first in row 1"):
+        D.read_texts(str(tmp_path))
+
+
+def test_train_identical_to_test_is_refused(tmp_path):
+    texts, labels = [f"review {i}" for i in range(10)], [i % 2 for i in range(10)]
+    write_split(tmp_path, "train", text=texts, label=labels)
+    write_split(tmp_path, "test", text=texts[:6] + ["new 1", "new 2"], label=labels[:8])
+    with pytest.raises(ValueError, match=r"75% of test.parquet's reviews are also in train.parquet"):
+        D.read_texts(str(tmp_path))
+    with pytest.raises(ValueError, match="also in train.parquet"):
+        D.load_imdb(str(tmp_path))  # the datasets path is checked the same way, before datasets reads
+
+
+def test_invalid_utf8_names_the_file_column_and_row(tmp_path):
+    raw = pa.array([b"good film", b"bad \xff film", b"fine"], type=pa.binary())
+    for split in D.SPLITS:
+        pq.write_table(pa.table({"text": raw.view(pa.string()), "label": [0, 1, 0]}), tmp_path / f"{split}.parquet")
+    with pytest.raises(ValueError, match=r"train.parquet: column text, row 1, is not valid UTF-8"):
+        D.read_texts(str(tmp_path))
+
+
 def test_missing_directory(tmp_path):
     with pytest.raises(ValueError, match=r"does not exist.*expected a directory.*train\.parquet.*test\.parquet"):
         D.read_texts(str(tmp_path / "nowhere"))

@@ -33,7 +33,9 @@ def _inputs():
     return {"input_ids": ids, "attention_mask": mask}
 
 
-@pytest.mark.parametrize("model", ["bert-tiny-random", TINY_DISTILBERT], ids=["bert", "distilbert"])
+@pytest.mark.parametrize(
+    "model", ["bert-tiny-random", TINY_DISTILBERT, "roberta-tiny-random"], ids=["bert", "distilbert", "roberta"]
+)
 @pytest.mark.parametrize("variant", attnpaper.VARIANTS)
 def test_save_and_from_pretrained_restore_the_variant(model, variant, tmp_path):
     opts = {"redraw_every": 1, "num_features": 24, "seed": 3} if variant in ("linear", "hybrid") else {}
@@ -160,9 +162,10 @@ def test_tokenised_data_is_cached_between_runs(tmp_path):
 
     root = tmp_path / "imdb"
     root.mkdir()
-    texts, labels = D.synthetic_corpus(300, seed=5)
-    for split in D.SPLITS:
+    corpus = {split: D.synthetic_corpus(300, seed=5 + i) for i, split in enumerate(D.SPLITS)}  # two splits
+    for split, (texts, labels) in corpus.items():
         pq.write_table(pa.table({"text": texts, "label": labels.tolist()}), root / f"{split}.parquet")
+    texts, labels = corpus["train"]
     tok = CountingTokenizer(load_tokenizer("bert-tiny-random"))
     first = D.load_splits(str(root), tok, 32, train_samples=100)
     assert tok.calls > 0 and len(first["train"]) == 100
@@ -290,3 +293,89 @@ def test_cli_version():
         [sys.executable, "-m", "attnpaper", "--version"], capture_output=True, text=True, cwd=ROOT, timeout=60
     )
     assert proc.stdout.strip() == f"attnpaper {attnpaper.__version__}"
+
+
+def _trainer_redraws(tmp_path, accumulate, callbacks):
+    """Train a linear model with redraw_every=2 under Trainer for 6 optimizer steps; return, per step, a
+    fingerprint of layer 0's FAVOR+ projection as it was when that step began."""
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+
+    from attnpaper.attention import LayerAttention
+    from attnpaper.training.data import synthetic_corpus
+    from attnpaper.training.loop import load_tokenizer
+
+    tok = load_tokenizer("bert-tiny-random")
+    texts, labels = synthetic_corpus(64, seed=0)
+    ds = Dataset.from_dict({"text": texts, "label": labels.tolist()}).map(
+        lambda b: tok(b["text"], truncation=True, max_length=32), batched=True, remove_columns=["text"]
+    )
+    model = attnpaper.build_model("bert-tiny-random", "linear", redraw_every=2)
+    layer = next(m for m in model.modules() if isinstance(m, LayerAttention))
+    seen = []
+
+    class Look(TrainerCallback):  # after RedrawFeatures: the projection the step's forwards start from
+        def on_step_end(self, args, state, control, **kwargs):
+            seen.append(float(layer.proj.sum()))
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=6,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=accumulate,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    collate = DataCollatorWithPadding(tok)
+    Trainer(model=model, args=args, train_dataset=ds, data_collator=collate, callbacks=[*callbacks, Look()]).train()
+    return seen
+
+
+def _favor_layers():
+    return _favor_layers_of(attnpaper.build_model("bert-tiny-random", "linear", redraw_every=2))
+
+
+@pytest.mark.slow  # two Trainer runs, about 25 s
+def test_redraw_every_redraws_under_trainer(tmp_path):
+    """redraw_every counts under transformers.Trainer too: uncompiled, by training forwards on its own, and
+    with gradient accumulation by optimizer steps through the RedrawFeatures callback (issue 37)."""
+    from attnpaper.training.trainer import RedrawFeatures
+
+    alone = _trainer_redraws(tmp_path / "a", 1, [])
+    assert len(set(alone)) == 3 and alone[0] == alone[1] != alone[2] == alone[3] != alone[4]  # redrawn at 2, 4
+    counted = RedrawFeatures()
+    steps = _trainer_redraws(tmp_path / "b", 2, [counted])
+    assert len(set(steps)) == 3 and steps[0] == steps[1] != steps[2] == steps[3] != steps[4]
+    assert counted.redrawn == 2 * len(_favor_layers())  # at steps 2 and 4, in every FAVOR+ layer
+
+
+def test_an_uncompiled_training_forward_counts_towards_a_redraw():
+    """Without attnpaper's loop, training forwards count towards redraw_every; evaluation does not, and a
+    loop that calls redraw_at owns the schedule (the count starts again)."""
+    model = attnpaper.build_model("bert-tiny-random", "linear", redraw_every=2)
+    layer = _favor_layers_of(model)[0]
+    batch = {"input_ids": torch.randint(5, 100, (2, 8)), "attention_mask": torch.ones(2, 8, dtype=torch.long)}
+    before = layer.proj.clone()
+    model.eval()
+    for _ in range(3):
+        model(**batch)
+    assert torch.equal(layer.proj, before)  # evaluation never redraws
+    model.train()
+    model(**batch)
+    model(**batch)
+    assert torch.equal(layer.proj, before)  # steps 0 and 1
+    model(**batch)
+    assert not torch.equal(layer.proj, before)  # before step 2
+    now = layer.proj.clone()
+    layer.redraw_at(3)  # a loop's schedule (3 is not a redraw step): the forward count starts again
+    model(**batch)
+    model(**batch)  # the 2nd forward since: no redraw (without the reset it would be the 2nd after one)
+    assert torch.equal(layer.proj, now)
+
+
+def _favor_layers_of(model):
+    from attnpaper.attention import LayerAttention
+
+    return [m for m in model.modules() if isinstance(m, LayerAttention) and m.redraws]

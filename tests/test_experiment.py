@@ -491,3 +491,18 @@ def test_cli_non_numeric_parameter_is_a_clear_error(capsys):
 
     assert main(["sweep", "--smoke", "--variants", "baseline", "--seeds", "0", "--set", "lr=abc"]) == 2
     assert "bad parameter lr='abc': must be a finite number" in capsys.readouterr().err
+
+
+def test_a_misspelt_papermill_parameter_is_refused_in_one_line(tmp_path):
+    """papermill only warns about a parameter the notebook lacks and runs with the defaults; the notebook
+    refuses it before any work, and the error's last line names it and the valid ones (issue 37)."""
+    import papermill as pm
+
+    nb = Path(__file__).resolve().parent.parent / "chapters" / "07_experiment.ipynb"
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(
+            str(nb), str(tmp_path / "out.ipynb"), parameters={"lr_rate": 1e-4}, cwd=str(nb.parent), progress_bar=False
+        )
+    assert err.value.ename == "ValueError"
+    assert err.value.evalue.startswith("unknown parameter(s) lr_rate; valid: ") and " lr, " in err.value.evalue
+    assert not (tmp_path / "records").exists()

@@ -142,7 +142,8 @@ def test_refused_before_any_run(good_model, tmp_path, capsys):
 
 def write_imdb(root: Path, train: dict, test: dict | None = None) -> str:
     root.mkdir(parents=True, exist_ok=True)
-    for split, cols in (("train", train), ("test", test or train)):
+    test = test or {"text": [f"{t} (test)" for t in train["text"]], "label": train["label"]}  # other reviews
+    for split, cols in (("train", train), ("test", test)):
         pq.write_table(pa.table(cols), root / f"{split}.parquet")
     return str(root)
 
@@ -219,3 +220,17 @@ def test_valid_data_still_loads_as_before(tmp_path):
     splits = D.load_splits(data, load_tokenizer("bert-tiny-random"), 16)
     assert len(splits["train"]) == 40 and splits["train"].labels.tolist() == [i % 2 for i in range(40)]
     check_plan([RunConfig(**SMOKE)])  # the synthetic smoke corpus passes
+
+
+def test_hub_data_that_cannot_load_is_refused_before_any_run(monkeypatch):
+    """data='hub' offline with no cached copy: one line up front (issue 37), not a ConnectionError in every
+    run's notebook; the line names the dataset, the cause and what else is valid."""
+    import datasets
+
+    def unreachable(name, *args, **kwargs):
+        raise ConnectionError(f"Couldn't reach '{name}' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset_builder", unreachable)
+    with pytest.raises(ValueError, match=r"data='hub': stanfordnlp/imdb cannot be loaded \(Couldn't reach") as err:
+        check_plan([RunConfig(**{**SMOKE, "data": "hub"})])
+    assert "a directory of train/test.parquet" in str(err.value) and "\n" not in str(err.value)

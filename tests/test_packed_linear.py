@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_bert, tiny_distilbert
+from helpers import tiny_bert, tiny_distilbert, tiny_roberta
 from torch._dynamo.utils import counters
 
 import attnpaper
@@ -106,7 +106,7 @@ def test_no_cross_sequence_leakage(feature_map):
         assert torch.equal(moved[0, s : s + n], base[0, s : s + n])
 
 
-@pytest.mark.parametrize("config", [tiny_bert, tiny_distilbert])
+@pytest.mark.parametrize("config", [tiny_bert, tiny_distilbert, tiny_roberta])
 @pytest.mark.parametrize(
     "variant, options",
     [("linear", {"num_features": 16}), ("linear", {"feature_map": "elu"}), ("hybrid", {"num_features": 16})],

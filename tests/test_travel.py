@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, DistilBertConfig
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, DistilBertConfig, RobertaConfig
 
 import attnpaper
 from attnpaper.model.auto import REMOTE_FILE, AttnpaperBertConfig
@@ -25,13 +25,16 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = {
     "bert": BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
     "distilbert": DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64),
+    "roberta": RobertaConfig(  # padded with MiniLM's [PAD] = 0, as the random-init RoBERTa alias
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, pad_token_id=0
+    ),
 }
 TEXTS = ["a fine film, wonderful and moving", "dull, and far too long"]
 PLAIN = ("baseline", "sdpa")
 
 
 def folders_of(root: Path) -> dict:
-    """{name: folder} for every variant over a tiny BERT, and baseline/linear over a tiny DistilBERT."""
+    """{name: folder} for every variant over a tiny BERT, and baseline/linear over a tiny DistilBERT and RoBERTa."""
     return {
         f"{kind}-{v}": root / f"{kind}-{v}"
         for kind in MODELS

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..variants import PAPER_ORDER, in_order
 from . import scaling as S
 from .results import GROUP, PAPER, load_records, paired_points, paired_vs_baseline, ratios_by_variant, summarise
 from .steps import step_table
 
-PAPER_ORDER = ["baseline", "flash", "linear", "hybrid"]
 ARMS = ("fp16", "dropout")
 """The accuracy arms (issue 20, 5c), each a folder under artefacts/: precision fp16, attention dropout 0.1."""
 LONG = "len512"
@@ -170,9 +170,8 @@ def accuracy_artefact(main: pd.DataFrame, arm: pd.DataFrame) -> dict:
             found[f"flash_minus_baseline_{name}"] = paired_points(acc[name]["flash"], acc[name]["baseline"])
     if "baseline" in arm_ and "flash" not in arm_ and "flash" in main_:
         found["flash_minus_arm_baseline"] = paired_points(main_["flash"], arm_["baseline"])
-    for v in ("baseline", "flash", "sdpa", "linear", "hybrid"):
-        if v in arm_ and v in main_:
-            found[f"{v}_change"] = paired_points(arm_[v], main_[v])
+    for v in in_order(set(arm_) & set(main_)):
+        found[f"{v}_change"] = paired_points(arm_[v], main_[v])
     out = {f"{k}_{f}": v for k, d in found.items() for f, v in d.items()}
     moves = [abs(d["pts"]) for k, d in found.items() if k != "flash_minus_baseline_main"]
     if moves:

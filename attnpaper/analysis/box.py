@@ -11,18 +11,11 @@ from __future__ import annotations
 
 from html import escape
 
-from .answer import PAPER_ORDER, shape_steps, spread
+from ..variants import PAPER_ORDER, TABLE
+from .answer import shape_steps, spread
 from .results import PAPER
 from .tables import points
 
-LABELS = {
-    "baseline": "eager softmax",
-    "sdpa": "transformers' default",
-    "flash": "FlashAttention, padding-free",
-    "linear": "Performer FAVOR+",
-    "hybrid": "flash early, linear late",
-}
-"""What each variant is, said once in the box's setup line."""
 PAYS = {
     "kernel_favor266": "FAVOR+ kernel, 266 features (trained here)",
     "kernel_elu": "elu+1 kernel (not trained here)",
@@ -189,7 +182,7 @@ def render(ans) -> str:
     """The box: its setup in one sentence, the effects table, the crossovers, the artefacts."""
     s = ans["setup"]
     sha = ", ".join(f"<code>{escape(x[:7])}</code>" for x in s["git_sha"].split(", "))
-    labels = "; ".join(f"{escape(v)}: {escape(w)}" for v, w in LABELS.items())
+    labels = "; ".join(f"{escape(v)}: {escape(row.label)}" for v, row in TABLE.items())  # what each variant is
     intro = (
         f"<p class='answer-setup'>{escape(stand_in(s['model']))}, fine-tuned on IMDb: batch {s['batch_size']}, "
         f"{s['epochs']} epochs, AdamW at lr {s['lr']}, {escape(s['precision'])}, {escape(s['step_mode'])} step; one "

@@ -60,3 +60,16 @@ def readable_number(x) -> str:
         return "0"
     text = f"{x:.3g}"
     return f"{x:,.0f}" if "e+" in text else text
+
+
+def refuse_unknown_parameters(namespace: dict, defaults: set, valid) -> None:
+    """Refuse, in one line, a parameter that papermill injected but the parameters cell does not define.
+
+    papermill only warns ("Passed unknown parameter") and runs with the defaults; a misspelt
+    ``-p lr_rate 1e-4`` would silently train at the default lr. ``defaults``: the names the kernel held
+    after the parameters cell (``set(globals())`` as its last line), so the injected cell's new names are
+    the rest; names starting with "_" are IPython's.
+    """
+    unknown = sorted(k for k in set(namespace) - set(defaults) if not k.startswith("_") and k not in valid)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-# Okabe-Ito colours (safe for the common colour-vision deficiencies), one per variant, used by every figure.
-PALETTE = {
-    "baseline": "#0072B2",  # blue: eager softmax
-    "sdpa": "#56B4E9",  # sky blue: transformers' default softmax
-    "flash": "#009E73",  # green: exact fused kernels
-    "linear": "#D55E00",  # vermillion: FAVOR+ / elu+1
-    "hybrid": "#CC79A7",  # reddish purple: flash then linear
-}
-"""Variant name -> colour."""
+from ..variants import TABLE
+
+PALETTE = {name: row.color for name, row in TABLE.items()}
+"""Variant name -> colour (variants.TABLE's, Okabe-Ito), in the table's order."""
 
 KERNEL_COLORS = {
     "softmax": PALETTE["baseline"],  # the reference / eager softmax attention
@@ -56,8 +51,8 @@ REFERENCE_COLOR = "#999999"
 
 
 def color(name: str) -> str:
-    """The colour of a variant or kernel name (KeyError for an unknown name)."""
-    return PALETTE[name] if name in PALETTE else KERNEL_COLORS[name]
+    """The colour of a variant (variants.TABLE, read now) or kernel name (KeyError for an unknown name)."""
+    return TABLE[name].color if name in TABLE else KERNEL_COLORS[name]
 
 
 def setup(fmt: str = "svg") -> None:
@@ -67,7 +62,7 @@ def setup(fmt: str = "svg") -> None:
 
     mpl.rcParams.update(
         {
-            "axes.prop_cycle": cycler(color=list(PALETTE.values()) + ["#E69F00", "#F0E442", "#000000"]),
+            "axes.prop_cycle": cycler(color=[v.color for v in TABLE.values()] + ["#E69F00", "#F0E442", "#000000"]),
             "figure.figsize": (6.4, 3.4),
             "figure.dpi": 100,
             "savefig.dpi": 200,

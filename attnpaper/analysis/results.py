@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..experiment.records import read_record
+from ..variants import PAPER_ORDER, TABLE, in_order
 
 PAPER = pd.DataFrame(
     {
@@ -15,12 +16,11 @@ PAPER = pd.DataFrame(
         "train_time_s": [204.9, 206.6, 206.5, 206.6],
         "peak_memory_mb": [1424, 1945, 2469, 2993],
     },
-    index=pd.Index(["baseline", "flash", "linear", "hybrid"], name="variant"),
+    index=pd.Index(PAPER_ORDER, name="variant"),
 )
-"""The paper's table (DistilBERT-base-uncased, Colab T4), as printed there."""
+"""The paper's table (DistilBERT-base-uncased, Colab T4), as printed there (its rows: variants.PAPER_ORDER)."""
 
 GROUP = ["config_hash", "device", "model", "max_length"]
-ORDER = ["baseline", "sdpa", "flash", "linear", "hybrid"]
 
 
 STATUSES = ("ok", "failed")
@@ -39,10 +39,8 @@ def _number(x) -> bool:
 
 def record_problem(rec: dict) -> str | None:
     """What makes a record unfit for the table (wrong type, NaN, out of range, unknown name), or None."""
-    from ..variants import VARIANTS
-
-    if rec["variant"] not in VARIANTS:
-        return f"unknown variant {rec['variant']!r} (valid: {', '.join(VARIANTS)})"
+    if rec["variant"] not in TABLE:
+        return f"unknown variant {rec['variant']!r} (valid: {', '.join(TABLE)})"
     if rec["status"] not in STATUSES:
         return f"unknown status {rec['status']!r} (valid: {', '.join(STATUSES)})"
     if isinstance(rec["seed"], bool) or not isinstance(rec["seed"], int) or rec["seed"] < 0:
@@ -176,7 +174,7 @@ def summarise(records: pd.DataFrame) -> pd.DataFrame:
         )
         rows.append(row)
     out = pd.DataFrame(rows)
-    out["_o"] = out["variant"].map({v: i for i, v in enumerate(ORDER)})
+    out["_o"] = out["variant"].map({v: i for i, v in enumerate(in_order(out["variant"]))})
     return out.sort_values(GROUP + ["_o"]).drop(columns="_o").reset_index(drop=True)
 
 
@@ -201,7 +199,7 @@ def paired_vs_baseline(records: pd.DataFrame, metric="accuracy", baseline="basel
     if baseline not in ok:
         raise ValueError(f"no successful {baseline!r} runs to pair with")
     rows = []
-    for v in [c for c in ORDER if c in ok and c != baseline]:
+    for v in [c for c in in_order(ok.columns) if c != baseline]:
         d = (ok[v] - ok[baseline]).dropna()
         half = t_half_width(d)
         rows.append(
@@ -243,7 +241,7 @@ def paired_ratio_vs_baseline(records: pd.DataFrame, metric: str, baseline="basel
     if baseline not in ok:
         raise ValueError(f"no successful {baseline!r} runs with {metric} to pair with")
     rows = []
-    for v in [c for c in ORDER if c in ok and c != baseline]:
+    for v in [c for c in in_order(ok.columns) if c != baseline]:
         d = (ok[v] / ok[baseline]).dropna().map(math.log)
         n = len(d)
         if n == 0:

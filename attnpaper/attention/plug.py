@@ -52,6 +52,7 @@ class LayerAttention(nn.Module):
         self.num_features, self.redraw_every, self.head_dim = num_features, redraw_every, head_dim
         self.generator = torch.Generator().manual_seed(seed)
         self.kernels: set[str] = set()
+        self.since_redraw = 0  # training forwards since the schedule last ran (count_training_forward)
         # [M, D] FAVOR+ projection, saved with the model (a reloaded model computes the same features)
         proj = orthogonal_gaussian(num_features, head_dim, self.generator) if self._favor else torch.empty(0)
         self.register_buffer("proj", proj, persistent=self._favor)
@@ -70,11 +71,24 @@ class LayerAttention(nn.Module):
         return self._favor and self.redraw_every > 0
 
     def redraw_at(self, step: int) -> bool:
-        """Before training step ``step``: redraw if ``redraw_every`` divides it (never at step 0)."""
+        """Before training step ``step``: redraw if ``redraw_every`` divides it (never at step 0). A loop
+        that calls this owns the schedule, so the forward's own count starts again."""
+        self.since_redraw = 0
         if self.redraws and step and step % self.redraw_every == 0:
             self.redraw()
             return True
         return False
+
+    def count_training_forward(self) -> None:
+        """One training forward of an uncompiled model that no loop schedules (``transformers.Trainer``):
+        redraw before every ``redraw_every``-th, as ``redraw_at`` would before that step. It counts
+        forwards, so with gradient accumulation pass ``attnpaper.training.trainer.RedrawFeatures`` to the
+        Trainer instead, which counts optimizer steps."""
+        if self.redraws:
+            if self.since_redraw == self.redraw_every:
+                self.redraw()
+                self.since_redraw = 0
+            self.since_redraw += 1
 
     def extra_repr(self):
         if self.kind == "exact":
@@ -114,6 +128,8 @@ def attnpaper_attention(module, query, key, value, attention_mask, scaling=None,
         )
     if attention_mask is not None and attention_mask.dim() != 2:
         raise ValueError(f"attnpaper expects a 2D padding mask, got shape {tuple(attention_mask.shape)}")
+    if module.training and not torch.compiler.is_compiling():  # a compiled step's loop redraws (redraw_features)
+        layer.count_training_forward()
     cu_seqlens = kwargs.get("cu_seq_lens_q")
     if cu_seqlens is None and not PACKED_KWARGS.isdisjoint(kwargs):
         raise ValueError(

@@ -17,7 +17,8 @@ import time
 
 import torch
 
-PAPER_ORDER = ("baseline", "flash", "linear", "hybrid")
+from ..variants import PAPER_ORDER
+
 ARMS = ("kept", "fresh")
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..model.build import build_model, resolve_model
+from ..model.families import family_of
 from ..training import batches as P
 from ..training.assemble import assemble
 from ..training.config import RunConfig
@@ -41,7 +42,8 @@ def model_config(model, seq_len):
     if isinstance(config, str):
         raise ValueError(f"model must be a random-init alias such as 'distilbert-base-random', not {model!r}")
     config = config.__class__.from_dict(config.to_dict())
-    config.max_position_embeddings = max(config.max_position_embeddings, seq_len)
+    first = family_of(config).first_position(config)  # RoBERTa numbers tokens from padding_idx + 1
+    config.max_position_embeddings = max(config.max_position_embeddings, seq_len + first)
     return config
 
 

@@ -15,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+from ..variants import VARIANTS as MODEL_VARIANTS  # the model sweep's default: every variant
+
 KERNEL_LENGTHS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 MODEL_LENGTHS = (128, 256, 512, 1024, 2048, 4096, 8192)
 KERNEL_TOKENS, MODEL_TOKENS = 32768, 16384
-MODEL_VARIANTS = ("baseline", "sdpa", "flash", "linear", "hybrid")
 PAPER_BATCH = 32  # the model sweep also measures this batch at N <= IMDB_MAX: the rows the bench has
 # attnpaper.bench.kernels' MECHANISMS (names, in order) and PASSES, named here without importing torch,
 # so that the command line's --help is instant; tests/test_scaling.py keeps them equal.

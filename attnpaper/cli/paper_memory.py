@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..variants import PAPER_ORDER
+
 NAME = "paper-memory"
 HELP = (
     "the paper's memory column put to the test: its four variants in one process, kept alive, "
@@ -13,7 +15,7 @@ HELP = (
 
 
 def add_arguments(parser):
-    parser.add_argument("--variants", nargs="+", default=["baseline", "flash", "linear", "hybrid"], help="in run order")
+    parser.add_argument("--variants", nargs="+", default=list(PAPER_ORDER), help="in run order")
     parser.add_argument("--model", default="distilbert-base-random", help="a random-init alias")
     parser.add_argument("--max-length", type=int, default=128, help="tokens per review at most")
     parser.add_argument("--batch-size", type=int, default=32, help="sequences per batch")

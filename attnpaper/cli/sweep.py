@@ -31,11 +31,9 @@ def parse_set(items) -> dict:
 
 
 def add_arguments(parser):
-    from ..variants import VARIANTS
+    from ..variants import PAPER_ORDER, VARIANTS
 
-    parser.add_argument(
-        "--variants", nargs="+", default=["baseline", "flash", "linear", "hybrid"], help=f"from {', '.join(VARIANTS)}"
-    )
+    parser.add_argument("--variants", nargs="+", default=list(PAPER_ORDER), help=f"from {', '.join(VARIANTS)}")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one run per variant and seed")
     parser.add_argument(
         "--set",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,11 +19,9 @@ import torch
 from .. import variants as V
 from ..attention import has_flash_attn, has_torch_varlen
 from ..attention.exact import BF16, FA2, device_phrase, has_bf16, has_fa2
+from ..model.families import Family, family_of
 from ..training import data as D
 
-SUPPORTED_MODEL_TYPES = ("bert", "distilbert")
-"""Encoders the attnpaper variants plug into (MiniLM is a BERT)."""
-"""Each layer's random features are seeded with seed * 1000 + layer, an int64."""
 MIN_VOCAB = 1000
 """Fewer tokens than this is no real tokenizer (transformers builds a 5-token one for a folder without files)."""
 PROBE = "The film was a wonderful story, and the actors played it well."
@@ -38,22 +37,48 @@ def check_data(source) -> None:
             "train/test.parquet, or a token cache .npz"
         )
     source = str(source)
-    if source in ("hub", D.SYNTHETIC):
-        return  # the hub is checked by datasets when it loads (offline, only its cache can answer)
+    if source == "hub":
+        check_hub_data()
+        return
+    if source == D.SYNTHETIC:
+        return
     if source.endswith(".npz"):
         D.load_token_cache_meta(source)
         return
-    for split in D.SPLITS:
-        D._read_parquet(Path(source), split)
+    D.read_parquet_splits(Path(source))  # each split, and the two against each other
 
 
-def model_config(model):
-    """The transformers config of ``model`` (alias, directory, config or hub name), read without weights."""
-    from transformers import AutoConfig, PretrainedConfig
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A plan's model resolved once: the name given, what resolve_model made of it (a folder, a hub name or a
+    config), its transformers config and its family. The checks read it rather than resolving it again."""
 
-    from ..model.build import MODEL_ALIASES, resolve_model
+    name: object
+    source: object
+    config: object
+    family: Family
+
+
+def resolve(model) -> ResolvedModel:
+    """Resolve ``model`` (alias, directory, config or hub name) and read its config, without weights; ValueError
+    in one line for a missing or unreadable one, or a family the variants do not plug into."""
+    from ..model.build import resolve_model
 
     source = resolve_model(model)  # raises for a missing directory
+    config = model_config(model, source)
+    try:
+        family = family_of(config)
+    except ValueError as err:  # one line: the model's type and the supported families
+        raise ValueError(f"bad parameter model={model!r}: {err}") from None
+    return ResolvedModel(model, source, config, family)
+
+
+def model_config(model, source):
+    """The transformers config of ``model``, resolved to ``source`` (resolve_model), read without weights."""
+    from transformers import AutoConfig, PretrainedConfig
+
+    from ..model.build import MODEL_ALIASES
+
     if isinstance(source, PretrainedConfig):
         return source
     folder = local_folder(source)
@@ -84,6 +109,20 @@ def model_config(model):
             f"bad parameter model={model!r}: {where}; valid: a directory holding config.json, "
             f"a hub name, or one of {', '.join(MODEL_ALIASES)} "
             f"({first_line(err)})"
+        ) from None
+
+
+def check_hub_data() -> None:
+    """IMDb from the Hub can be loaded: reachable, or in datasets' cache when offline (asked of its builder,
+    which reads no data); else one line before any run, not a ConnectionError in every run's notebook."""
+    try:
+        from datasets import load_dataset_builder
+
+        load_dataset_builder(D.HUB_NAME)
+    except Exception as err:  # datasets raises ConnectionError, FileNotFoundError, ... by cause
+        raise ValueError(
+            f"bad parameter data='hub': {D.HUB_NAME} cannot be loaded ({first_line(err)}); valid: a directory "
+            f"of train/test.parquet (--set data=DIR, or ${D.DATA_ENV}), '{D.SYNTHETIC}', or a token cache .npz"
         ) from None
 
 
@@ -124,12 +163,13 @@ def check_weights(model, folder: Path) -> None:
             bad(f"{path} is not a PyTorch weights file")
 
 
-def check_tokenizer(model, conf, where) -> None:
+def check_tokenizer(model: ResolvedModel, where) -> None:
     """The tokenizer a run of ``model`` loads is a real one: it loads, its vocabulary fits the model's, and
     it knows the words of an English sentence (a folder without tokenizer files gives a 5-token one)."""
     from ..training.loop import load_tokenizer
 
     valid = f"valid: {FOLDER}"
+    conf, model = model.config, model.name
     try:
         tok = load_tokenizer(model)
     except Exception as err:
@@ -149,23 +189,21 @@ def check_tokenizer(model, conf, where) -> None:
         raise ValueError(f"bad parameter model={model!r}: the tokenizer in {where} is not usable: {why}; {valid}")
 
 
-def check_model(model, conf) -> None:
+def check_model(model: ResolvedModel) -> None:
     """A local model folder has loadable weights and a real tokenizer; a config or alias, a real tokenizer.
 
     Hub names are left to transformers (offline, only its cache can answer).
     """
     from transformers import PretrainedConfig
 
-    from ..model.build import resolve_model
     from ..training.loop import TOKENIZER_ENV
 
-    source = resolve_model(model)
-    folder = local_folder(source)
+    folder = local_folder(model.source)
     if folder is not None:
-        check_weights(model, folder)
-        check_tokenizer(model, conf, folder)
-    elif isinstance(source, PretrainedConfig):  # random weights; the tokenizer of $ATTNPAPER_TOKENIZER or MiniLM
-        check_tokenizer(model, conf, os.environ.get(TOKENIZER_ENV) or "the offline MiniLM folder")
+        check_weights(model.name, folder)
+        check_tokenizer(model, folder)
+    elif isinstance(model.source, PretrainedConfig):  # random weights; the tokenizer of $ATTNPAPER_TOKENIZER or MiniLM
+        check_tokenizer(model, os.environ.get(TOKENIZER_ENV) or "the offline MiniLM folder")
 
 
 def check_device(cfg, device) -> None:
@@ -220,15 +258,10 @@ def check_plan(configs, device=None) -> list:
                 )
     models = {}
     for cfg in configs:
-        if cfg.model not in models:
-            conf = models[cfg.model] = model_config(cfg.model)
-            if conf.model_type.removeprefix("attnpaper-") not in SUPPORTED_MODEL_TYPES:
-                raise ValueError(
-                    f"bad parameter model={cfg.model!r}: a {conf.model_type} model; the attnpaper "
-                    f"variants support {', '.join(SUPPORTED_MODEL_TYPES)} encoders"
-                )
-            check_model(cfg.model, conf)
-        conf = models[cfg.model]
-        cfg.validate(getattr(conf, "max_position_embeddings", None), getattr(conf, "num_hidden_layers", None))
+        if cfg.model not in models:  # each model resolved and checked once
+            models[cfg.model] = resolve(cfg.model)
+            check_model(models[cfg.model])
+        m = models[cfg.model]
+        cfg.validate(m.family.max_length(m.config), m.config.num_hidden_layers)
         check_device(cfg, device)
     return list(configs)

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from ..files import write_atomic
-from ..variants import OFFLINE_MODEL, RANDOM_DISTILBERT, TINY_RANDOM
+from ..variants import OFFLINE_MODEL, RANDOM_ALIASES
 
 DATA_FILES = ("train.parquet", "test.parquet")
 MODEL_FILES = (
@@ -106,7 +106,7 @@ def model_fingerprint(model) -> str | None:
     if model is None:
         return None
     model = str(model)
-    if model in (RANDOM_DISTILBERT, TINY_RANDOM):
+    if model in RANDOM_ALIASES:
         return f"alias:{model}"
     if model == OFFLINE_MODEL:
         try:

@@ -1,6 +1,7 @@
 """attnpaper models as transformers models that save and reload with their attention, and travel.
 
-Each variant's classifier is a registered model type ("attnpaper-bert", "attnpaper-distilbert"),
+Each variant's classifier is a registered model type ("attnpaper-bert", "-distilbert", "-roberta": one per
+entry of attnpaper.model.families),
 transformers' documented way to add a model: its config holds the variant and the layer options,
 and its weights hold each FAVOR+ layer's random features. After ``import attnpaper`` (which registers
 them, attnpaper.model.after_import), ``AutoModelForSequenceClassification.from_pretrained(path)``
@@ -8,7 +9,7 @@ rebuilds the same model (same kernels, same logits); ``save_pretrained`` and ``p
 for any transformers model.
 
 What a checkpoint says about itself, for those who never import attnpaper: baseline and sdpa run
-transformers' own attention, so they save as plain ``bert``/``distilbert`` models (with their
+transformers' own attention, so they save as plain ``bert``/``distilbert``/``roberta`` models (with their
 ``attn_implementation``); flash, linear and hybrid keep their model type and save an ``auto_map`` and
 a small ``attnpaper_model.py`` (transformers' custom-code mechanism), so ``trust_remote_code=True``
 loads them wherever attnpaper is installed and names ``pip install attnpaper`` where it is not.
@@ -17,11 +18,9 @@ loads them wherever attnpaper is installed and names ``pip install attnpaper`` w
 from __future__ import annotations
 
 import torch
-from transformers import (
-    AutoModelForSequenceClassification,
-    BertForSequenceClassification,
-    DistilBertForSequenceClassification,
-)
+from transformers import AutoModelForSequenceClassification
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
 from ..attention import ATTN_NAME, LayerAttention, register
 from ..variants import EXACT, LINEAR
@@ -29,10 +28,10 @@ from ..variants import variant as variant_row
 from .configs import (
     CONFIGS,
     REMOTE_FILE,  # noqa: F401  (re-exported: remote_code and tests import it from here)
-    AttnpaperBertConfig,
-    AttnpaperDistilBertConfig,
+    model_class_name,
     register_configs,
 )
+from .families import family_of
 
 LAYER_OPTIONS = EXACT + LINEAR
 """The options each attnpaper layer is built with (saved in the config, so a reload rebuilds them)."""
@@ -67,26 +66,19 @@ def attach(model, redraw=True) -> None:
 
 
 def attention_modules(model) -> list[torch.nn.Module]:
-    """The self-attention module of each encoder layer, in layer order."""
-    mods = [m for m in model.modules() if type(m).__name__.endswith("SelfAttention") and hasattr(m, "config")]
-    n = model.config.num_hidden_layers
-    if len(mods) != n:
-        raise ValueError(
-            f"found {len(mods)} self-attention modules for {n} layers in {type(model).__name__}; "
-            "only BERT-family encoders (BERT, DistilBERT, MiniLM) are supported"
-        )
-    return mods
+    """The self-attention module of each encoder layer, in layer order (where its family's entry says)."""
+    path = family_of(model.config).attention
+    return [layer.get_submodule(path) for layer in encoder_layers(model)]
 
 
 def encoder_layers(model) -> torch.nn.ModuleList:
     """The encoder's stack of layers (BERT's ``encoder.layer``, DistilBERT's ``transformer.layer``)."""
-    base = model.base_model
-    stack = getattr(base, "encoder", None) or getattr(base, "transformer", None)
+    stack = getattr(model.base_model, family_of(model.config).encoder, None)
     layers = getattr(stack, "layer", None)
     if not isinstance(layers, torch.nn.ModuleList) or len(layers) != model.config.num_hidden_layers:
         raise ValueError(
-            f"found no stack of {model.config.num_hidden_layers} layers in {type(model).__name__}; "
-            "only BERT-family encoders (BERT, DistilBERT, MiniLM) are supported"
+            f"found no stack of {model.config.num_hidden_layers} layers in {type(model).__name__}, "
+            "where its family's entry (attnpaper.model.families) says"
         )
     return layers
 
@@ -106,28 +98,26 @@ class _Reloadable:
         """Ignored, as for the configs (see _Portable.register_for_auto_class)."""
 
 
-class AttnpaperBertForSequenceClassification(_Reloadable, BertForSequenceClassification):
-    config_class = AttnpaperBertConfig
+def _model_class(model_type: str, config: type) -> type:
+    """Attnpaper<Name>ForSequenceClassification: transformers' classifier of ``model_type`` that builds the
+    variant's attention modules as it is built, and takes ``config``."""
+    base = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[CONFIG_MAPPING[model_type]]
+    return type(model_class_name(config), (_Reloadable, base), {"config_class": config, "__module__": __name__})
 
 
-class AttnpaperDistilBertForSequenceClassification(_Reloadable, DistilBertForSequenceClassification):
-    config_class = AttnpaperDistilBertConfig
-
-
-MODELS = {
-    AttnpaperBertConfig: AttnpaperBertForSequenceClassification,
-    AttnpaperDistilBertConfig: AttnpaperDistilBertForSequenceClassification,
-}
+MODELS = {config: _model_class(model_type, config) for model_type, config in CONFIGS.items()}
+"""Each attnpaper config class -> its classifier; every config and classifier is also a name of this module."""
+REMOTE_CLASSES = {c.__name__: c for pair in MODELS.items() for c in pair}
+"""What a saved model's auto_map may name (attnpaper_model.py, a copy of remote_code.py, exports them)."""
+globals().update(REMOTE_CLASSES)
 
 
 def wrap_config(config, spec: dict):
-    """The attnpaper config of a BERT or DistilBERT config, carrying ``spec`` (variant, layers, options).
+    """The attnpaper config of a config of a supported family, carrying ``spec`` (variant, layers, options).
 
     A 2-label config that only had transformers' LABEL_0/LABEL_1 gets IMDb's negative/positive.
     """
-    base = {"attnpaper-bert": "bert", "attnpaper-distilbert": "distilbert"}.get(config.model_type, config.model_type)
-    if base not in CONFIGS:
-        raise ValueError(f"a {config.model_type} model; attnpaper supports {', '.join(CONFIGS)} encoders")
+    base = family_of(config).model_type  # ValueError for an unsupported family
     d = config.to_dict()
     for key in ("model_type", "attnpaper", "auto_map", "attn_implementation", "architectures"):
         d.pop(key, None)
@@ -138,7 +128,7 @@ def wrap_config(config, spec: dict):
 
 
 def register_auto_classes() -> None:
-    """Register both model types with AutoConfig and AutoModelForSequenceClassification (idempotent)."""
+    """Register every model type with AutoConfig and AutoModelForSequenceClassification (idempotent)."""
     register_configs()
     for config, model in MODELS.items():
         AutoModelForSequenceClassification.register(config, model, exist_ok=True)

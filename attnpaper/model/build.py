@@ -6,13 +6,14 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, BertConfig, DistilBertConfig, PretrainedConfig
+from transformers import AutoConfig, BertConfig, DistilBertConfig, PretrainedConfig, RobertaConfig
 
 from .. import variants as V
 from ..attention import ATTN_NAME
 from ..attention.exact import FALLBACK
-from ..variants import MODEL_ALIASES, OFFLINE_MODEL, RANDOM_DISTILBERT, TINY_RANDOM
+from ..variants import MODEL_ALIASES, OFFLINE_MODEL, RANDOM_DISTILBERT, TINY_RANDOM, TINY_ROBERTA
 from .auto import LAYER_OPTIONS, MODELS, attach, attention_modules, implementation, wrap_config
+from .families import family_of
 
 
 def offline_model_dir() -> Path:
@@ -36,6 +37,8 @@ def resolve_model(model):
         return DistilBertConfig()
     if model == TINY_RANDOM:
         return BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+    if model == TINY_ROBERTA:
+        return tiny_roberta()
     if isinstance(model, os.PathLike):
         model = os.fspath(model)
     if not isinstance(model, str) or not model:
@@ -53,13 +56,20 @@ def looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1) or Path(name).exists()
 
 
-def _set_attention_dropout(config, p):
-    for name in ("attention_dropout", "attention_probs_dropout_prob"):  # DistilBERT, BERT
-        if hasattr(config, name):
-            setattr(config, name, p)
-            return
-    raise ValueError(
-        f"{type(config).__name__} has no attention dropout setting; only BERT-family encoders are supported"
+def tiny_roberta() -> RobertaConfig:
+    """TINY_ROBERTA: bert-tiny-random's sizes in RoBERTa's architecture, over the uncased BERT vocabulary that
+    random-init models are tokenized with ([PAD] = 0, so positions start at 1; 512 of them, as BERT's)."""
+    return RobertaConfig(
+        vocab_size=30522,
+        pad_token_id=0,
+        bos_token_id=101,
+        eos_token_id=102,
+        max_position_embeddings=513,
+        type_vocab_size=1,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
     )
 
 
@@ -98,7 +108,7 @@ def build_model(model, variant, num_labels=2, **options):
     config.num_labels = num_labels
     if num_labels > 1:  # set now: transformers sets it in the first forward, which would recompile a compiled step
         config.problem_type = "single_label_classification"
-    _set_attention_dropout(config, float(options.get("attention_dropout", 0.0)))
+    setattr(config, family_of(config).dropout, float(options.get("attention_dropout", 0.0)))
     cls = MODELS[type(config)]
     with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
         torch.manual_seed(options.get("seed", 0))  # same seed, same initial weights (and head) for every variant

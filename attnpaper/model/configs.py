@@ -1,4 +1,5 @@
-"""attnpaper's config classes ("attnpaper-bert", "attnpaper-distilbert"), apart from the models.
+"""attnpaper's config classes (attnpaper-bert, -distilbert, -roberta: one per model.families entry), apart
+from the models.
 
 They import no torch and no modeling code, so they can be registered with AutoConfig the moment
 transformers' configuration_auto loads, which happens midway through transformers' own modeling_utils
@@ -11,25 +12,29 @@ import os
 import shutil
 from pathlib import Path
 
-from transformers.models.auto.configuration_auto import AutoConfig
-from transformers.models.bert.configuration_bert import BertConfig
-from transformers.models.distilbert.configuration_distilbert import DistilBertConfig
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING, AutoConfig
 
 from ..variants import variant as variant_row
+from .families import FAMILIES, PREFIX
 
 REMOTE_FILE = "attnpaper_model.py"
 """The module a saved flash/linear/hybrid model carries: a copy of remote_code.py, named in its auto_map."""
 
 
 class _Portable:
-    """Config mixin: save as a checkpoint that others can open (see attnpaper.model.auto's docstring)."""
+    """Config mixin: says which attention each layer runs (``attnpaper``), and saves as a checkpoint that
+    others can open (see attnpaper.model.auto's docstring)."""
+
+    def __init__(self, attnpaper=None, **kwargs):
+        super().__init__(**kwargs)
+        self.attnpaper = attnpaper or {"variant": "sdpa"}
 
     def to_dict(self):
         d = super().to_dict()
         d.pop("auto_map", None)
         row = variant_row(self.attnpaper["variant"])
         if row.layers == "builtin":  # transformers' own attention: a plain model
-            d["model_type"] = type(self).model_type.removeprefix("attnpaper-")
+            d["model_type"] = type(self).model_type.removeprefix(PREFIX)
             d["architectures"] = [a.removeprefix("Attnpaper") for a in d.get("architectures") or []] or None
             d["attn_implementation"] = row.implementation
         else:
@@ -53,27 +58,17 @@ class _Portable:
         copy auto.py (whose package-relative imports cannot run alone) beside the weights."""
 
 
-class AttnpaperBertConfig(_Portable, BertConfig):
-    """A BERT config that also says which attention each layer runs (``attnpaper``)."""
-
-    model_type = "attnpaper-bert"
-
-    def __init__(self, attnpaper=None, **kwargs):
-        super().__init__(**kwargs)
-        self.attnpaper = attnpaper or {"variant": "sdpa"}
+def _config_class(model_type: str) -> type:
+    """Attnpaper<Name>Config: transformers' config of ``model_type`` that also carries the variant."""
+    base = CONFIG_MAPPING[model_type]
+    name = f"Attnpaper{base.__name__}"
+    doc = f"A {base.__name__} that also says which attention each layer runs (``attnpaper``)."
+    return type(name, (_Portable, base), {"model_type": PREFIX + model_type, "__module__": __name__, "__doc__": doc})
 
 
-class AttnpaperDistilBertConfig(_Portable, DistilBertConfig):
-    """A DistilBERT config that also says which attention each layer runs (``attnpaper``)."""
-
-    model_type = "attnpaper-distilbert"
-
-    def __init__(self, attnpaper=None, **kwargs):
-        super().__init__(**kwargs)
-        self.attnpaper = attnpaper or {"variant": "sdpa"}
-
-
-CONFIGS = {"bert": AttnpaperBertConfig, "distilbert": AttnpaperDistilBertConfig}
+CONFIGS = {name: _config_class(name) for name in FAMILIES}
+"""The config class of each family, by transformers' model type; each is also a name of this module."""
+globals().update({c.__name__: c for c in CONFIGS.values()})  # AttnpaperBertConfig, ...: saved auto_maps name them
 
 
 def model_class_name(config_class: type) -> str:
@@ -82,6 +77,6 @@ def model_class_name(config_class: type) -> str:
 
 
 def register_configs() -> None:
-    """Register both model types with AutoConfig (again after a reload of transformers: idempotent)."""
+    """Register every model type with AutoConfig (again after a reload of transformers: idempotent)."""
     for config in CONFIGS.values():
         AutoConfig.register(config.model_type, config, exist_ok=True)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .. import variants as V
+from ..model.families import family_of
 from ..variants import LAYOUTS
 
 PACKED_BUCKET = 1024
@@ -226,14 +227,16 @@ def packed_forward(
     key_mask=None,
     segments=None,
 ):
-    """Padding-free forward of a BERT or DistilBERT classifier (as FlashAttention's BERT and ModernBERT do).
+    """Padding-free forward of a classifier of any family in model.families (as FlashAttention's BERT and
+    ModernBERT do).
 
-    The packed tokens go through the embeddings and every layer as one row [1, T, H]; the attention
-    gets ``cu_seq_lens_q/k`` and ``max_length_q/k`` (exact layers) and ``chunk_seq``, ``key_mask``,
-    ``segments`` (linear layers; from a Collator with chunk > 1) through transformers' attention
-    kwargs; the [CLS] rows are gathered for the head. Returns (loss or None, logits [B, num_labels]).
+    The packed tokens go through the embeddings and every layer as one row [1, T, H], each sequence numbered
+    from its family's first position (RoBERTa's start after the padding index); the attention gets
+    ``cu_seq_lens_q/k`` and ``max_length_q/k`` (exact layers) and ``chunk_seq``, ``key_mask``, ``segments``
+    (linear layers; from a Collator with chunk > 1) through transformers' attention kwargs; the [CLS] rows
+    go to the family's head. Returns (loss or None, logits [B, num_labels]).
     """
-    kind = model.config.model_type.removeprefix("attnpaper-")  # attnpaper-bert is a bert
+    family = family_of(model.config)  # ValueError for an unsupported family
     kw = {
         "cu_seq_lens_q": cu_seqlens,
         "cu_seq_lens_k": cu_seqlens,
@@ -242,22 +245,11 @@ def packed_forward(
     }
     if chunk_seq is not None:
         kw.update(chunk_seq=chunk_seq, key_mask=key_mask, segments=segments)
-    if kind == "bert":
-        hidden = model.bert.embeddings(
-            input_ids=input_ids[None], position_ids=position_ids[None], token_type_ids=torch.zeros_like(input_ids)[None]
-        )  # [1, T, H]
-        hidden = model.bert.encoder(hidden, attention_mask=None, **kw).last_hidden_state
-        cls = hidden[0].index_select(0, cls_index)  # [B, H]
-        pooled = model.bert.pooler(cls[:, None]) if model.bert.pooler is not None else cls
-        logits = model.classifier(model.dropout(pooled))
-    elif kind == "distilbert":
-        hidden = model.distilbert.embeddings(input_ids[None], None, position_ids[None])  # [1, T, H]
-        hidden = model.distilbert.transformer(hidden, attention_mask=None, **kw).last_hidden_state
-        cls = hidden[0].index_select(0, cls_index)  # [B, H]
-        pooled = model.dropout(torch.relu(model.pre_classifier(cls)))
-        logits = model.classifier(pooled)
-    else:
-        raise ValueError(f"the packed path supports bert and distilbert classifiers, not {kind!r}")
+    first = family.first_position(model.config)
+    positions = position_ids + first if first else position_ids  # BERT's and DistilBERT's graphs stay as they were
+    hidden = family.embed(model.base_model, input_ids[None], positions[None])  # [1, T, H]
+    hidden = family.encode(model, hidden, **kw)
+    logits = family.head(model, hidden[0].index_select(0, cls_index))  # the [CLS] rows [B, H]
     loss = None
     if labels is not None:
         loss = torch.nn.functional.cross_entropy(logits.float(), labels, ignore_index=IGNORE)

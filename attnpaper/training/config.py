@@ -266,7 +266,7 @@ class RunConfig:
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 TOKENIZER_ENV = "ATTNPAPER_TOKENIZER"
 """A tokenizer folder for the random-init models (default: the packaged MiniLM's, where it is present)."""
-RANDOM_INIT = (V.RANDOM_DISTILBERT, V.TINY_RANDOM)
+RANDOM_INIT = V.RANDOM_ALIASES
 """The model aliases with no tokenizer of their own (attnpaper.model.build.resolve_model)."""
 
 

@@ -51,7 +51,47 @@ def read_texts(source: str) -> dict:
 
         ds = load_dataset(HUB_NAME)
         return {s: (list(ds[s]["text"]), np.asarray(ds[s]["label"])) for s in SPLITS}
-    return {s: _read_parquet(Path(source), s) for s in SPLITS}
+    return read_parquet_splits(Path(source))
+
+
+EMPTY_SHARE = 0.01
+"""The share of empty reviews a split may hold before it is refused (IMDb has none)."""
+SHARED_SHARE = 0.5
+"""The share of test reviews that may also be training reviews before the splits are refused."""
+
+
+def read_parquet_splits(root: Path) -> dict:
+    """{split: (texts, labels)} from a parquet folder, each split checked (``_read_parquet``) and the two
+    refused when most test reviews are training reviews too (an evaluation on seen data)."""
+    out = {s: _read_parquet(root, s) for s in SPLITS}
+    train, test = (set(out[s][0]) for s in SPLITS)
+    shared = sum(t in train for t in out["test"][0]) / len(out["test"][0])
+    if shared > SHARED_SHARE:
+        raise ValueError(
+            f"{root}: {shared:.0%} of test.parquet's reviews are also in train.parquet; expected two "
+            f"different splits (IMDb's share a handful), at most {SHARED_SHARE:.0%}"
+        )
+    return out
+
+
+def _texts(path: Path, column) -> list[str]:
+    """The text column as str, or one line naming the file, column and first row that is not UTF-8."""
+    try:
+        return column.to_pylist()
+    except UnicodeDecodeError:
+        import pyarrow as pa
+
+        raw = column.cast(pa.binary()).to_pylist()
+        row = next(i for i, b in enumerate(raw) if b is not None and not _utf8(b))
+        raise ValueError(f"{path}: column text, row {row}, is not valid UTF-8; expected UTF-8 text") from None
+
+
+def _utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _read_parquet(root: Path, split: str):
@@ -97,9 +137,15 @@ def _read_parquet(root: Path, split: str):
         raise ValueError(f"{path}: labels must be 0 or 1, found {found[:5]}")
     if len(found) < 2:
         raise ValueError(f"{path}: every row has label {found[0]}; a classifier needs both labels, 0 and 1")
-    texts = texts.to_pylist()
-    if not any(t.strip() for t in texts):
+    texts = _texts(path, texts)
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if len(empty) == len(texts):
         raise ValueError(f"{path}: every review ({len(texts)}) is empty; expected review texts in column text")
+    if len(empty) > EMPTY_SHARE * len(texts):
+        raise ValueError(
+            f"{path}: {len(empty)} of {len(texts)} reviews are empty, the first in row {empty[0]}; "
+            f"expected review texts in column text (at most {EMPTY_SHARE:.0%} empty)"
+        )
     return texts, raw.astype(np.int64)
 
 
@@ -174,8 +220,7 @@ def load_imdb(source):
     if source == "hub":
         return load_dataset(HUB_NAME)
     root = Path(source)
-    for split in SPLITS:
-        _read_parquet(root, split)  # schema, rows, nulls and labels, each named with its file
+    read_parquet_splits(root)  # schema, rows, nulls, labels, text and overlap, each named with its file
     return load_dataset("parquet", data_files={s: str(root / f"{s}.parquet") for s in SPLITS})
 
 

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from ..attention import LayerAttention
 from ..attention.exact import has_bf16
 from ..model.build import build_model, kernel_fallbacks, kernels_used, resolve_model
+from ..model.families import family_of
 from . import batches as P
 from . import data as D
 from . import ddp
@@ -172,7 +173,7 @@ def prepare(cfg: RunConfig, splits=None) -> tuple:
     """The run's model (still on the CPU), its splits (``splits``, or loaded as cfg says) and the pad id."""
     tokenizer = load_tokenizer(cfg.model)
     model = build_model(cfg.model, cfg.variant, num_labels=2, **cfg.model_options())
-    cfg.validate(getattr(model.config, "max_position_embeddings", None), model.config.num_hidden_layers)
+    cfg.validate(family_of(model.config).max_length(model.config), model.config.num_hidden_layers)
     splits = splits or D.load_splits(cfg.data, tokenizer, cfg.max_length, cfg.train_samples, cfg.test_samples)
     return model, splits, tokenizer.pad_token_id or 0
 
