@@ -22,16 +22,17 @@ import sys
 import time
 
 import torch
-from transformers import BertConfig, DistilBertConfig, get_scheduler
+from transformers import BertConfig, DistilBertConfig
 from transformers.utils import logging
 
 import attnpaper
 from attnpaper import variants as V
 from attnpaper.experiment.records import git_sha
+from attnpaper.training.assemble import assemble
 from attnpaper.training.batches import Collator, chunk_for, to_device
 from attnpaper.training.graph import UNCAPTURED_CALLS
 from attnpaper.training.measure import device_info, start_profiler, stop_profiler
-from attnpaper.training.step import TrainStep, reset_compiler
+from attnpaper.training.step import reset_compiler
 
 LOSS_STEPS = 20  # losses compared with eager's
 WARM_CALLS = UNCAPTURED_CALLS + 1  # calls per batch shape before a step replays (captured: the same count)
@@ -110,14 +111,24 @@ def measure(config, variant, mode, data, device, steps, profile_steps, dry):
         torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(0)
     model = attnpaper.build_model(config, variant, num_labels=2).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01, fused=True)
-    # warm-up over the first 10 steps, then a slow decay: the compared losses see real updates
-    sched = get_scheduler("linear", opt, num_warmup_steps=10, num_training_steps=10_000)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
     kw = {"backend": None, "graph": False} if dry and mode == "whole" else {}  # a CPU: uncaptured, uncompiled
-    step = TrainStep(
-        model, opt, sched, scaler, "bf16" if device.type == "cuda" else "fp32", device, mode, max_grad_norm=1.0, **kw
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    # warm-up over the first 10 steps (ceil(0.001 x 10,000)), then a slow decay: the compared losses see real updates
+    parts = assemble(
+        model,
+        device,
+        lr=5e-4,
+        weight_decay=0.01,
+        step_mode=mode,
+        precision=precision,
+        fused=True,
+        schedule="linear",
+        warmup_ratio=0.001,
+        total=10_000,
+        max_grad_norm=1.0,
+        **kw,
     )
+    opt, step = parts.optimizer, parts.step
     batches = [to_device(b, device) for b in data] if device.type == "cuda" else data
     shapes = {tuple(b["input_ids"].shape) for b in batches}
     calls = {s: 0 for s in shapes}

@@ -122,7 +122,7 @@ def test_max_grad_norm_clips_and_is_recorded(monkeypatch):
 def test_schedule_is_transformers_with_trainers_warmup():
     from transformers import get_linear_schedule_with_warmup
 
-    from attnpaper.training.loop import make_scheduler
+    from attnpaper.training.assemble import make_scheduler
 
     def lrs(sched, opt, n=25):
         out = []

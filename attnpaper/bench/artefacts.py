@@ -26,13 +26,14 @@ def _train_kept(variant, model, max_length, batch_size, steps, lengths, device) 
     """``steps`` eager AdamW steps of one fresh model; returns what a notebook would keep alive."""
     from ..model.build import build_model
     from ..training import batches as P
+    from ..training.assemble import assemble
     from ..training.config import RunConfig
     from ..training.step import autocast
     from .model import make_batches, model_config
 
     layout = RunConfig(variant=variant).resolved_layout()
     net = build_model(model_config(model, max_length), variant, num_labels=2).to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=5e-5)  # Trainer's default: not fused
+    opt = assemble(net, device, lr=5e-5, weight_decay=0.01, fused=None, schedule=None).optimizer  # Trainer's: not fused
     chunk = P.chunk_for(variant, layout, max_length)
     data = [P.to_device(b, device) for b in make_batches(max_length, batch_size, lengths, layout, None, chunk=chunk)]
     net.train()

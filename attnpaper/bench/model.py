@@ -21,10 +21,11 @@ import torch
 from ..model.build import build_model, resolve_model
 from ..model.families import family_of
 from ..training import batches as P
+from ..training.assemble import assemble
 from ..training.config import RunConfig
 from ..training.loop import float32_matmuls
 from ..training.measure import MB, WARMUP_CALLS, elapsed_ms, mark, memory_breakdown, start_profiler, stop_profiler, sync
-from ..training.step import TrainStep, reset_compiler, resolve_step_mode
+from ..training.step import reset_compiler, resolve_step_mode
 from .step import random_split
 
 IMDB_MAX = 512  # up to this length the batches follow IMDb's lengths; beyond, full-length sequences
@@ -98,10 +99,8 @@ def _measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()  # before warm-up: the peak includes the CUDA graphs' pools
     net = build_model(model_config(model, seq_len), variant, num_labels=2).to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=5e-5, fused=cuda)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
-    step = TrainStep(net, opt, sched, scaler, precision, device, mode)
+    parts = assemble(net, device, lr=5e-5, weight_decay=0.01, step_mode=mode, precision=precision, schedule="constant")
+    opt, step = parts.optimizer, parts.step  # AdamW's default decay, fused on a GPU; a constant rate
     data = [
         P.to_device(b, device)
         for b in make_batches(seq_len, batch, lengths, layout, tokens, chunk=P.chunk_for(variant, layout, seq_len))

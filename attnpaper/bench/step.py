@@ -166,6 +166,53 @@ def check_step_modes_here(step_modes):
         )
 
 
+class BenchReport:
+    """The report a bench run rewrites after every measurement (after the rows of the report it appends to)."""
+
+    def __init__(self, model, batch_size, steps, repeats, out=None, append=False):
+        self.model, self.batch_size, self.out = model, batch_size, out
+        self.rows, self.sha, versions = [], git_sha(), device_info()
+        self.report = {
+            "model": [model],
+            "batch_size": batch_size,
+            "steps": steps,
+            "repeats": repeats,
+            "git_sha": self.sha,
+            "device": versions["device"],
+            "versions": versions,
+            "rows": self.rows,
+        }
+        self.kept = json.loads(out.read_text())["rows"] if out and append and out.exists() else []
+
+    def add(self, variant, length, repeat, t0, measured) -> None:
+        """One measurement as a report row: what was measured, where, from which commit."""
+        self.rows.append(
+            {
+                "variant": variant,
+                "max_length": length,
+                "model": self.model,
+                "repeat": repeat,
+                "batch_size": self.batch_size,
+                "git_sha": self.sha,
+                "wall_s": time.perf_counter() - t0,
+                **measured,
+            }
+        )
+
+    def save(self) -> None:
+        """Rewrite ``out`` (when given) with the report and every row so far, the appended-to rows first."""
+        if self.out:
+            everything = self.kept + self.rows
+            write_atomic(
+                self.out,
+                json.dumps(
+                    self.report | {"rows": everything, "model": sorted({r["model"] for r in everything})},
+                    indent=1,
+                    default=str,
+                ),
+            )
+
+
 def bench(
     variants,
     model,
@@ -198,44 +245,7 @@ def bench(
     pairs = [(v, m) for v in variants for m in step_modes]
     if reference and not torch.cuda.is_available():
         raise ValueError("--reference measures transformers' captured step and needs a CUDA GPU")
-    rows, sha, versions = [], git_sha(), device_info()
-    report = {
-        "model": [model],
-        "batch_size": batch_size,
-        "steps": steps,
-        "repeats": repeats,
-        "git_sha": sha,
-        "device": versions["device"],
-        "versions": versions,
-        "rows": rows,
-    }
-    kept = json.loads(out.read_text())["rows"] if out and append and out.exists() else []
-
-    def row(variant, length, repeat, t0, measured) -> dict:
-        """One measurement as a report row: what was measured, where, from which commit."""
-        return {
-            "variant": variant,
-            "max_length": length,
-            "model": model,
-            "repeat": repeat,
-            "batch_size": batch_size,
-            "git_sha": sha,
-            "wall_s": time.perf_counter() - t0,
-            **measured,
-        }
-
-    def save():
-        if out:
-            everything = kept + rows
-            write_atomic(
-                out,
-                json.dumps(
-                    report | {"rows": everything, "model": sorted({r["model"] for r in everything})},
-                    indent=1,
-                    default=str,
-                ),
-            )
-
+    report = BenchReport(model, batch_size, steps, repeats, out, append)
     for L in lengths_list:
         lengths = imdb_lengths(source, L)
         for r in range(repeats):
@@ -243,8 +253,8 @@ def bench(
             for v, mode in order + ([order[0]] if r == repeats - 1 else []):
                 t0 = time.perf_counter()
                 m = measure(v, model, L, steps, batch_size, lengths, mode)
-                rows.append(row(v, L, r, t0, m))
-                save()
+                report.add(v, L, r, t0, m)
+                report.save()
                 print(
                     f"L={L:4d} rep={r} {v:9s} {m['step_mode']:9s} {m['step_time_ms_median']:8.2f} ms/step "
                     f"gpu busy {m.get('gpu_busy_ms_per_step') or 0:7.2f} ms "
@@ -253,27 +263,25 @@ def bench(
                     flush=True,
                 )
             if reference:
-                for mode in STOCK_MODES:
-                    t0 = time.perf_counter()
-                    m = measure_stock(
-                        model,
-                        mode,
-                        random_split(lengths, steps * batch_size, seed=L),
-                        steps,
-                        batch_size,
-                        L,
-                        PROFILE_STEPS,
-                    )
-                    rows.append(row(STOCK, L, r, t0, m))
-                    print(
-                        f"L={L:4d} rep={r} {STOCK} {mode} {m['step_time_ms_median']:8.2f} ms/step "
-                        f"gpu busy {m.get('gpu_busy_ms_per_step') or 0:7.2f} ms",
-                        flush=True,
-                    )
-                    save()
-    print(table(report))
-    save()
-    return rows
+                measure_references(report, model, L, r, steps, batch_size, lengths)
+    print(table(report.report))
+    report.save()
+    return report.rows
+
+
+def measure_references(report: BenchReport, model, length, repeat, steps, batch_size, lengths) -> None:
+    """transformers' own model in each STOCK_MODES mode on the variants' batches, rows added to ``report``."""
+    for mode in STOCK_MODES:
+        t0 = time.perf_counter()
+        split = random_split(lengths, steps * batch_size, seed=length)
+        m = measure_stock(model, mode, split, steps, batch_size, length, PROFILE_STEPS)
+        report.add(STOCK, length, repeat, t0, m)
+        print(
+            f"L={length:4d} rep={repeat} {STOCK} {mode} {m['step_time_ms_median']:8.2f} ms/step "
+            f"gpu busy {m.get('gpu_busy_ms_per_step') or 0:7.2f} ms",
+            flush=True,
+        )
+        report.save()
 
 
 def table(report) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..model.build import resolve_model
+from ..training.assemble import assemble
 from ..training.batches import Collator
 from ..training.measure import Meter
 from ..training.step import autocast
@@ -52,7 +53,8 @@ def measure_stock(
         raise ValueError(f"reference mode {mode!r} records CUDA graphs and needs a GPU; valid here: eager")
     meter = Meter(device, "captured" if STOCK_MODES[mode] else "eager", steps, timed=True, profile_steps=profile_steps)
     model_ = stock_model(model).to(device).train()
-    optimizer = torch.optim.AdamW(model_.parameters(), lr=5e-5, fused=True)
+    # AdamW with PyTorch's default decay, fused; the step below is transformers' stock one, not TrainStep
+    optimizer = assemble(model_, device, lr=5e-5, weight_decay=0.01, fused=True, schedule=None).optimizer
     fwd = torch.compile(model_, mode=STOCK_MODES[mode]) if STOCK_MODES[mode] else model_
     batches = [{k: v.to(device) for k, v in b.items()} for b in padded_batches(split, batch_size, length)]
     meter.start()

@@ -2,7 +2,8 @@
 
 ``train`` reads in one sitting, as nanoGPT's loop does: build, then for each batch redraw features,
 step, keep a loss every 50 steps, check for non-finite losses, checkpoint when due. What it measures
-lives in ``measure.Meter``, what it saves in ``checkpoint.Checkpoint``, its data order in ``loader``.
+(and the record it returns) lives in ``measure.Meter``, its optimizer, schedule and step are built by
+``assemble``, what it saves in ``checkpoint.Checkpoint``, its data order in ``loader``.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from ..model.families import family_of
 from . import batches as P
 from . import data as D
 from . import ddp
+from .assemble import assemble_run
 from .checkpoint import fresh_progress, plan_digest
 from .config import TOKENIZER_ENV, RunConfig
 from .loader import loader, step_plan
 from .measure import Meter
-from .step import LossModule, TrainStep, autocast, resolve_step_mode
+from .step import TrainStep, autocast, resolve_step_mode
 
 STRICT_ENV = "ATTNPAPER_STRICT_KERNELS"
 """Set to 1: a flash run that would fall back from the fused varlen kernel fails instead (see ``train``)."""
@@ -86,14 +88,6 @@ def evaluate(model, split, cfg, device, precision, pad_id) -> float:
     return ddp.all_sum(correct).item() / len(split)
 
 
-def make_scheduler(optimizer, schedule: str, warmup_ratio: float, total: int):
-    """transformers' schedule helpers, with Trainer's warm-up count (ceil(warmup_ratio x steps))."""
-    from transformers import get_scheduler
-
-    name = {"linear": "linear", "constant": "constant_with_warmup"}[schedule]
-    return get_scheduler(name, optimizer, num_warmup_steps=math.ceil(warmup_ratio * total), num_training_steps=total)
-
-
 def train(
     cfg: RunConfig, device=None, splits=None, progress=True, profile_steps=0, checkpoint=None, strict_kernels=None
 ) -> dict:
@@ -108,54 +102,20 @@ def train(
     from the fused varlen kernel on a GPU is named on stderr and in the record (``flash_fallback``);
     ``strict_kernels`` (default: $ATTNPAPER_STRICT_KERNELS=1) makes it a ValueError before the first step.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    rank, world, _ = ddp.world()
-    if world != cfg.nproc_per_node:
-        raise ValueError(
-            f"nproc_per_node={cfg.nproc_per_node} but {world} process(es) run: "
-            "start data-parallel runs with run_and_record (it calls torchrun)"
-        )
-    device = ddp.setup(device)
+    device, rank, world = join_world(cfg, device)
     precision, step_mode = precision_of(cfg, device), resolve_step_mode(cfg.step_mode, device)
-    tokenizer = load_tokenizer(cfg.model)
-    model = build_model(cfg.model, cfg.variant, num_labels=2, **cfg.model_options())
-    cfg.validate(family_of(model.config).max_length(model.config), model.config.num_hidden_layers)
-    splits = splits or D.load_splits(cfg.data, tokenizer, cfg.max_length, cfg.train_samples, cfg.test_samples)
-    train_split, pad_id = splits["train"], tokenizer.pad_token_id or 0
-
+    model, splits, pad_id = prepare(cfg, splits)
+    train_split = splits["train"]
     steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
     total = min(math.ceil(cfg.epochs * steps_per_epoch), cfg.max_steps or math.inf)
     meter = Meter(device, step_mode, total, timed=cfg.max_steps is not None, profile_steps=profile_steps)
     model.to(device)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
-    )
-    scheduler = make_scheduler(optimizer, cfg.schedule, cfg.warmup_ratio, total)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    step_fn = TrainStep(
-        model,
-        optimizer,
-        scheduler,
-        scaler,
-        precision,
-        device,
-        step_mode,
-        max_grad_norm=cfg.max_grad_norm,
-        ddp=data_parallel(model, device, world),
-    )
-    layout = cfg.resolved_layout()  # static shapes in every mode: eager and captured steps see the same batches
-    collate = P.Collator(
-        layout,
-        pad_id,
-        cfg.max_length,
-        cfg.batch_size // world,
-        static=True,
-        bucket=cfg.bucket,
-        chunk=P.chunk_for(cfg.variant, layout, cfg.max_length),
-    )
+    parts = assemble_run(model, device, cfg, step_mode, precision, total, world)
+    step_fn: TrainStep = parts.step
+    collate = train_collator(cfg, pad_id, world)
     plan = step_plan(len(train_split), cfg.batch_size, total, torch.Generator().manual_seed(cfg.seed))
     layers = [m for m in model.modules() if isinstance(m, LayerAttention)]
-    state = (plan_digest(plan), model, optimizer, scheduler, scaler, [m.generator for m in layers])
+    state = (plan_digest(plan), model, parts.optimizer, parts.scheduler, parts.scaler, [m.generator for m in layers])
 
     cuda_rng = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_rng), float32_matmuls(precision, device):
@@ -183,48 +143,70 @@ def train(
             if step % 50 == 0 or step == total:
                 run["losses"].append(ddp.all_sum(loss.float().clone()) / world)  # read at the end: no sync here
             due = checkpoint is not None and checkpoint.due(step, steps_per_epoch)
-            if (step % 500 == 0 or step == total or due) and ddp.all_sum(bad.int()).item():  # a sync per 500 steps
-                raise NonFiniteLoss(
-                    f"non-finite loss by step {step} of {total} (variant {cfg.variant}, "
-                    f"lr {cfg.lr}, precision {precision})"
-                )
+            if step % 500 == 0 or step == total or due:  # a sync per 500 steps
+                check_finite(bad, step, total, cfg, precision)
             if due and rank == 0:  # the ranks hold the same weights: one file
                 with meter.paused():
                     checkpoint.store(state[0], run | {"train_time_s": before_s + meter.elapsed_s()}, *state[1:])
             bar.update(1)
-        out = meter.report(run["step"] - resumed_from, before_s, model, optimizer)
+        ran = what_ran(cfg, step_fn, precision, world, splits)
+        out = meter.record(run, resumed_from, before_s, model, parts.optimizer, ran)
         bar.close()
-        real, slots, seconds = run["real_tokens"], run["slot_tokens"], out["train_time_s"]
-        out.update(
-            steps=run["step"],
-            resumed_from_step=resumed_from,
-            precision=precision,
-            step_mode=step_fn.mode,
-            step_mode_requested=cfg.step_mode,
-            layout=cfg.resolved_layout(),
-            world_size=world,
-            train_samples=len(train_split),
-            test_samples=len(splits["test"]) if cfg.eval else 0,
-            tokens_per_s=real / seconds,
-            padded_tokens_per_s=slots / seconds,
-            padding_fraction=1 - real / slots,
-            loss_every_50_steps=[float(x) for x in run["losses"]],
-            kernels=kernels_used(model),
-            flash_fallback=kernel_fallbacks(model),
-        )
+        out.update(kernels=kernels_used(model), flash_fallback=kernel_fallbacks(model))
         out["accuracy"] = evaluate(model, splits["test"], cfg, device, precision, pad_id) if cfg.eval else None
     return out
 
 
-def data_parallel(model, device, world):
-    """DDP over the ranks (it averages the gradients of each rank's share of a global batch), or None."""
-    if world == 1:
-        return None
-    from torch.nn.parallel import DistributedDataParallel
+def join_world(cfg: RunConfig, device) -> tuple[torch.device, int, int]:
+    """This process's device, rank and world size; refuses a data-parallel config not started by torchrun."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    rank, world, _ = ddp.world()
+    if world != cfg.nproc_per_node:
+        raise ValueError(
+            f"nproc_per_node={cfg.nproc_per_node} but {world} process(es) run: "
+            "start data-parallel runs with run_and_record (it calls torchrun)"
+        )
+    return ddp.setup(device), rank, world
 
-    return DistributedDataParallel(
-        LossModule(model), device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False
-    )  # FAVOR+ features: same seed, same draws
+
+def prepare(cfg: RunConfig, splits=None) -> tuple:
+    """The run's model (still on the CPU), its splits (``splits``, or loaded as cfg says) and the pad id."""
+    tokenizer = load_tokenizer(cfg.model)
+    model = build_model(cfg.model, cfg.variant, num_labels=2, **cfg.model_options())
+    cfg.validate(family_of(model.config).max_length(model.config), model.config.num_hidden_layers)
+    splits = splits or D.load_splits(cfg.data, tokenizer, cfg.max_length, cfg.train_samples, cfg.test_samples)
+    return model, splits, tokenizer.pad_token_id or 0
+
+
+def train_collator(cfg: RunConfig, pad_id: int, world: int) -> P.Collator:
+    """This rank's training batches: static shapes in every step mode (eager and captured see the same
+    batches), the layout, token buckets and chunks cfg says."""
+    layout = cfg.resolved_layout()
+    chunk = P.chunk_for(cfg.variant, layout, cfg.max_length)
+    return P.Collator(
+        layout, pad_id, cfg.max_length, cfg.batch_size // world, static=True, bucket=cfg.bucket, chunk=chunk
+    )
+
+
+def check_finite(bad, step: int, total: int, cfg: RunConfig, precision: str) -> None:
+    """Raise NonFiniteLoss if any rank's flag says a loss was not finite (one sync: the flag's read)."""
+    if ddp.all_sum(bad.int()).item():
+        raise NonFiniteLoss(
+            f"non-finite loss by step {step} of {total} (variant {cfg.variant}, lr {cfg.lr}, precision {precision})"
+        )
+
+
+def what_ran(cfg: RunConfig, step_fn: TrainStep, precision: str, world: int, splits: dict) -> dict:
+    """The record's account of what ran: precision, the step mode run and asked for, layout, ranks, samples."""
+    return {
+        "precision": precision,
+        "step_mode": step_fn.mode,
+        "step_mode_requested": cfg.step_mode,
+        "layout": cfg.resolved_layout(),
+        "world_size": world,
+        "train_samples": len(splits["train"]),
+        "test_samples": len(splits["test"]) if cfg.eval else 0,
+    }
 
 
 @contextlib.contextmanager

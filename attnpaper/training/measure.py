@@ -155,7 +155,8 @@ class Meter:
     a CUDA event when ``timed``, and then the host's time between steps, waiting for the loader, as
     ``host_gap_ms_median``; counts host syncs on a few steps, profiles the last ``profile_steps``);
     ``with meter.paused():`` around work that is not training (checkpoint writes); ``report(...)`` at
-    the end. The peak-memory counter is reset on construction, before any warm-up, so the peak
+    the end, or ``record(...)``: the report with the training run's counts, as ``train`` returns it.
+    The peak-memory counter is reset on construction, before any warm-up, so the peak
     includes the CUDA graphs' pools.
     """
 
@@ -254,4 +255,23 @@ class Meter:
             out["peak_reserved_mb"] = torch.cuda.max_memory_reserved() / MB
         else:
             out["peak_memory_mb"] = None
+        return out
+
+    def record(self, run: dict, resumed_from: int, before_s: float, model, optimizer, ran: dict) -> dict:
+        """The training record's measurements: ``report``'s, the steps, ``ran`` (what ran: precision, step
+        mode, layout, world size, sample counts), tokens per second, padding and the kept losses.
+
+        ``run``: the loop's progress (``checkpoint.fresh_progress``'s fields), its losses device tensors
+        read here, at the end, so the loop never waits for them."""
+        out = self.report(run["step"] - resumed_from, before_s, model, optimizer)
+        real, slots, seconds = run["real_tokens"], run["slot_tokens"], out["train_time_s"]
+        out.update(
+            steps=run["step"],
+            resumed_from_step=resumed_from,
+            **ran,
+            tokens_per_s=real / seconds,
+            padded_tokens_per_s=slots / seconds,
+            padding_fraction=1 - real / slots,
+            loss_every_50_steps=[float(x) for x in run["losses"]],
+        )
         return out
