@@ -118,6 +118,13 @@ def test_another_attn_implementation_is_refused_and_the_way_to_it_named(asked, t
     assert torch.equal(dict(softmax.named_parameters())[name], dict(model.named_parameters())[name])
 
 
+def test_after_import_attnpaper_the_tokenizer_loads_without_a_prompt(tmp_path, monkeypatch):
+    _, folder = saved(tmp_path, "roberta", "linear")
+    AutoTokenizer.from_pretrained(attnpaper.offline_model_dir()).save_pretrained(folder)
+    monkeypatch.setattr("builtins.input", lambda *args: pytest.fail(f"transformers asked: {args}"))
+    assert type(AutoTokenizer.from_pretrained(folder)).__name__ == "BertTokenizer"  # the one saved beside it
+
+
 def fresh(code: str, cwd: Path) -> dict:
     """Run ``code`` in a new python that does not import attnpaper itself, stdin closed (a prompt reads EOF)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_MODULES_CACHE": str(cwd / "modules"), "HF_HUB_OFFLINE": "1"}
@@ -137,7 +144,8 @@ def fresh(code: str, cwd: Path) -> dict:
 REMOTE = """
 import json, sys, torch, transformers
 folders, heads = FOLDERS_, HEADS_
-out = {"before": "attnpaper" in sys.modules}
+plain = transformers.AutoTokenizer.from_pretrained(folders["bert"])  # transformers asks; closed stdin says no
+out = {"before": "attnpaper" in sys.modules, "plain": type(plain).__name__}
 for name, folder in folders.items():
     tok = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
     ids = tok(["a fine film"], return_tensors="pt")["input_ids"]
@@ -149,7 +157,7 @@ for name, folder in folders.items():
         import attnpaper
         out[f"{name} {auto}"] = [type(model).__name__, attnpaper.kernels_used(model)[-1][0].split()[0]]
     out[name] = type(tok).__name__
-print(json.dumps(out))
+print(); print(json.dumps(out))  # on a line of its own: the prompt ends without a newline
 """
 
 
@@ -161,7 +169,11 @@ def test_trust_remote_code_loads_every_head_and_the_tokenizer_in_a_fresh_process
         folders[family] = str(saved(tmp_path, family, "linear")[1])
         tok.save_pretrained(folders[family])
     out = fresh(REMOTE.replace("FOLDERS_", repr(folders)).replace("HEADS_", repr(list(HEADS))), tmp_path)
-    assert out["before"] is False and "[y/N]" not in out["said"]  # no prompt: trust_remote_code was given
+    # without trust_remote_code transformers 5 asks whether to run attnpaper_model.py (it reads config.json's
+    # auto_map before tokenizer_config.json); answered no, the plain tokenizer still loads, attnpaper unimported.
+    # With trust_remote_code, every later load asks nothing.
+    assert out["before"] is False and out["plain"] == "BertTokenizer"
+    assert out["said"].count("[y/N]") == 1, out["said"][-3000:]
     for family in folders:
         assert out[family] == "BertTokenizer"  # the tokenizer saved beside the model, whatever the family
         for auto in HEADS:
