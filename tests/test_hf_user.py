@@ -95,12 +95,14 @@ def test_fewer_layer_kinds_than_layers_is_refused_at_load(tmp_path):
 
 
 def test_fewer_layer_kinds_than_layers_is_refused_when_built_from_a_config():
-    config = transformers.AutoConfig.for_model(
-        "attnpaper-bert", hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=8
-    )
+    sizes = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 8}
+    config = transformers.AutoConfig.for_model("attnpaper-bert", **sizes)
     config.attnpaper = {"variant": "linear", "layers": ["linear"] * 2, "seed": 0, "options": {}}
     with pytest.raises(ValueError, match="2 layer kinds for a model of 3 layers"):
         AutoModel.from_config(config)
+    named = transformers.AutoConfig.for_model("attnpaper-bert", **sizes, attnpaper={"variant": "hybrid"})
+    assert named.attnpaper["layers"] == ["exact", "linear", "linear"]  # only a variant: its plan, as build_model's
+    assert linear_kernels(AutoModel.from_config(named).eval()) == [["sdpa"], ["linear"], ["linear"]]
 
 
 @pytest.mark.parametrize("asked", ["eager", "sdpa"])

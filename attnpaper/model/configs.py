@@ -14,6 +14,7 @@ from pathlib import Path
 
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING, AutoConfig
 
+from ..variants import TABLE
 from ..variants import variant as variant_row
 from .families import FAMILIES, HEADS, PREFIX
 
@@ -25,9 +26,10 @@ class _Portable:
     """Config mixin: says which attention each layer runs (``attnpaper``), and saves as a checkpoint that
     others can open (see attnpaper.model.auto's docstring)."""
 
-    def __init__(self, attnpaper=None, **kwargs):
-        super().__init__(**kwargs)
-        self.attnpaper = attnpaper or {"variant": "sdpa"}
+    def __post_init__(self, attnpaper=None, **kwargs):
+        """transformers' configs are dataclasses: extra keyword arguments (``attnpaper``) arrive here."""
+        super().__post_init__(**kwargs)
+        self.attnpaper = complete(attnpaper or {"variant": "sdpa"}, self.num_hidden_layers)
 
     def to_dict(self):
         d = super().to_dict()
@@ -84,6 +86,15 @@ def _config_class(model_type: str) -> type:
 CONFIGS = {name: _config_class(name) for name in FAMILIES}
 """The config class of each family, by transformers' model type; each is also a name of this module."""
 globals().update({c.__name__: c for c in CONFIGS.values()})  # AttnpaperBertConfig, ...: saved auto_maps name them
+
+
+def complete(spec: dict, num_layers: int) -> dict:
+    """Settings that name only a variant (``AutoConfig.for_model(..., attnpaper={"variant": "linear"})``)
+    completed as build_model would: the variant's layer plan, seed 0, default options."""
+    row = TABLE.get(spec.get("variant"))
+    if row is None or row.layers == "builtin" or spec.get("layers") is not None:
+        return spec
+    return {"seed": 0, "options": {}, **spec, "layers": row.layer_plan(num_layers)}
 
 
 def variant_of(spec: dict, model_type: str):
