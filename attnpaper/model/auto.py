@@ -18,9 +18,8 @@ loads them wherever attnpaper is installed and names ``pip install attnpaper`` w
 from __future__ import annotations
 
 import torch
-from transformers import AutoModelForSequenceClassification
+import transformers
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
 from ..attention import ATTN_NAME, LayerAttention, register
 from ..variants import EXACT, LINEAR
@@ -28,10 +27,11 @@ from ..variants import variant as variant_row
 from .configs import (
     CONFIGS,
     REMOTE_FILE,  # noqa: F401  (re-exported: remote_code and tests import it from here)
+    check_settings,
     model_class_name,
     register_configs,
 )
-from .families import family_of
+from .families import HEADS, family_of
 
 LAYER_OPTIONS = EXACT + LINEAR
 """The options each attnpaper layer is built with (saved in the config, so a reload rebuilds them)."""
@@ -52,6 +52,7 @@ def attach(model, redraw=True) -> None:
 
     Called when a model is built; a reloaded model then overwrites the features with the saved ones.
     """
+    check_settings(model.config)  # one layer kind per layer: zip below would drop the rest
     spec = model.config.attnpaper
     model.config.attnpaper_variant = spec["variant"]
     if spec.get("layers") is None:
@@ -89,6 +90,7 @@ class _Reloadable:
     _keys_to_ignore_on_load_missing = [r"attnpaper\.proj"]  # a plain BERT checkpoint has no features: drawn
 
     def __init__(self, config, *args, **kwargs):
+        check_implementation(config)
         super().__init__(config, *args, **kwargs)
         attach(self)
         self.config._attn_implementation = implementation(config.attnpaper["variant"])
@@ -98,17 +100,36 @@ class _Reloadable:
         """Ignored, as for the configs (see _Portable.register_for_auto_class)."""
 
 
-def _model_class(model_type: str, config: type) -> type:
-    """Attnpaper<Name>ForSequenceClassification: transformers' classifier of ``model_type`` that builds the
-    variant's attention modules as it is built, and takes ``config``."""
-    base = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[CONFIG_MAPPING[model_type]]
-    return type(model_class_name(config), (_Reloadable, base), {"config_class": config, "__module__": __name__})
+def check_implementation(config) -> None:
+    """ValueError in one line when an attn_implementation other than the variant's own was asked for
+    (``from_pretrained(dir, attn_implementation="eager")``): the variant fixes each layer's attention."""
+    variant = config.attnpaper["variant"]
+    asked, own = config._attn_implementation, variant_row(variant).implementation
+    if asked not in (None, own):
+        raise ValueError(
+            f"attn_implementation={asked!r} asked of a {variant} attnpaper model, whose variant fixes its "
+            f"attention ({own!r}); for transformers' eager or sdpa attention over the same weights, "
+            f"use attnpaper.build_model(path, 'baseline') or attnpaper.build_model(path, 'sdpa')"
+        )
 
 
-MODELS = {config: _model_class(model_type, config) for model_type, config in CONFIGS.items()}
-"""Each attnpaper config class -> its classifier; every config and classifier is also a name of this module."""
-REMOTE_CLASSES = {c.__name__: c for pair in MODELS.items() for c in pair}
-"""What a saved model's auto_map may name (attnpaper_model.py, a copy of remote_code.py, exports them)."""
+def _model_class(model_type: str, config: type, auto: str) -> type:
+    """Attnpaper<Name><Head> (AttnpaperBertModel, AttnpaperBertForMaskedLM, ...): transformers' class of
+    ``model_type`` for the Auto class ``auto`` that builds the variant's attention modules as it is built,
+    and takes ``config``."""
+    base = getattr(transformers, auto)._model_mapping[CONFIG_MAPPING[model_type]]
+    return type(model_class_name(config, auto), (_Reloadable, base), {"config_class": config, "__module__": __name__})
+
+
+CLASSES = {
+    (config, auto): _model_class(model_type, config, auto) for model_type, config in CONFIGS.items() for auto in HEADS
+}
+"""(attnpaper config class, Auto class name) -> its model class: the base model and every head of HEADS."""
+MODELS = {config: CLASSES[config, "AutoModelForSequenceClassification"] for config in CONFIGS.values()}
+"""Each attnpaper config class -> its sequence classifier (what build_model builds)."""
+REMOTE_CLASSES = {c.__name__: c for c in [*CONFIGS.values(), *CLASSES.values()]}
+"""What a saved model's auto_map may name (attnpaper_model.py, a copy of remote_code.py, exports them); every
+config and model class is also a name of this module."""
 globals().update(REMOTE_CLASSES)
 
 
@@ -128,7 +149,7 @@ def wrap_config(config, spec: dict):
 
 
 def register_auto_classes() -> None:
-    """Register every model type with AutoConfig and AutoModelForSequenceClassification (idempotent)."""
+    """Register every model type with AutoConfig and each Auto class of HEADS (idempotent)."""
     register_configs()
-    for config, model in MODELS.items():
-        AutoModelForSequenceClassification.register(config, model, exist_ok=True)
+    for (config, auto), model in CLASSES.items():
+        getattr(transformers, auto).register(config, model, exist_ok=True)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING, AutoConfig
 
+from ..variants import TABLE
 from ..variants import variant as variant_row
-from .families import FAMILIES, PREFIX
+from .families import FAMILIES, HEADS, PREFIX
 
 REMOTE_FILE = "attnpaper_model.py"
 """The module a saved flash/linear/hybrid model carries: a copy of remote_code.py, named in its auto_map."""
@@ -25,9 +26,10 @@ class _Portable:
     """Config mixin: says which attention each layer runs (``attnpaper``), and saves as a checkpoint that
     others can open (see attnpaper.model.auto's docstring)."""
 
-    def __init__(self, attnpaper=None, **kwargs):
-        super().__init__(**kwargs)
-        self.attnpaper = attnpaper or {"variant": "sdpa"}
+    def __post_init__(self, attnpaper=None, **kwargs):
+        """transformers' configs are dataclasses: extra keyword arguments (``attnpaper``) arrive here."""
+        super().__post_init__(**kwargs)
+        self.attnpaper = complete(attnpaper or {"variant": "sdpa"}, self.num_hidden_layers)
 
     def to_dict(self):
         d = super().to_dict()
@@ -39,11 +41,26 @@ class _Portable:
             d["attn_implementation"] = row.implementation
         else:
             stem = Path(REMOTE_FILE).stem
-            d["auto_map"] = {
-                "AutoConfig": f"{stem}.{type(self).__name__}",
-                "AutoModelForSequenceClassification": f"{stem}.{model_class_name(type(self))}",
+            d["auto_map"] = {"AutoConfig": f"{stem}.{type(self).__name__}"} | {
+                auto: f"{stem}.{model_class_name(type(self), auto)}" for auto in HEADS
             }
         return d
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """A saved config, refused in one line (before any weights load) when its attnpaper settings are
+        missing or do not fit the model: loaded anyway, it would run sdpa or fail at the first forward."""
+        if not isinstance(config_dict.get("attnpaper"), dict):
+            plain = cls.model_type.removeprefix(PREFIX)
+            raise ValueError(
+                f"this {cls.model_type} config has no 'attnpaper' settings (variant, layers), so which attention "
+                f"its layers run is unknown; restore the 'attnpaper' key that save_pretrained wrote in config.json, "
+                f"or set model_type to {plain!r} to load it as a plain {plain} with softmax attention"
+            )
+        variant_of(config_dict["attnpaper"], cls.model_type)  # before the config is built (and logged)
+        out = super().from_dict(config_dict, **kwargs)
+        check_settings(out[0] if isinstance(out, tuple) else out)
+        return out
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save config.json; a variant also gets the module its auto_map names (model saves come here too)."""
@@ -71,9 +88,43 @@ CONFIGS = {name: _config_class(name) for name in FAMILIES}
 globals().update({c.__name__: c for c in CONFIGS.values()})  # AttnpaperBertConfig, ...: saved auto_maps name them
 
 
-def model_class_name(config_class: type) -> str:
-    """The classifier that goes with a config class (attnpaper.model.auto defines it under this name)."""
-    return config_class.__name__.removesuffix("Config") + "ForSequenceClassification"
+def complete(spec: dict, num_layers: int) -> dict:
+    """Settings that name only a variant (``AutoConfig.for_model(..., attnpaper={"variant": "linear"})``)
+    completed as build_model would: the variant's layer plan, seed 0, default options."""
+    row = TABLE.get(spec.get("variant"))
+    if row is None or row.layers == "builtin" or spec.get("layers") is not None:
+        return spec
+    return {"seed": 0, "options": {}, **spec, "layers": row.layer_plan(num_layers)}
+
+
+def variant_of(spec: dict, model_type: str):
+    """The variants.TABLE row that attnpaper settings name, or ValueError in one line naming the valid ones."""
+    try:
+        return variant_row(spec.get("variant"))
+    except ValueError as err:
+        raise ValueError(f"attnpaper.variant of this {model_type} config: {err}") from None
+
+
+def check_settings(config) -> None:
+    """ValueError in one line unless the config's attnpaper settings name a variant and, for an attnpaper
+    variant, one layer kind per layer of the model."""
+    spec = config.attnpaper
+    row = variant_of(spec, config.model_type)
+    if row.layers == "builtin":
+        return
+    layers, n = spec.get("layers"), config.num_hidden_layers
+    if not isinstance(layers, list) or len(layers) != n:
+        count = len(layers) if isinstance(layers, list) else "no list of"
+        raise ValueError(
+            f"attnpaper.layers gives {count} layer kinds for a model of {n} layers (num_hidden_layers); "
+            f"a {row.name} model needs one kind ('exact' or 'linear') per layer"
+        )
+
+
+def model_class_name(config_class: type, auto: str = "AutoModelForSequenceClassification") -> str:
+    """The model class that goes with a config class for one of HEADS' Auto classes (attnpaper.model.auto
+    defines it under this name: AttnpaperBertForSequenceClassification, AttnpaperBertModel, ...)."""
+    return config_class.__name__.removesuffix("Config") + HEADS[auto]
 
 
 def register_configs() -> None:

@@ -106,6 +106,17 @@ FAMILIES = {
 }
 """Every supported family by transformers' model type (MiniLM is a BERT). ModernBERT is not one: its layers
 have their own attention modules (fused Wqkv, rotary positions, local windows) that these locators do not fit."""
+HEADS = {
+    "AutoModel": "Model",
+    "AutoModelForMaskedLM": "ForMaskedLM",
+    "AutoModelForSequenceClassification": "ForSequenceClassification",
+    "AutoModelForTokenClassification": "ForTokenClassification",
+    "AutoModelForQuestionAnswering": "ForQuestionAnswering",
+    "AutoModelForMultipleChoice": "ForMultipleChoice",
+}
+"""The Auto classes each family's attnpaper model type registers with, and the suffix of transformers' class
+for it (BertModel, BertForMaskedLM, ...): the base model, for embeddings, and the usual encoder heads. Every
+family in FAMILIES has them all."""
 PREFIX = "attnpaper-"
 """attnpaper's model types are the family's with this prefix (attnpaper-bert is a bert)."""
 
