@@ -234,3 +234,31 @@ def test_hub_data_that_cannot_load_is_refused_before_any_run(monkeypatch):
     with pytest.raises(ValueError, match=r"data='hub': stanfordnlp/imdb cannot be loaded \(Couldn't reach") as err:
         check_plan([RunConfig(**{**SMOKE, "data": "hub"})])
     assert "a directory of train/test.parquet" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_plan_resolves_each_model_and_data_source_once(tmp_path, monkeypatch):
+    """Resolve once, then check (issue 36): four runs of one model on one folder read the folder once and
+    resolve the model once; the checks read the resolved plan."""
+    from attnpaper.experiment import checks
+
+    data = write_imdb(tmp_path / "imdb", two_class(40))
+    calls = {"data": 0, "model": 0}
+    read, resolve = D.read_parquet_splits, checks.resolve
+
+    def counted(name, fn):
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+
+        return wrapper
+
+    monkeypatch.setattr(D, "read_parquet_splits", counted("data", read))
+    monkeypatch.setattr(checks, "resolve", counted("model", resolve))
+    configs = [
+        RunConfig(**{**SMOKE, "data": data, "variant": v, "seed": s}) for v in ("flash", "linear") for s in (0, 1)
+    ]
+    plan = checks.resolve_plan(configs)
+    assert set(plan.data) == {data} and plan.data[data].labels["train"].tolist() == [i % 2 for i in range(40)]
+    assert calls == {"data": 1, "model": 1}
+    check_plan(configs)
+    assert calls == {"data": 2, "model": 2}  # one more of each: check_plan resolves its own plan once

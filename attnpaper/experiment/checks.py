@@ -29,8 +29,18 @@ PROBE = "The film was a wonderful story, and the actors played it well."
 FOLDER = "a folder as save_pretrained writes it (config.json, model.safetensors and the tokenizer's files)"
 
 
-def check_data(source) -> None:
-    """The data source exists, has the schema, is non-empty, has no null text and labels 0/1."""
+@dataclass(frozen=True)
+class ResolvedData:
+    """A plan's data source checked once: its labels per split, read with the checks (None for the hub,
+    which datasets checks as it loads). The split checks read these labels rather than the files again."""
+
+    source: str
+    labels: dict | None
+
+
+def resolve_data(source) -> ResolvedData:
+    """Check ``source`` (a parquet folder, a token cache, 'synthetic' or 'hub') in one line if wrong, and keep
+    its labels: the folder's files are read once, for their schema, rows, texts and labels together."""
     if not isinstance(source, (str, os.PathLike)) or not str(source):
         raise ValueError(
             f"bad parameter data={source!r}: valid: 'hub', '{D.SYNTHETIC}', a directory of "
@@ -39,13 +49,16 @@ def check_data(source) -> None:
     source = str(source)
     if source == "hub":
         check_hub_data()
-        return
-    if source == D.SYNTHETIC:
-        return
-    if source.endswith(".npz"):
-        D.load_token_cache_meta(source)
-        return
-    D.read_parquet_splits(Path(source))  # each split, and the two against each other
+        return ResolvedData(source, None)
+    if source == D.SYNTHETIC or source.endswith(".npz"):
+        return ResolvedData(source, D.split_labels(source))  # the cache's header is checked as it is read
+    splits = D.read_parquet_splits(Path(source))  # each split, and the two against each other
+    return ResolvedData(source, {s: labels for s, (_, labels) in splits.items()})
+
+
+def check_data(source) -> None:
+    """The data source exists, has the schema, is non-empty, has no null text and labels 0/1."""
+    resolve_data(source)
 
 
 @dataclass(frozen=True)
@@ -169,9 +182,9 @@ def check_tokenizer(model: ResolvedModel, where) -> None:
     from ..training.loop import load_tokenizer
 
     valid = f"valid: {FOLDER}"
-    conf, model = model.config, model.name
+    conf, source, model = model.config, model.source, model.name
     try:
-        tok = load_tokenizer(model)
+        tok = load_tokenizer(source)  # what resolve made of the name, not the name again
     except Exception as err:
         raise ValueError(
             f"bad parameter model={model!r}: the tokenizer in {where} does not load ({first_line(err)}); {valid}"
@@ -237,31 +250,44 @@ def check_device(cfg, device) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A plan's configurations with every data source and model resolved once; the checks read it."""
+
+    configs: list
+    data: dict
+    models: dict
+
+
+def resolve_plan(configs) -> Plan:
+    """Each distinct data source and model of ``configs`` resolved (and checked as it is read) once."""
+    data = {source: resolve_data(source) for source in sorted({c.data for c in configs}, key=str)}
+    models = {}
+    for cfg in configs:
+        if cfg.model not in models:
+            models[cfg.model] = resolve(cfg.model)
+    return Plan(list(configs), data, models)
+
+
 def check_plan(configs, device=None) -> list:
     """Validate every configuration against its data, model and the device; return them.
 
-    Raises ValueError for the first problem found, before anything has run.
+    Raises ValueError for the first problem found, before anything has run: the parameters first, then
+    the plan resolved once (``resolve_plan``), then what each run takes from it.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     for cfg in configs:
         cfg.validate()
-    for source in sorted({c.data for c in configs}):
-        check_data(source)
-    labels = {}
+    plan = resolve_plan(configs)
     for cfg in configs:  # what each run takes from each split: both labels, and a batch to train on
-        if cfg.data not in labels:
-            labels[cfg.data] = D.split_labels(cfg.data)
+        labels = plan.data[cfg.data].labels
         for split, limit in (("train", cfg.train_samples), ("test", cfg.test_samples)):
-            if labels[cfg.data] is not None:
-                D.check_split(
-                    cfg.data, split, labels[cfg.data][split], limit, cfg.batch_size if split == "train" else None
-                )
-    models = {}
+            if labels is not None:
+                D.check_split(cfg.data, split, labels[split], limit, cfg.batch_size if split == "train" else None)
+    for model in plan.models.values():  # each model checked once
+        check_model(model)
     for cfg in configs:
-        if cfg.model not in models:  # each model resolved and checked once
-            models[cfg.model] = resolve(cfg.model)
-            check_model(models[cfg.model])
-        m = models[cfg.model]
+        m = plan.models[cfg.model]
         cfg.validate(m.family.max_length(m.config), m.config.num_hidden_layers)
         check_device(cfg, device)
     return list(configs)
