@@ -65,7 +65,11 @@
       sections_before: [...article.querySelectorAll("h2")]
         .filter((h) => h.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING).length,
       sections: article.querySelectorAll("h2").length,
+      height: b.getBoundingClientRect().height,
     })),
+    // the verdict's paragraph: where it ends on the page, from the top (visible without scrolling?)
+    verdict_bottom: [...article.querySelectorAll("p")].filter((p) => p.textContent.trim().startsWith("Verdict."))
+      .map((p) => p.getBoundingClientRect().bottom + window.scrollY),
     nan_cells: [...article.querySelectorAll("td")].filter((td) => /^(NaN|nan|<NA>)$/.test(td.textContent.trim()))
       .map((td) => snip(td.closest("table").textContent)),
   };

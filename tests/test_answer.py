@@ -84,7 +84,7 @@ def test_the_box_says_how_far_each_arm_moved_accuracy(root):
     records(root / "artefacts" / "fp16", {"baseline": [0.871, 0.873, 0.869]}, "cccccccccccc")
     records(root / "artefacts" / "dropout", {"baseline": [0.869, 0.871, 0.867]}, "dddddddddddd")
     html = box.render(A.load(root))
-    assert "moves accuracy by at most 0.10 points" in html and "not by these; the cause is open" in html
+    assert "moves it by at most 0.10 points" in html and "not by these; the cause is open" in html
     assert "the arms are not yet run at this commit" not in html
     records(root / "artefacts" / "dropout", {"baseline": [0.882, 0.884, 0.880]}, "dddddddddddd")
     html = box.render(A.load(root))
@@ -215,7 +215,7 @@ def test_the_box_gives_kernel_crossovers_before_the_step_sweep(root):
     ans = A.load(root)
     assert ans["pays_from"] == {"kernel_elu": 1024}
     html = box.render(ans)
-    assert "elu+1 kernel (not trained here)</th>" in html and "<td>N = 1,024</td>" in html
+    assert "elu+1 kernel (not trained)</th>" in html and "<td>N = 1,024</td>" in html
     assert "The whole steps' crossovers: not yet measured at this commit." in html
     assert "The same runs at IMDb's own 512 tokens: not yet run at this commit." in html
 

@@ -192,7 +192,12 @@ def test_answer_box_opens_and_closes_the_book(findings):
     texts = {b[0]["text"] for b in boxes.values()}
     assert len(texts) == 1, "the pasted boxes differ from the one chapter 8 glued"
     (text,) = texts
-    assert "H200" in text and "stand-in" in text and "\u00d7" in text and "95% CI" in text
+    assert "H200" in text and "stand-in" in text and "\u00d7" in text and "95% interval" in text
     first, last = boxes["01_introduction"][0], boxes["10_discussion"][0]
+    assert first["height"] <= HEIGHT, "the box is taller than one screen"
+    # the verdict opens chapter 1, whole, above the fold; the discussion repeats it
+    (bottom,) = findings["01_introduction"]["verdict_bottom"]
+    assert bottom <= HEIGHT, f"the verdict ends {bottom:.0f} px down, below a {HEIGHT} px window"
+    assert len(findings["10_discussion"]["verdict_bottom"]) == 1
     assert first["rows"] >= 2 and first["sections_before"] == 0
     assert last["sections_before"] == last["sections"]
