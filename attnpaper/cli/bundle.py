@@ -9,8 +9,10 @@ HELP = "prepare a self-contained folder for an offline GPU machine"
 def add_arguments(parser):
     parser.add_argument("--out", default="bundle", help="the folder to write")
     parser.add_argument("--data", default=None, help="IMDb source (default: $ATTNPAPER_IMDB or hub)")
-    parser.add_argument("--max-length", type=int, default=128, help="token ids cut at this length (1 to 512)")
-    parser.add_argument("--wheels", default=".whl", help="folder of wheels the GPU machine lacks")
+    parser.add_argument("--max-length", type=int, default=128, help="token ids cut at this length (8 to 512)")
+    parser.add_argument(
+        "--wheels", default=".whl", help="folder of wheels the GPU machine lacks (counted in the size check)"
+    )
     parser.add_argument(
         "--xz",
         action="store_true",

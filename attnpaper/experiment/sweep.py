@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..files import checkout_root, clean_temp, pid_alive, write_atomic
+from ..files import signals_interrupt as _signals_interrupt
 from ..training.config import SMOKE, RunConfig
 from .claims import Claim
 from .fingerprint import fingerprints, stale
@@ -78,29 +79,6 @@ def check_runner(notebook, kernel_name=None) -> Path:
             f"pass --kernel, one of: {', '.join(sorted(specs))}"
         )
     return notebook
-
-
-@contextlib.contextmanager
-def _signals_interrupt():
-    """SIGTERM raises KeyboardInterrupt like SIGINT does (in the main thread); the handlers are restored after."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):  # once: a second signal must not cut the clean-up short
-        for sig in old:
-            signal.signal(sig, signal.SIG_IGN)
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
 
 
 def plan(variants, seeds, overrides=None, smoke=False, check=True) -> list[RunConfig]:

@@ -1,0 +1,100 @@
+"""The command line at its edges (issue 37): each bad argument refused in one line before any work, an
+interrupted bench says what it kept and exits 130 or 143, the sweep keeps a record finished before a signal."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from attnpaper.__main__ import main
+
+TINY = ["--model", "bert-tiny-random"]
+
+
+def one_error_line(capsys, says):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    assert says in err, err
+    return err
+
+
+@pytest.fixture(autouse=True)
+def own_hash_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def no_measuring(monkeypatch):
+    """bench may check its arguments, but neither read IMDb nor measure."""
+    from attnpaper.bench import step
+
+    def measure(*a, **k):
+        raise AssertionError("read or measured before the input was checked")
+
+    monkeypatch.setattr(step, "measure", measure)
+    monkeypatch.setattr(step, "imdb_lengths", measure)
+
+
+@pytest.fixture
+def npys(tmp_path):
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
+    np.save(tmp_path / "text.npy", np.array(["a", "b"]))
+    np.save(tmp_path / "zeros.npy", np.zeros(5, dtype=np.int64))
+    (tmp_path / "junk.npy").write_text("not numpy")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "argv,says",
+    [
+        (["--lengths", "-5"], "--lengths -5: lengths must be ints from 8 to 512 (the model's positions)"),
+        (["--lengths", "0", "128", "100000"], "--lengths 0 100000: lengths must be ints from 8 to 512"),
+        (["--batch-size", "1"], "batch size must be an int >= 2, got 1"),
+        (["--append"], "--append adds rows to the --out file; give --out FILE"),
+        (["--model", "no-such-org/no-such-model"], "bad parameter model='no-such-org/no-such-model'"),
+        (["--model", "bert-tiny-random", "no-such-org/m"], "bad parameter model='no-such-org/m'"),
+        (["--data", "{tmp}/objects.npy"], "objects.npy is not an array of token counts (it holds Python objects"),
+        (["--data", "{tmp}/junk.npy"], "junk.npy is not an array of token counts"),
+        (["--data", "{tmp}/text.npy"], "text.npy holds a <U1 array of shape (2,); expected a 1-D array"),
+        (["--data", "{tmp}/zeros.npy"], "zeros.npy holds a int64 array"),
+        (["--data", "{tmp}/missing.npy"], "missing.npy: no such file"),
+        (["--data", "{tmp}/missing"], "missing: no such folder"),
+    ],
+)
+def test_bench_refuses_before_reading_or_measuring(argv, says, npys, capsys, no_measuring):
+    argv = [a.replace("{tmp}", str(npys)) for a in argv]
+    assert main(["bench", *TINY, *argv]) == 2
+    one_error_line(capsys, says)
+
+
+def _fake_measure_then(signum, calls):
+    """A measure that returns a row twice, then sends ``signum`` to this process (as Ctrl-C or kill would)."""
+
+    def measure(variant, model, length, *a, **k):
+        calls.append(variant)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signum)
+        return {"step_mode": "eager", "step_time_ms_median": 1.0, "peak_memory_mb": 0, "padding_fraction": 0.1}
+
+    return measure
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_bench_says_what_it_kept(signum, code, tmp_path, capsys, monkeypatch):
+    from attnpaper.bench import step
+
+    calls, out = [], tmp_path / "bench.json"
+    np.save(tmp_path / "lengths.npy", np.arange(10, 300))
+    monkeypatch.setattr(step, "measure", _fake_measure_then(signum, calls))
+    before = signal.getsignal(signal.SIGTERM)
+    argv = ["--variants", "baseline", "sdpa", "--repeats", "3", "--data", str(tmp_path / "lengths.npy")]
+    assert main(["bench", *TINY, *argv, "--out", str(out)]) == code
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"interrupted ({signal.Signals(signum).name}): 2 measurement(s) made before it, kept in {out} "
+        "(rerun with --append to add to it); the one in progress is lost"
+    )
+    assert len(json.loads(out.read_text())["rows"]) == 2 and len(calls) == 3
+    assert signal.getsignal(signal.SIGTERM) == before
