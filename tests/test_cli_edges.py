@@ -98,3 +98,43 @@ def test_an_interrupted_bench_says_what_it_kept(signum, code, tmp_path, capsys, 
     )
     assert len(json.loads(out.read_text())["rows"]) == 2 and len(calls) == 3
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+@pytest.mark.parametrize(
+    "argv,says",
+    [
+        (["--max-length", "4", "--variants", "linear"], "--max-length 4: lengths must be ints from 8 to 512"),
+        (["--max-length", "100000"], "--max-length 100000: lengths must be ints from 8 to 512"),
+        (["--data", "{tmp}/text.npy"], "text.npy holds a <U1 array"),
+        (["--data", "{tmp}/missing"], "missing: no such folder"),
+    ],
+)
+def test_paper_memory_refuses_before_any_work(argv, says, npys, capsys, monkeypatch):
+    from attnpaper.bench import artefacts
+
+    def work(*a, **k):
+        raise AssertionError("read or ran before the input was checked")
+
+    for name in ("imdb_lengths_for", "run_fresh", "run_kept"):
+        monkeypatch.setattr(artefacts, name, work)
+    assert main(["paper-memory", *TINY, *[a.replace("{tmp}", str(npys)) for a in argv]]) == 2
+    one_error_line(capsys, says)
+
+
+def test_an_interrupted_paper_memory_says_what_it_kept(tmp_path, capsys, monkeypatch):
+    from attnpaper.bench import artefacts
+
+    def fresh(variants, argv_of, log):
+        return [{"variant": v, "peak_memory_mb": None} for v in variants]
+
+    def kept(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(artefacts, "run_fresh", fresh)
+    monkeypatch.setattr(artefacts, "run_kept", kept)
+    np.save(tmp_path / "lengths.npy", np.arange(10, 300))
+    out = tmp_path / "memory.json"
+    argv = ["--data", str(tmp_path / "lengths.npy"), "--out", str(out), "--variants", "baseline", "flash"]
+    assert main(["paper-memory", *TINY, *argv]) == 143
+    err = capsys.readouterr().err.strip()
+    assert err == f"interrupted (SIGTERM): 2 row(s) kept in {out}; the variant in progress is lost"
