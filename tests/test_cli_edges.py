@@ -4,6 +4,7 @@ interrupted bench says what it kept and exits 130 or 143, the sweep keeps a reco
 import json
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,3 +139,100 @@ def test_an_interrupted_paper_memory_says_what_it_kept(tmp_path, capsys, monkeyp
     assert main(["paper-memory", *TINY, *argv]) == 143
     err = capsys.readouterr().err.strip()
     assert err == f"interrupted (SIGTERM): 2 row(s) kept in {out}; the variant in progress is lost"
+
+
+# --- sweep ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv,says",
+    [
+        (["--out", ""], "--out is empty; give a folder for records/ and notebooks/"),
+        (["--out", "  "], "--out is empty"),
+        (["--set", "num_features=1000000000", "--variants", "linear"], "must be None (d log d) or an int from 1 to"),
+        (["--set", "max_steps=1"], "bad parameter max_steps=1: the run would train 1 step(s), and the table takes"),
+        (
+            ["--set", "epochs=0.001"],
+            "bad parameter epochs=0.001: with 512 training rows at batch_size=32 the run would train 1 step(s)",
+        ),
+        (["--set", "model={tmp}/file.txt"], "file.txt is a file, expected a directory holding config.json"),
+    ],
+)
+def test_sweep_refuses_before_any_run(argv, says, tmp_path, capsys, monkeypatch):
+    """Each refused in one line with nothing written, in the working directory or anywhere."""
+    from attnpaper.experiment import sweep
+
+    def prepare(out):
+        raise AssertionError("the output folder was prepared before the input was checked")
+
+    monkeypatch.setattr(sweep, "prepare_out", prepare)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file.txt").write_text("x")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(["sweep", "--smoke", "--seeds", "0", *argv]) == 2
+    one_error_line(capsys, says)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == ["file.txt"]  # nothing written
+
+
+def test_min_steps_is_what_the_table_refuses():
+    from helpers import make_record
+
+    from attnpaper.analysis.results import record_problem
+    from attnpaper.experiment.checks import MIN_STEPS
+
+    assert record_problem(make_record("baseline", 0, 0.9, steps=MIN_STEPS)) is None
+    assert "is not a result" in record_problem(make_record("baseline", 0, 0.9, steps=MIN_STEPS - 1))
+
+
+class _FakePapermill:
+    """papermill whose run writes the notebook and an ok record into the staging folder, then is interrupted
+    (``signum`` to this process), as Ctrl-C after the record cell would; or fails (``fail``) after the record."""
+
+    def __init__(self, signum=None, fail=False):
+        self.signum, self.fail = signum, fail
+
+    def execute_notebook(self, notebook, output, parameters, **kw):
+        import time
+        from pathlib import Path
+
+        from helpers import make_record
+
+        from attnpaper.experiment.records import record_name, write_record
+        from attnpaper.training.config import RunConfig
+
+        cfg = RunConfig.from_dict({k: v for k, v in parameters.items() if k in RunConfig.__dataclass_fields__})
+        Path(output).write_text("{}")
+        rec = make_record(cfg.variant, cfg.seed, 0.9, steps=10)
+        write_record(rec, Path(parameters["output_dir"]) / record_name(cfg))
+        if self.fail:
+            raise RuntimeError("a cell after the record failed")
+        os.kill(os.getpid(), self.signum)
+        time.sleep(3)  # the signal arrives meanwhile
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_record_complete_before_the_interrupt_is_kept(signum, tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "papermill", _FakePapermill(signum))
+    out = tmp_path / "o"
+    code = main(["sweep", "--smoke", "--variants", "baseline", "--seeds", "1", "--quiet", "--out", str(out)])
+    assert code == 128 + signum
+    std = capsys.readouterr()
+    [entry] = json.loads(std.out)
+    assert entry["status"] == "ok" and Path(entry["record"]).is_file(), entry
+    assert Path(entry["record"]) == out / "records" / Path(entry["record"]).name
+    assert f"interrupted ({signal.Signals(signum).name}): 1 run(s) recorded" in std.err
+    assert "kept baseline" in std.err and not list((out / ".staging").iterdir())
+
+
+def test_a_failed_run_says_what_was_written(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "papermill", _FakePapermill(fail=True))
+    out = tmp_path / "o"
+    assert main(["sweep", "--smoke", "--variants", "baseline", "--seeds", "1", "--quiet", "--out", str(out)]) == 1
+    [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("FAILED")]
+    rec = next((out / "records").glob("*.json"))
+    assert f"(recorded as failed in {rec}; the notebook as far as it ran: " in line, line
+    assert line.endswith("; the sweep goes on)")

@@ -88,6 +88,7 @@ def _checked(args, notebook):
     """The sweep to start, as a call without arguments; bad input raises here, before any run."""
     from ..experiment import sweep as SW
 
+    SW.check_out(args.out)
     if args.gpus:  # one worker per GPU, each given this command line less --gpus
         gpus = SW.gpu_ids(args.gpus)
         SW.plan(args.variants, args.seeds, parse_set(args.set), args.smoke)  # bad input: once, here
