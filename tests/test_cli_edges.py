@@ -236,3 +236,20 @@ def test_a_failed_run_says_what_was_written(tmp_path, monkeypatch, capsys):
     rec = next((out / "records").glob("*.json"))
     assert f"(recorded as failed in {rec}; the notebook as far as it ran: " in line, line
     assert line.endswith("; the sweep goes on)")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_while_checking_is_one_line(signum, tmp_path, monkeypatch, capsys):
+    from attnpaper.experiment import checks
+
+    def check_plan(configs, device=None):
+        os.kill(os.getpid(), signum)
+
+    monkeypatch.setattr(checks, "check_plan", check_plan)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["sweep", "--smoke", "--seeds", "0", "--out", str(tmp_path / "o")]) == 128 + signum
+    assert capsys.readouterr().err.strip() == (
+        f"interrupted ({signal.Signals(signum).name}): sweep stopped; records already under --out are kept; "
+        "run the same command again to resume"
+    )
+    assert not (tmp_path / "o").exists() and signal.getsignal(signal.SIGTERM) == before

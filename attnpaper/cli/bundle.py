@@ -4,6 +4,8 @@ from __future__ import annotations
 
 NAME = "bundle"
 HELP = "prepare a self-contained folder for an offline GPU machine"
+ON_INTERRUPT = "the --out folder may hold a partial bundle; run bundle again to rewrite it"
+"""What an interrupt leaves: __main__ says it."""
 
 
 def add_arguments(parser):

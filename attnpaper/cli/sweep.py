@@ -14,6 +14,8 @@ from pathlib import Path
 
 NAME = "sweep"
 HELP = "run the experiment notebook per (variant, seed) with papermill"
+ON_INTERRUPT = "records already under --out are kept; run the same command again to resume"
+"""What an interrupt outside a run (while checking the plan) leaves: __main__ says it."""
 
 
 def parse_set(items) -> dict:
