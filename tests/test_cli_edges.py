@@ -253,3 +253,33 @@ def test_an_interrupt_while_checking_is_one_line(signum, tmp_path, monkeypatch, 
         "run the same command again to resume"
     )
     assert not (tmp_path / "o").exists() and signal.getsignal(signal.SIGTERM) == before
+
+
+@pytest.mark.slow
+def test_a_real_sweep_interrupted_after_its_record_keeps_it(tmp_path):
+    """The smoke run through papermill, SIGINT once its notebook has written the record (issue 37's lost run)."""
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "attnpaper", "sweep", "--smoke", "--variants", "baseline", "--seeds", "1"]
+    env = {**os.environ, "PYTHONPATH": str(root), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = subprocess.Popen(
+        [*cmd, "--quiet", "--out", str(out)],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while not any((out / ".staging").glob("*/*.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert "Traceback" not in stderr
+    [entry] = json.loads(stdout)
+    assert entry["status"] == "ok" and Path(entry["record"]).is_file(), (entry, stderr)
+    assert proc.returncode in (0, 130), stderr  # 0: the run had finished before the signal came
