@@ -8,6 +8,7 @@ import sys
 
 from .cli import bench, bundle, paper_memory, scaling, sweep, table
 from .cli.sweep import parse_set
+from .files import signals_interrupt
 
 __all__ = ["COMMANDS", "build_parser", "main", "parse_set"]
 COMMANDS = (sweep, bench, bundle, table, paper_memory, scaling)
@@ -57,10 +58,16 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv[1:]  # the command's own arguments as given: the sweep hands them on to its workers
     try:
-        return args.run(args)
+        with signals_interrupt():  # SIGTERM too: one line and 143, not a silent exit
+            return args.run(args)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # where the command has no handling of its own (e.g. while checking)
+        why = str(err) or "SIGINT"
+        kept = getattr(sys.modules[args.run.__module__], "ON_INTERRUPT", "")
+        print(f"interrupted ({why}): {args.cmd} stopped{'; ' + kept if kept else ''}", file=sys.stderr, flush=True)
+        return 143 if why == "SIGTERM" else 130
 
 
 if __name__ == "__main__":

@@ -79,3 +79,26 @@ def checkout_root() -> Path:
     package is installed elsewhere (notebooks and the sweep find their files from here)."""
     root = Path(__file__).resolve().parent.parent
     return root if (root / "chapters").is_dir() else Path.cwd()
+
+
+@contextlib.contextmanager
+def signals_interrupt():
+    """SIGTERM raises KeyboardInterrupt like SIGINT does (in the main thread); the handlers are restored after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):  # once: a second signal must not cut the clean-up short
+        for sig in old:
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

@@ -15,6 +15,9 @@ FEATURE_MAPS = ("favor+", "elu")
 """Linear attention's feature map: Performer FAVOR+ (positive random features) or elu(x)+1."""
 LAYOUTS = ("padded", "packed")
 """padded: [B, L] rows with a mask; packed: the batch's real tokens in one row (padding-free)."""
+MAX_FEATURES = 4096
+"""The most random features per head: 16 times d log d for heads of 64 (FAVOR+'s default, 266). Memory grows
+with features x tokens x heads, so 10**9 would take tens of GB before the first step."""
 MAX_SEED = (2**63 - 1000) // 1000
 """The largest seed: each layer's features are seeded with seed * 1000 + layer, an int64."""
 
@@ -142,7 +145,8 @@ def option_error(name: str, value) -> str | None:
     if name == "feature_map":
         return None if value in FEATURE_MAPS else f"valid: {', '.join(FEATURE_MAPS)}"
     if name == "num_features":
-        return None if value is None or (_is_int(value) and value >= 1) else "must be None (d log d) or an int >= 1"
+        ok = value is None or (_is_int(value) and 1 <= value <= MAX_FEATURES)
+        return None if ok else f"must be None (d log d) or an int from 1 to {MAX_FEATURES}"
     if name == "redraw_every":
         return None if _is_int(value) and value >= 0 else "must be an int >= 0 (0: never redraw)"
     if name == "hybrid_layers":

@@ -49,7 +49,7 @@ def test_every_parameter_has_a_meaning_and_a_check():
         ("seed", -1, "must be an int in [0"),
         ("max_length", 2, "must be an int >= 8"),
         ("epochs", 0.0, "must be > 0"),
-        ("num_features", 0, "must be None (d log d) or an int >= 1"),
+        ("num_features", 0, "must be None (d log d) or an int from 1 to 4096"),
         ("feature_map", "relu", "valid: favor+, elu"),
         ("flash_backend", "fa3", "valid: auto, varlen, flash_attn, sdpa, math"),
         ("warmup_ratio", 1.0, "must be < 1"),

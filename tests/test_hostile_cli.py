@@ -177,8 +177,11 @@ def test_bench_refuses_a_mode_that_would_run_eager_on_a_cpu(capsys, no_measuring
         (["--out", "{tmp}/file.txt"], "is a file; give a folder"),
         (["--out", "{tmp}/file.txt/bundle"], "a folder on its path is a file"),
         (["--out", ""], "--out is empty"),
-        (["--max-length", "0"], "--max-length 0: give an int from 1 to 512"),
-        (["--max-length", "100000"], "--max-length 100000: give an int from 1 to 512"),
+        (["--max-length", "0"], "--max-length 0: give an int from 8 to 512"),
+        (["--max-length", "4"], "--max-length 4: give an int from 8 to 512 (runs take at least 8 tokens"),
+        (["--max-length", "100000"], "--max-length 100000: give an int from 8 to 512"),
+        (["--wheels", "{tmp}/file.txt"], "is a file; give the folder holding the wheels"),
+        (["--wheels", "{tmp}/wheels"], "wheels: no such folder"),
     ],
 )
 def test_bundle_refuses_before_any_work(argv, says, tmp_path, capsys, monkeypatch):

@@ -87,7 +87,11 @@ def test_elu_feature_map_and_redraw(tiny_bert, make_batch):
     [
         ("softmax", {}, "unknown variant 'softmax'; valid: baseline, sdpa, flash, linear, hybrid"),
         ("linear", {"num_feature": 8}, "unknown option\\(s\\) num_feature; valid"),
-        ("linear", {"num_features": 0}, "bad option num_features=0: must be None \\(d log d\\) or an int >= 1"),
+        (
+            "linear",
+            {"num_features": 0},
+            "bad option num_features=0: must be None \\(d log d\\) or an int from 1 to 4096",
+        ),
         ("linear", {"feature_map": "relu"}, "valid: favor\\+, elu"),
         ("flash", {"flash_backend": "fa3"}, "valid: auto, varlen, flash_attn, sdpa, math"),
         ("hybrid", {"hybrid_layers": 9}, "hybrid_layers=9: must be None or an int in \\[0, 4\\]"),

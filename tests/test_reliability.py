@@ -377,7 +377,7 @@ def test_cli_table_of_nothing_is_one_line(tmp_path, capsys):
         (lambda: RunConfig(variant="linear", attention_dropout=0.1).validate(), "no probability matrix"),
         (
             lambda: _build("linear", num_features=True),
-            "bad option num_features=True: must be None (d log d) or an int >= 1",
+            "bad option num_features=True: must be None (d log d) or an int from 1 to 4096",
         ),
         (lambda: _build("baseline", num_labels=0), "num_labels must be an int >= 1"),
         (lambda: _build("baseline", model="/nowhere/model"), "model directory /nowhere/model does not exist"),

@@ -127,9 +127,12 @@ def paper_memory(
         check_count(value, name)
     out = check_out_file(out)
     from .model import model_config
+    from .step import check_lengths, check_lengths_source, model_positions
 
-    model_config(model, max_length)  # a bad model name fails here
+    model_config(model, max_length)  # a model that is not a random-init alias fails here
+    check_lengths([max_length], model_positions(model), "--max-length")
     data = data or _default_source()
+    check_lengths_source(data)
     lengths = imdb_lengths_for(data, max_length)
     versions = device_info()
     report = {

@@ -29,15 +29,64 @@ from .stock import STOCK, STOCK_MODES, measure_stock
 PROFILE_STEPS = 5  # the last steps of each measurement, profiled for GPU busy time (not in the median)
 
 
+MIN_LENGTH = 8
+"""The shortest max_length a run takes (training.config.RunConfig)."""
+DATA_VALID = "valid: an IMDb folder of train/test.parquet, a .npy of token counts, or 'hub'"
+
+
+def check_lengths_source(source) -> np.ndarray | None:
+    """``source`` can give review lengths: a .npy holding a 1-D array of token counts (ints >= 1; returned,
+    it is small), an existing folder, or 'hub'. ValueError in one line naming the file, before any reading."""
+    source = str(source)
+    if source.endswith(".npy"):
+        if not Path(source).is_file():
+            raise ValueError(f"--data {source}: no such file; {DATA_VALID}")
+        try:
+            counts = np.load(source, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:  # objects (pickled), or not a .npy at all
+            why = "it holds Python objects, not numbers" if "pickle" in str(err) else str(err).splitlines()[0][:100]
+            raise ValueError(f"--data {source} is not an array of token counts ({why}); {DATA_VALID}") from None
+        if counts.ndim != 1 or not counts.size or counts.dtype.kind not in "iu" or counts.min() < 1:
+            raise ValueError(
+                f"--data {source} holds a {counts.dtype} array of shape {counts.shape}; expected a 1-D array of "
+                f"token counts (ints >= 1), as `bundle` writes imdb-train-lengths.npy"
+            )
+        return counts
+    if source != "hub" and not Path(source).is_dir():
+        raise ValueError(f"--data {source}: no such folder; {DATA_VALID}")
+    return None
+
+
 def imdb_lengths(source, max_length) -> np.ndarray:
     """Token counts of IMDb train reviews (cut at max_length): from a lengths .npy or by tokenizing."""
-    if str(source).endswith(".npy"):
-        return np.minimum(np.load(source), max_length)
+    counts = check_lengths_source(source)
+    if counts is not None:
+        return np.minimum(counts, max_length)
     from ..training.loop import load_tokenizer
 
     tok = load_tokenizer("minilm-offline")
     texts, _ = D.read_texts(source)["train"]
     return np.minimum(np.array([len(x) for x in tok(texts, truncation=False)["input_ids"]]), max_length)
+
+
+def model_positions(model) -> int:
+    """The longest max_length ``model`` takes (its position embeddings), read from its config alone;
+    ValueError in one line for a model that is missing or cannot be reached."""
+    from ..experiment.checks import resolve
+
+    resolved = resolve(model)
+    return resolved.family.max_length(resolved.config)
+
+
+def check_lengths(lengths, positions, flag="--lengths") -> list[int]:
+    """Each length an int from MIN_LENGTH to ``positions``: ValueError in one line naming the bad ones."""
+    bad = [L for L in lengths if isinstance(L, bool) or not isinstance(L, int) or not MIN_LENGTH <= L <= positions]
+    if bad or not lengths:
+        raise ValueError(
+            f"{flag} {' '.join(map(str, bad)) or '(none given)'}: lengths must be ints from {MIN_LENGTH} to "
+            f"{positions} (the model's positions)"
+        )
+    return list(lengths)
 
 
 def random_split(lengths, n, vocab=30522, seed=0) -> D.Split:
@@ -129,18 +178,24 @@ def check_out_file(out, append=False) -> Path | None:
     return out
 
 
-def check_bench(variants, steps, repeats, batch_size, step_modes):
-    """Names and counts, each refused in one line (ValueError) before anything is measured."""
+def check_bench(variants, steps, repeats, batch_size, step_modes, model=None, lengths=(), source=None):
+    """Names, counts, lengths (against ``model``'s positions, when given) and the data source, each refused
+    in one line (ValueError) before anything is read or measured."""
     from ..training.step import STEP_MODES
     from ..variants import VARIANTS
 
     for name, value in (("steps", steps), ("repeats", repeats), ("batch size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        low = 2 if name == "batch size" else 1  # a run's batch (RunConfig.batch_size)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     for what, names, valid in (("variant(s)", variants, VARIANTS), ("step mode(s)", step_modes, STEP_MODES[1:])):
         unknown = [n for n in names if n not in valid]
         if unknown or not names:
             raise ValueError(f"unknown {what} {', '.join(unknown) or '(none given)'}; valid: {', '.join(valid)}")
+    if model is not None:
+        check_lengths(list(lengths), model_positions(model))
+    if source is not None:
+        check_lengths_source(source)
 
 
 def default_step_modes() -> tuple:
@@ -238,16 +293,37 @@ def bench(
     be written are refused (ValueError, one line) before any measurement.
     """
     step_modes = tuple(step_modes) if step_modes is not None else default_step_modes()
-    check_bench(variants, steps, repeats, batch_size, step_modes)
+    source = source or D.default_source()
+    check_bench(variants, steps, repeats, batch_size, step_modes, model, lengths_list, source)
     check_step_modes_here(step_modes)
     out = check_out_file(out, append)
-    source = source or D.default_source()
-    pairs = [(v, m) for v in variants for m in step_modes]
     if reference and not torch.cuda.is_available():
         raise ValueError("--reference measures transformers' captured step and needs a CUDA GPU")
     report = BenchReport(model, batch_size, steps, repeats, out, append)
+    full = imdb_lengths(source, 2**31 - 1)  # read (or tokenized) once, cut at each length
+    try:
+        _measure_all(report, variants, step_modes, lengths_list, full, steps, repeats, batch_size, reference)
+    except KeyboardInterrupt as err:  # every row measured so far is already in ``out``
+        raise BenchInterrupted(str(err) or "SIGINT", len(report.rows), out) from None
+    print(table(report.report))
+    report.save()
+    return report.rows
+
+
+class BenchInterrupted(Exception):
+    """SIGINT or SIGTERM stopped a bench: ``rows`` measurements were made (and saved, when ``out`` is given)."""
+
+    def __init__(self, signal_name: str, rows: int, out):
+        super().__init__(signal_name)
+        self.signal_name, self.rows, self.out = signal_name, rows, out
+
+
+def _measure_all(report, variants, step_modes, lengths_list, full, steps, repeats, batch_size, reference):
+    """bench's measurements, each added to ``report`` and saved as it is made."""
+    model = report.model
+    pairs = [(v, m) for v in variants for m in step_modes]
     for L in lengths_list:
-        lengths = imdb_lengths(source, L)
+        lengths = np.minimum(full, L)
         for r in range(repeats):
             order = pairs[r % len(pairs) :] + pairs[: r % len(pairs)]
             for v, mode in order + ([order[0]] if r == repeats - 1 else []):
@@ -264,9 +340,6 @@ def bench(
                 )
             if reference:
                 measure_references(report, model, L, r, steps, batch_size, lengths)
-    print(table(report.report))
-    report.save()
-    return report.rows
 
 
 def measure_references(report: BenchReport, model, length, repeat, steps, batch_size, lengths) -> None:

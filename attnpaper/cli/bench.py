@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from ..variants import MODEL_ALIASES, VARIANTS
 
 NAME = "bench"
@@ -38,22 +40,53 @@ def add_arguments(parser):
     parser.add_argument("--out", default=None, help="write the measurements to this JSON file")
 
 
-def run(args) -> int:
-    """Each model in turn, the second and later appending to --out."""
-    from ..bench.step import bench
+def _interrupted(why: str, rows: int, out) -> int:
+    """One line saying what was kept; 130 (SIGINT) or 143 (SIGTERM)."""
+    kept = f"kept in {out} (rerun with --append to add to it)" if out else "not kept (no --out was given)"
+    print(
+        f"interrupted ({why}): {rows} measurement(s) made before it, {kept}; the one in progress is lost",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 143 if why == "SIGTERM" else 130
 
+
+def run(args) -> int:
+    """Each model in turn, the second and later appending to --out; every model, length and the data
+    checked first. Ctrl-C or SIGTERM: one line saying which measurements were kept, exit 130 or 143."""
+    from ..bench.step import BenchInterrupted, bench, check_bench
+    from ..files import signals_interrupt
+    from ..training.data import default_source
+
+    if args.append and not args.out:
+        raise ValueError("--append adds rows to the --out file; give --out FILE (a bench report), or drop --append")
+    modes = args.step_modes or ["eager"]  # the default is chosen (and checked) per device by bench
     for model in args.model:
-        bench(
-            args.variants,
-            model,
-            args.lengths,
-            args.steps,
-            args.repeats,
-            args.batch_size,
-            args.data,
-            args.out,
-            step_modes=args.step_modes,
-            append=args.append or model != args.model[0],
-            reference=args.reference,
-        )
+        source = args.data or default_source()
+        check_bench(args.variants, args.steps, args.repeats, args.batch_size, modes, model, args.lengths, source)
+    rows = 0
+    with signals_interrupt():
+        try:
+            for model in args.model:
+                rows += len(_bench_one(bench, args, model))
+        except BenchInterrupted as err:
+            return _interrupted(err.signal_name, rows + err.rows, err.out)
+        except KeyboardInterrupt as err:  # while reading the data, before the first measurement of a model
+            return _interrupted(str(err) or "SIGINT", rows, args.out)
     return 0
+
+
+def _bench_one(bench, args, model) -> list:
+    return bench(
+        args.variants,
+        model,
+        args.lengths,
+        args.steps,
+        args.repeats,
+        args.batch_size,
+        args.data,
+        args.out,
+        step_modes=args.step_modes,
+        append=args.append or model != args.model[0],
+        reference=args.reference,
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 from ..variants import PAPER_ORDER
 
@@ -17,7 +19,9 @@ HELP = (
 def add_arguments(parser):
     parser.add_argument("--variants", nargs="+", default=list(PAPER_ORDER), help="in run order")
     parser.add_argument("--model", default="distilbert-base-random", help="a random-init alias")
-    parser.add_argument("--max-length", type=int, default=128, help="tokens per review at most")
+    parser.add_argument(
+        "--max-length", type=int, default=128, help="tokens per review at most (8 to the model's positions)"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="sequences per batch")
     parser.add_argument("--steps", type=int, default=20, help="eager AdamW steps per variant")
     parser.add_argument("--data", default=None, help="review lengths: an IMDb folder or a .npy of token counts")
@@ -34,15 +38,29 @@ def run(args) -> int:
         rows = A.run_kept([args.one], args.model, args.max_length, args.batch_size, args.steps, lengths)
         print(json.dumps(rows[0]))
         return 0
-    A.paper_memory(
-        args.variants,
-        args.model,
-        args.max_length,
-        args.batch_size,
-        args.steps,
-        args.data,
-        args.out,
-        args.arms,
-        log=lambda msg: print(msg, flush=True),
-    )
+    from ..files import signals_interrupt
+
+    with signals_interrupt():
+        try:
+            A.paper_memory(
+                args.variants,
+                args.model,
+                args.max_length,
+                args.batch_size,
+                args.steps,
+                args.data,
+                args.out,
+                args.arms,
+                log=lambda msg: print(msg, flush=True),
+            )
+        except KeyboardInterrupt as err:
+            return _interrupted(str(err) or "SIGINT", args.out)
     return 0
+
+
+def _interrupted(why: str, out) -> int:
+    """One line saying what was kept (every row is written as it comes); 130 (SIGINT) or 143 (SIGTERM)."""
+    rows = len(json.loads(Path(out).read_text())["rows"]) if out and Path(out).is_file() else 0
+    kept = f"{rows} row(s) kept in {out}" if out else "nothing kept (no --out was given)"
+    print(f"interrupted ({why}): {kept}; the variant in progress is lost", file=sys.stderr, flush=True)
+    return 143 if why == "SIGTERM" else 130

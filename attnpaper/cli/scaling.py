@@ -12,6 +12,8 @@ from ..variants import VARIANTS
 
 NAME = "scaling"
 HELP = "attention kernels and the training step over sequence length (python -m attnpaper scaling --help)"
+ON_INTERRUPT = "every row measured before it is in --out (rewritten after each)"
+"""What an interrupt leaves: __main__ says it."""
 
 
 def _lengths_and_tokens(parser, kind, lengths, tokens, prefixed):

@@ -14,6 +14,8 @@ from pathlib import Path
 
 NAME = "sweep"
 HELP = "run the experiment notebook per (variant, seed) with papermill"
+ON_INTERRUPT = "records already under --out are kept; run the same command again to resume"
+"""What an interrupt outside a run (while checking the plan) leaves: __main__ says it."""
 
 
 def parse_set(items) -> dict:
@@ -88,6 +90,7 @@ def _checked(args, notebook):
     """The sweep to start, as a call without arguments; bad input raises here, before any run."""
     from ..experiment import sweep as SW
 
+    SW.check_out(args.out)
     if args.gpus:  # one worker per GPU, each given this command line less --gpus
         gpus = SW.gpu_ids(args.gpus)
         SW.plan(args.variants, args.seeds, parse_set(args.set), args.smoke)  # bad input: once, here

@@ -9,6 +9,8 @@ HELP = (
     "summarise records into the results table; warns on stderr where a row pools runs from several commits "
     "or step modes; exit status 1 when every run failed (the table then lists the failures)"
 )
+ON_INTERRUPT = "nothing was written"
+"""What an interrupt leaves: __main__ says it."""
 
 
 def add_arguments(parser):

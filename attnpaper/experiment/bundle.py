@@ -75,12 +75,34 @@ def unpack_xz(src="bundle/xz", dst="bundle") -> list[Path]:
     return out
 
 
-def check_bundle_args(out, max_length, positions=512) -> Path:
-    """``out`` a folder that can be written, ``max_length`` an int in 1..positions: ValueError in one line."""
+WHEELS = ".whl"
+"""The default wheels folder; it may be absent (no wheels to carry). A folder given otherwise must exist."""
+MIN_LENGTH = 8
+"""The shortest max_length a run takes (training.config.RunConfig): shorter token ids could not be used."""
+
+
+def check_wheels(wheels) -> Path:
+    """``wheels`` a folder (the default may be absent): a file or a missing folder is refused in one line,
+    rather than counted as no wheels."""
+    path = Path(wheels)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--wheels {wheels} is a file; give the folder holding the wheels (*.whl) to carry")
+    if not path.exists() and str(wheels) != WHEELS:
+        raise ValueError(f"--wheels {wheels}: no such folder; give the folder holding the wheels (*.whl) to carry")
+    return path
+
+
+def check_bundle_args(out, max_length, positions=512, wheels=WHEELS) -> Path:
+    """``out`` a folder that can be written, ``max_length`` an int in MIN_LENGTH..positions, ``wheels`` a
+    folder: ValueError in one line."""
     import os
 
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or not 1 <= max_length <= positions:
-        raise ValueError(f"--max-length {max_length!r}: give an int from 1 to {positions} (the model's positions)")
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or not MIN_LENGTH <= max_length <= positions:
+        raise ValueError(
+            f"--max-length {max_length!r}: give an int from {MIN_LENGTH} to {positions} (runs take at least "
+            f"{MIN_LENGTH} tokens; the model has {positions} positions)"
+        )
+    check_wheels(wheels)
     if out is None or not str(out).strip():
         raise ValueError("--out is empty; give a folder for the bundle, e.g. bundle")
     out = Path(out)
@@ -99,7 +121,7 @@ def check_bundle_args(out, max_length, positions=512) -> Path:
     return out
 
 
-def make_bundle(out="bundle", source=None, max_length=128, wheels=".whl", xz=False) -> Path:
+def make_bundle(out="bundle", source=None, max_length=128, wheels=WHEELS, xz=False) -> Path:
     """Write the bundle and check that what one call carries (the model, these token ids, the lengths,
     the git sha and the wheels) stays under the device's 64 MiB. xz: also write bundle/xz/ (model
     weights and token ids xz-compressed) and check that instead. A bad ``out`` or ``max_length`` is
@@ -119,7 +141,7 @@ def make_bundle(out="bundle", source=None, max_length=128, wheels=".whl", xz=Fal
         )
     src = offline_model_dir()
     positions = json.loads((src / "config.json").read_text()).get("max_position_embeddings", 512)
-    out = check_bundle_args(out, max_length, positions)
+    out = check_bundle_args(out, max_length, positions, wheels)
     source = source or D.default_source()
     model_dir = export_fp16(src, out / MODEL_DIRNAME)
     tok = AutoTokenizer.from_pretrained(model_dir)

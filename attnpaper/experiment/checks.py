@@ -9,6 +9,7 @@ data must hold both labels and, for training, a batch; a model folder must hold 
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from dataclasses import dataclass
@@ -75,8 +76,13 @@ class ResolvedModel:
 def resolve(model) -> ResolvedModel:
     """Resolve ``model`` (alias, directory, config or hub name) and read its config, without weights; ValueError
     in one line for a missing or unreadable one, or a family the variants do not plug into."""
-    from ..model.build import resolve_model
+    from ..model.build import MODEL_ALIASES, resolve_model
 
+    if isinstance(model, (str, os.PathLike)) and Path(model).is_file():  # not "the directory does not exist"
+        raise ValueError(
+            f"bad parameter model={model!r}: {model} is a file, expected a directory holding config.json, "
+            f"a hub name, or one of {', '.join(MODEL_ALIASES)}"
+        )
     source = resolve_model(model)  # raises for a missing directory
     config = model_config(model, source)
     try:
@@ -250,6 +256,26 @@ def check_device(cfg, device) -> None:
         )
 
 
+MIN_STEPS = 2
+"""The fewest training steps a run may take: the table (analysis.results.record_problem) refuses an ok record
+of fewer, so such a run would be recorded ok, left out of the table, and skipped by every rerun."""
+
+
+def check_steps(cfg, train_rows) -> None:
+    """The run trains at least MIN_STEPS steps (``train_rows``: the rows it trains on; None where unknown)."""
+    per_epoch = math.ceil(train_rows / cfg.batch_size) if train_rows else None
+    total = min(math.ceil(cfg.epochs * per_epoch) if per_epoch else math.inf, cfg.max_steps or math.inf)
+    if total >= MIN_STEPS:
+        return
+    why = f"the run would train {total} step(s), and the table takes no run of fewer than {MIN_STEPS}"
+    if cfg.max_steps is not None and cfg.max_steps < MIN_STEPS:
+        raise ValueError(f"bad parameter max_steps={cfg.max_steps!r}: {why}; valid: None or an int >= {MIN_STEPS}")
+    raise ValueError(
+        f"bad parameter epochs={cfg.epochs!r}: with {train_rows} training rows at batch_size={cfg.batch_size} "
+        f"{why}; valid: more epochs or train_samples, or a smaller batch_size"
+    )
+
+
 @dataclass(frozen=True)
 class Plan:
     """A plan's configurations with every data source and model resolved once; the checks read it."""
@@ -284,6 +310,8 @@ def check_plan(configs, device=None) -> list:
         for split, limit in (("train", cfg.train_samples), ("test", cfg.test_samples)):
             if labels is not None:
                 D.check_split(cfg.data, split, labels[split], limit, cfg.batch_size if split == "train" else None)
+        train = labels and len(labels["train"])
+        check_steps(cfg, min(filter(None, (train, cfg.train_samples)), default=None))
     for model in plan.models.values():  # each model checked once
         check_model(model)
     for cfg in configs:

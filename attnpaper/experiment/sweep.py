@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..files import checkout_root, clean_temp, pid_alive, write_atomic
+from ..files import signals_interrupt as _signals_interrupt
 from ..training.config import SMOKE, RunConfig
 from .claims import Claim
 from .fingerprint import fingerprints, stale
@@ -80,29 +81,6 @@ def check_runner(notebook, kernel_name=None) -> Path:
     return notebook
 
 
-@contextlib.contextmanager
-def _signals_interrupt():
-    """SIGTERM raises KeyboardInterrupt like SIGINT does (in the main thread); the handlers are restored after."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):  # once: a second signal must not cut the clean-up short
-        for sig in old:
-            signal.signal(sig, signal.SIG_IGN)
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-
 def plan(variants, seeds, overrides=None, smoke=False, check=True) -> list[RunConfig]:
     """Validated configurations for every (variant, seed); raises ValueError before anything runs.
 
@@ -127,11 +105,20 @@ def plan(variants, seeds, overrides=None, smoke=False, check=True) -> list[RunCo
     return configs
 
 
-def prepare_out(out) -> Path:
-    """Create the output folders and check they can be written (ValueError in one line if not)."""
+def check_out(out) -> Path:
+    """``out`` names a folder: empty (which would scatter records/, notebooks/, ... into the working
+    directory) or a file is refused in one line, before any check that reads data."""
+    if out is None or not str(out).strip():
+        raise ValueError("--out is empty; give a folder for records/ and notebooks/, e.g. results/local")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder (it will hold records/ and notebooks/)")
+    return out
+
+
+def prepare_out(out) -> Path:
+    """Create the output folders and check they can be written (ValueError in one line if not)."""
+    out = check_out(out)
     for name in FOLDERS:
         d = out / name
         try:
@@ -235,6 +222,7 @@ def sweep(
     """
     import papermill as pm
 
+    check_out(out)
     configs = plan(variants, seeds, overrides, smoke)
     check_runner(notebook, kernel_name)
     out = prepare_out(out)
@@ -302,8 +290,8 @@ def _sweep_loop(pm, configs, out, summary, force, notebook, kernel_name, log, fr
                 )
             )
             ran.append(summary[-1]["wall_s"])
-        except KeyboardInterrupt:
-            summary.append({"record": str(rec_path), "status": "interrupted"})
+        except KeyboardInterrupt as err:  # a run whose record was complete is kept (_run_one), the others stopped
+            summary.append(getattr(err, "kept", None) or {"record": str(rec_path), "status": "interrupted"})
             raise
         finally:
             claim.release()
@@ -339,7 +327,8 @@ def _stream_papermill_output():
 
 
 def _run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_name, log, fresh, keep, stream):
-    """One run through papermill into ``stage``; moved into place when whole."""
+    """One run through papermill into ``stage``; moved into place when whole. Interrupted after its record
+    was written (ok), the run is kept: the KeyboardInterrupt carries its summary entry as ``kept``."""
     stage.mkdir(parents=True, exist_ok=True)
     staged_rec, staged_nb = stage / rec_path.name, stage / nb_path.name
     ckpt_dir = out / "checkpoints"
@@ -358,39 +347,85 @@ def _run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_nam
         rec = read_record(staged_rec)
         if rec["status"] != "ok":
             raise RuntimeError(f"the notebook finished but its record says {rec['status']}")
+    except KeyboardInterrupt as err:  # a record already complete is a result: keep it
+        err.kept = _keep_recorded(cfg, out, rec_path, nb_path, staged_rec, staged_nb, claim, keep, t0, log)
+        raise
     except Exception as err:  # the run failed: keep its error, never over an ok record, go on
-        fatal = _write_error(err)
-        if fatal is not None:
-            raise SweepStopped(
-                f"cannot write under {out}: {fatal.strerror}; stopped before "
-                f"{cfg.variant} seed {cfg.seed} was recorded (earlier results are intact)"
-            ) from None
-        rec = _failed_record(cfg, staged_rec, err)
-        _note_sharing(rec, claim)
-        with _stop_on_write_error(f"stopped after {cfg.variant} seed {cfg.seed} failed"):
-            what = save_result(rec, rec_path)
-            if staged_nb.exists():
-                os.replace(staged_nb, nb_path.with_suffix(".failed.ipynb"))
-        log(f"FAILED {cfg.variant} seed {cfg.seed}: {_last_line(err)} ({what})")
-        return {
-            "record": str(rec_path),
-            "notebook": str(nb_path.with_suffix(".failed.ipynb")),
-            "status": "failed",
-            "wall_s": round(time.perf_counter() - t0, 1),
-        }
+        return _record_failure(cfg, out, rec_path, nb_path, staged_rec, staged_nb, claim, err, t0, log)
     _note_sharing(rec, claim)
     with _stop_on_write_error(f"stopped before {rec_path.name} was recorded (its checkpoint is kept)"):
-        write_record(rec, staged_rec)
-        os.replace(staged_nb, nb_path)  # the notebook first: a record in place means a whole run
-        os.replace(staged_rec, rec_path)
-        nb_path.with_suffix(".failed.ipynb").unlink(missing_ok=True)
+        _move_into_place(rec, staged_rec, staged_nb, rec_path, nb_path)
     if not keep:
         (out / "checkpoints" / rec_path.with_suffix(".ckpt").name).unlink(missing_ok=True)
+    return _ok_entry(rec, rec_path, nb_path, t0)
+
+
+def _ok_entry(rec, rec_path, nb_path, t0) -> dict:
     return {
         "record": str(rec_path),
         "notebook": str(nb_path),
         "status": "ok",
         "resumed_from_step": rec.get("resumed_from_step", 0),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def _move_into_place(rec, staged_rec, staged_nb, rec_path, nb_path) -> None:
+    """The notebook first (when there is one): a record in place means a whole run."""
+    write_record(rec, staged_rec)
+    if staged_nb.exists():
+        os.replace(staged_nb, nb_path)
+    os.replace(staged_rec, rec_path)
+    nb_path.with_suffix(".failed.ipynb").unlink(missing_ok=True)
+
+
+def _keep_recorded(cfg, out, rec_path, nb_path, staged_rec, staged_nb, claim, keep, t0, log) -> dict | None:
+    """A run stopped after its notebook wrote an ok record: the record (and the notebook as far as it got)
+    moved into place, its summary entry returned; None when there is no whole, ok record to keep."""
+    try:
+        rec = read_record(staged_rec) if staged_rec.exists() else None
+    except (ValueError, OSError):
+        rec = None
+    if rec is None or rec["status"] != "ok":
+        return None
+    _note_sharing(rec, claim)
+    try:
+        _move_into_place(rec, staged_rec, staged_nb, rec_path, nb_path)
+    except OSError as err:
+        log(f"{cfg.variant} seed {cfg.seed} was recorded, but {rec_path} could not be written ({err.strerror})")
+        return None
+    if not keep:
+        (out / "checkpoints" / rec_path.with_suffix(".ckpt").name).unlink(missing_ok=True)
+    log(f"kept {rec_path.name}: its record was complete when the sweep was interrupted")
+    return _ok_entry(rec, rec_path, nb_path, t0)
+
+
+def _record_failure(cfg, out, rec_path, nb_path, staged_rec, staged_nb, claim, err, t0, log) -> dict:
+    """A failed run recorded as failed (never over an ok record); its notebook kept as .failed.ipynb."""
+    fatal = _write_error(err)
+    if fatal is not None:
+        raise SweepStopped(
+            f"cannot write under {out}: {fatal.strerror}; stopped before "
+            f"{cfg.variant} seed {cfg.seed} was recorded (earlier results are intact)"
+        ) from None
+    rec = _failed_record(cfg, staged_rec, err)
+    _note_sharing(rec, claim)
+    failed_nb = nb_path.with_suffix(".failed.ipynb")
+    with _stop_on_write_error(f"stopped after {cfg.variant} seed {cfg.seed} failed"):
+        what = save_result(rec, rec_path)
+        if staged_nb.exists():
+            os.replace(staged_nb, failed_nb)
+    where = (
+        f"recorded as failed in {rec_path}"
+        if what == "written"
+        else f"the earlier ok record {rec_path} is kept, this failure added to its history"
+    )
+    nb = f"; the notebook as far as it ran: {failed_nb}" if failed_nb.exists() else ""
+    log(f"FAILED {cfg.variant} seed {cfg.seed}: {_last_line(err)} ({where}{nb}; the sweep goes on)")
+    return {
+        "record": str(rec_path),
+        "notebook": str(failed_nb),
+        "status": "failed",
         "wall_s": round(time.perf_counter() - t0, 1),
     }
 
