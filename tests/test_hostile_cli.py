@@ -322,8 +322,8 @@ def parquet_folder(root, seed=5, n=300):
     from attnpaper.training import data as D
 
     root.mkdir(parents=True, exist_ok=True)
-    texts, labels = D.synthetic_corpus(n, seed=seed)
-    for split in D.SPLITS:
+    for i, split in enumerate(D.SPLITS):  # two different splits: one written twice is refused
+        texts, labels = D.synthetic_corpus(n, seed=seed + 1000 * i)
         pq.write_table(pa.table({"text": texts, "label": labels.tolist()}), root / f"{split}.parquet")
     return root
 
