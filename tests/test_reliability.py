@@ -424,8 +424,8 @@ def _plan(**overrides):
 def test_plan_checks_every_run_before_any(monkeypatch):
     import attnpaper.experiment.checks as K
 
-    seen = []
-    monkeypatch.setattr(K, "check_data", lambda source: seen.append(source))
+    seen, resolve_data = [], K.resolve_data
+    monkeypatch.setattr(K, "resolve_data", lambda source: seen.append(source) or resolve_data(source))
     configs = _plan()
     assert len(configs) == 1 and seen == ["synthetic"]
     with pytest.raises(ValueError, match="hybrid_layers=5"):  # the model (2 layers) is read once, no weights
