@@ -88,3 +88,16 @@ def campaign_plan() -> dict:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.RUNS
+
+
+def one_error_line(capsys, says):
+    """The command line's stderr: one "error: ..." line, no traceback, that says ``says``; returned."""
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    assert says in err, err
+    return err
+
+
+def own_hash_cache(tmp_path, monkeypatch):
+    """File hashes cached in this test's folder, not the user's ~/.cache (a module's autouse fixture)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

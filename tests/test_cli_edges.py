@@ -8,22 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_error_line, own_hash_cache
 
 from attnpaper.__main__ import main
 
 TINY = ["--model", "bert-tiny-random"]
 
 
-def one_error_line(capsys, says):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    assert says in err, err
-    return err
-
-
 @pytest.fixture(autouse=True)
-def own_hash_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def _hash_cache(tmp_path, monkeypatch):
+    own_hash_cache(tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_record
+from helpers import make_record, one_error_line, own_hash_cache
 
 from attnpaper.__main__ import main
 from attnpaper.experiment.records import REQUIRED, read_record, write_record
@@ -20,17 +20,9 @@ from attnpaper.experiment.records import REQUIRED, read_record, write_record
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def one_error_line(capsys, says):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    assert says in err, err
-    return err
-
-
 @pytest.fixture(autouse=True)
-def own_hash_cache(tmp_path, monkeypatch):
-    """File hashes cached in this test's folder, not the user's ~/.cache."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def _hash_cache(tmp_path, monkeypatch):
+    own_hash_cache(tmp_path, monkeypatch)
 
 
 # --- table ----------------------------------------------------------------------------------------------
