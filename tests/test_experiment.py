@@ -2,6 +2,7 @@
 aggregation into the results table, and the committed GPU records."""
 
 import math
+import os
 import statistics
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from attnpaper.analysis.results import load_records, paired_ratio_vs_baseline, p
 from attnpaper.analysis.tables import format_table
 from attnpaper.experiment.records import REQUIRED, read_record, record_name, write_record
 from attnpaper.experiment.run import run_and_record
+from attnpaper.training.clock import LAUNCH_ENV
 from attnpaper.training.config import SMOKE, RunConfig, hash_config
 from attnpaper.training.loop import NonFiniteLoss, train
 
@@ -175,12 +177,15 @@ def test_sweep_writes_records_and_notebooks(smoke_sweep):
         assert rec["accuracy"] > 0.75 and rec["train_time_s"] > 0  # the smoke preset learns (chance: 0.5)
         assert rec["config_hash"] == RunConfig(**SMOKE).config_hash()
         assert len(rec["kernels"]) == 2
+        # issue 38: timed from the sweep's launch of the kernel, so "start" holds the kernel's start and imports
+        assert rec["time_parts_s"]["start"] > 0.5 and rec["end_to_end_s"] > rec["train_time_s"]
         nb = nbformat.read(s["notebook"], as_version=4)
         injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
         assert len(injected) == 1
         assert f'variant = "{variant}"' in injected[0].source and "smoke = False" in injected[0].source
         assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
     assert leftover_tmp(out) == []
+    assert LAUNCH_ENV not in os.environ  # set for each kernel only
 
 
 @pytest.mark.slow

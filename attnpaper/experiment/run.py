@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..training import ddp
 from ..training.checkpoint import Checkpoint
+from ..training.clock import LAUNCH_ENV, Clock, launched_at
 from ..training.config import RunConfig
 from ..training.loop import train
 from .checks import check_plan
@@ -32,8 +33,10 @@ def run_and_record(
     The run checkpoints every ``cfg.checkpoint_every`` steps into ``checkpoint_dir`` (default:
     out_dir/checkpoints) and resumes from there when rerun; ``fresh`` ignores a checkpoint. The
     checkpoint is removed once the record is written, unless ``keep_checkpoint``. A failed rerun
-    never replaces an ok record (see save_result).
+    never replaces an ok record (see save_result). The record holds the wall time from the run's launch
+    to just before it is written (``end_to_end_s``) and its parts (``time_parts_s``; see training/clock.py).
     """
+    clock = Clock()  # first: what came before (kernel start, imports) is the part "start"
 
     if cfg.nproc_per_node > 1 and not launched():  # start the processes; rank 0 writes the record
         check_plan([cfg])
@@ -55,13 +58,15 @@ def run_and_record(
         )
     try:
         check_plan([cfg], train_kwargs.get("device"))
-        rec.update(train(cfg, checkpoint=ckpt, **train_kwargs))
+        rec.update(train(cfg, checkpoint=ckpt, clock=clock, **train_kwargs))
         rec["status"] = "ok"
     except Exception as err:
         rec.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+        rec.update(clock.stop())
         if rank == 0:
             save_result(rec, path)
         raise
+    rec.update(clock.stop())
     if rank == 0:  # one record per run: data-parallel ranks 1.. trained the same model
         save_result(rec, path)
         if ckpt:
@@ -93,7 +98,8 @@ def launch(cfg, out_dir, checkpoint_dir=None, fresh=False, keep_checkpoint=False
     if checkpoint_dir:
         cmd += ["--checkpoint-dir", str(checkpoint_dir)]
     cmd += ["--fresh"] * bool(fresh) + ["--keep-checkpoint"] * bool(keep_checkpoint)
-    proc = subprocess.run(cmd, timeout=timeout)
+    env = {**os.environ, LAUNCH_ENV: repr(launched_at())}  # rank 0's "start" part: from this run's launch
+    proc = subprocess.run(cmd, timeout=timeout, env=env)
     path = out_dir / record_name(cfg)
     rec = read_record(path) if path.exists() else None
     if proc.returncode != 0 or rec is None or rec["status"] != "ok":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..files import checkout_root, clean_temp, pid_alive, write_atomic
 from ..files import signals_interrupt as _signals_interrupt
+from ..training.clock import LAUNCH_ENV
 from ..training.config import SMOKE, RunConfig
 from .claims import Claim
 from .fingerprint import fingerprints, stale
@@ -449,6 +450,7 @@ def _execute(pm, notebook, staged_nb, params, kernel_name, stream):
             kernels.append(self)
 
     def target():
+        os.environ[LAUNCH_ENV] = repr(time.time())  # the kernel inherits it: its record's "start" counts from here
         try:
             pm.execute_notebook(
                 str(notebook),
@@ -461,6 +463,8 @@ def _execute(pm, notebook, staged_nb, params, kernel_name, stream):
             )
         except BaseException as err:  # handed to the main thread
             result["error"] = err
+        finally:
+            os.environ.pop(LAUNCH_ENV, None)
 
     worker = threading.Thread(target=target, name="papermill", daemon=True)
     worker.start()

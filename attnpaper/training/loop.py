@@ -25,6 +25,7 @@ from . import data as D
 from . import ddp
 from .assemble import assemble_run
 from .checkpoint import fresh_progress, plan_digest
+from .clock import Clock
 from .config import TOKENIZER_ENV, RunConfig
 from .loader import loader, step_plan
 from .measure import Meter
@@ -89,7 +90,14 @@ def evaluate(model, split, cfg, device, precision, pad_id) -> float:
 
 
 def train(
-    cfg: RunConfig, device=None, splits=None, progress=True, profile_steps=0, checkpoint=None, strict_kernels=None
+    cfg: RunConfig,
+    device=None,
+    splits=None,
+    progress=True,
+    profile_steps=0,
+    checkpoint=None,
+    strict_kernels=None,
+    clock=None,
 ) -> dict:
     """Fine-tune one variant and measure it. Returns the record's measurements (see experiment/records.py).
 
@@ -101,10 +109,13 @@ def train(
     Raises NonFiniteLoss (with the step) if the loss stops being finite. A flash layer that falls back
     from the fused varlen kernel on a GPU is named on stderr and in the record (``flash_fallback``);
     ``strict_kernels`` (default: $ATTNPAPER_STRICT_KERNELS=1) makes it a ValueError before the first step.
+    ``clock`` (a clock.Clock) is charged the data, model, compile, steps, evaluation and saving parts.
     """
+    clock = clock or Clock()
     device, rank, world = join_world(cfg, device)
     precision, step_mode = precision_of(cfg, device), resolve_step_mode(cfg.step_mode, device)
-    model, splits, pad_id = prepare(cfg, splits)
+    model, splits, pad_id = prepare(cfg, splits, clock)
+    clock.mark()  # from here to the first step: model moved, optimizer and step built, kernels probed
     train_split = splits["train"]
     steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
     total = min(math.ceil(cfg.epochs * steps_per_epoch), cfg.max_steps or math.inf)
@@ -128,6 +139,7 @@ def train(
         whole_flag = step_fn.nonfinite  # whole mode: the graph sets it, no kernel of ours per step
         bad = whole_flag if whole_flag is not None else torch.zeros((), dtype=torch.bool, device=device)
         bar = tqdm(total=total, initial=resumed_from, desc=f"train {cfg.variant}", mininterval=10, disable=not progress)
+        clock.lap("model")
         meter.start()
         for b in loader(train_split, [ddp.shard(rows, rank, world) for rows in plan[resumed_from:]], collate, device):
             run["real_tokens"] += b.pop("_real")
@@ -153,7 +165,9 @@ def train(
         out = meter.record(run, resumed_from, before_s, model, parts.optimizer, ran)
         bar.close()
         out.update(kernels=kernels_used(model), flash_fallback=kernel_fallbacks(model))
-        out["accuracy"] = evaluate(model, splits["test"], cfg, device, precision, pad_id) if cfg.eval else None
+        charge_training(clock, out, before_s)
+        with clock.part("evaluation"):
+            out["accuracy"] = evaluate(model, splits["test"], cfg, device, precision, pad_id) if cfg.eval else None
     return out
 
 
@@ -169,13 +183,25 @@ def join_world(cfg: RunConfig, device) -> tuple[torch.device, int, int]:
     return ddp.setup(device), rank, world
 
 
-def prepare(cfg: RunConfig, splits=None) -> tuple:
-    """The run's model (still on the CPU), its splits (``splits``, or loaded as cfg says) and the pad id."""
-    tokenizer = load_tokenizer(cfg.model)
-    model = build_model(cfg.model, cfg.variant, num_labels=2, **cfg.model_options())
+def prepare(cfg: RunConfig, splits=None, clock=None) -> tuple:
+    """The run's model (still on the CPU), its splits (``splits``, or loaded as cfg says) and the pad id;
+    ``clock`` is charged the tokenizer and model as "model", the splits as "data"."""
+    clock = clock or Clock()
+    with clock.part("model"):
+        tokenizer = load_tokenizer(cfg.model)
+        model = build_model(cfg.model, cfg.variant, num_labels=2, **cfg.model_options())
     cfg.validate(family_of(model.config).max_length(model.config), model.config.num_hidden_layers)
-    splits = splits or D.load_splits(cfg.data, tokenizer, cfg.max_length, cfg.train_samples, cfg.test_samples)
+    with clock.part("data"):
+        splits = splits or D.load_splits(cfg.data, tokenizer, cfg.max_length, cfg.train_samples, cfg.test_samples)
     return model, splits, tokenizer.pad_token_id or 0
+
+
+def charge_training(clock: Clock, out: dict, before_s: float) -> None:
+    """Charge the Meter's training time of this process to ``clock``: compile and graph recording, steps
+    (less the ``before_s`` of a resumed run's earlier process), checkpoint writes as "saving"."""
+    clock.add("compile", out["compile_time_s"])
+    clock.add("steps", out["train_time_excl_compile_s"] - before_s)
+    clock.add("saving", out["checkpoint_time_s"])
 
 
 def train_collator(cfg: RunConfig, pad_id: int, world: int) -> P.Collator:
