@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import make_record
+from scipy import stats
 
-from attnpaper.experiment.records import read_record, record_name
+from attnpaper.analysis.results import load_records, paired_ratio_vs_baseline
+from attnpaper.analysis.tables import format_table, paper_table
+from attnpaper.experiment.records import read_record, record_name, write_record
 from attnpaper.experiment.run import run_and_record
 from attnpaper.training.clock import LAUNCH_ENV, PARTS, Clock, launched_at, process_started_at
 from attnpaper.training.config import SMOKE, RunConfig
@@ -82,3 +87,45 @@ def test_a_failed_run_records_its_wall_time_too(tmp_path):
     rec = read_record(tmp_path / record_name(cfg))
     assert rec["status"] == "failed" and rec["end_to_end_s"] > 0
     assert {"start", "data", "model"} <= set(rec["time_parts_s"]) and "evaluation" not in rec["time_parts_s"]
+
+
+def write_records(folder, recs):
+    for r in recs:
+        write_record(r, Path(folder) / "records" / f"{r['variant']}_seed{r['seed']}_{r['config_hash']}.json")
+
+
+def test_table_shows_end_to_end_beside_training_time_with_paired_ratios(tmp_path):
+    base, flash = [30.0, 33.0, 31.0], [24.0, 28.0, 25.5]
+    recs = [make_record("baseline", s, 0.85, end_to_end_s=t) for s, t in enumerate(base)]
+    recs += [make_record("flash", s, 0.85, end_to_end_s=t) for s, t in enumerate(flash)]
+    recs += [make_record("flash", 3, 0.85, end_to_end_s=1.0)]  # no baseline of seed 3: not paired
+    write_records(tmp_path, recs)
+    loaded = load_records(tmp_path)
+    logs = [math.log(f / b) for f, b in zip(flash, base, strict=True)]
+    half = stats.t.ppf(0.975, 2) * statistics.stdev(logs) / math.sqrt(3)
+    row = paired_ratio_vs_baseline(loaded, "end_to_end_s").set_index("variant").loc["flash"]
+    assert row["n_pairs"] == 3 and row["ratio"] == pytest.approx(math.exp(statistics.mean(logs)))
+    assert row["ci_low"] == pytest.approx(math.exp(statistics.mean(logs) - half))
+    shown = format_table(loaded, "markdown")
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in shown.splitlines()]
+    col = cells[0].index("end to end s")
+    assert cells[0][col - 1] == "time with compile vs baseline [95% CI]"  # beside the training times
+    assert cells[0][col + 1] == "end to end vs baseline [95% CI]" and [c[col] for c in cells[2:]] == ["31.3", "19.6"]
+    assert f"{row['ratio']:.2f}x [{row['ci_low']:.2f}, {row['ci_high']:.2f}]" in shown
+    table = paper_table(loaded).set_index("variant")
+    assert table.loc["baseline", "end_to_end_s"] == pytest.approx(round(statistics.mean(base), 1))
+    assert table.loc["flash", "end_to_end_s"] == pytest.approx(round(statistics.mean(flash + [1.0]), 1))
+    assert table.loc["flash", "end_to_end_n_pairs"] == 3
+    assert "end_to_end_ratio" in format_table(loaded, "csv").splitlines()[0]
+
+
+def test_records_without_end_to_end_show_a_dash(tmp_path):
+    write_records(tmp_path, [make_record(v, s, 0.85) for v in ("baseline", "flash") for s in range(2)])
+    loaded = load_records(tmp_path)
+    assert "end to end vs baseline [95% CI]" in format_table(loaded, "text")
+    with pytest.raises(ValueError, match="no successful 'baseline' runs with end_to_end_s"):
+        paired_ratio_vs_baseline(loaded, "end_to_end_s")
+    shown = format_table(loaded, "markdown").splitlines()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in shown]
+    col = cells[0].index("end to end s")
+    assert [c[col] for c in cells[2:]] == ["-", "-"] and [c[col + 1] for c in cells[2:]] == ["-", "-"]
