@@ -8,7 +8,7 @@ import sys
 
 from .cli import bench, bundle, paper_memory, scaling, sweep, table
 from .cli.sweep import parse_set
-from .files import signals_interrupt
+from .files import interrupted, signals_interrupt
 
 __all__ = ["COMMANDS", "build_parser", "main", "parse_set"]
 COMMANDS = (sweep, bench, bundle, table, paper_memory, scaling)
@@ -64,10 +64,8 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # where the command has no handling of its own (e.g. while checking)
-        why = str(err) or "SIGINT"
         kept = getattr(sys.modules[args.run.__module__], "ON_INTERRUPT", "")
-        print(f"interrupted ({why}): {args.cmd} stopped{'; ' + kept if kept else ''}", file=sys.stderr, flush=True)
-        return 143 if why == "SIGTERM" else 130
+        return interrupted(str(err) or "SIGINT", f"{args.cmd} stopped{'; ' + kept if kept else ''}")
 
 
 if __name__ == "__main__":

@@ -102,3 +102,12 @@ def signals_interrupt():
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
+
+def interrupted(why: str, what: str) -> int:
+    """Say, in one line on stderr, what a command interrupted by ``why`` (SIGINT or SIGTERM) kept; return
+    the shell's exit status for that signal (130 or 143)."""
+    import sys
+
+    print(f"interrupted ({why}): {what}", file=sys.stderr, flush=True)
+    return 143 if why == "SIGTERM" else 130

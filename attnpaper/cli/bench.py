@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
+from ..files import interrupted
 from ..variants import MODEL_ALIASES, VARIANTS
 
 NAME = "bench"
@@ -43,19 +42,13 @@ def add_arguments(parser):
 def _interrupted(why: str, rows: int, out) -> int:
     """One line saying what was kept; 130 (SIGINT) or 143 (SIGTERM)."""
     kept = f"kept in {out} (rerun with --append to add to it)" if out else "not kept (no --out was given)"
-    print(
-        f"interrupted ({why}): {rows} measurement(s) made before it, {kept}; the one in progress is lost",
-        file=sys.stderr,
-        flush=True,
-    )
-    return 143 if why == "SIGTERM" else 130
+    return interrupted(why, f"{rows} measurement(s) made before it, {kept}; the one in progress is lost")
 
 
 def run(args) -> int:
     """Each model in turn, the second and later appending to --out; every model, length and the data
     checked first. Ctrl-C or SIGTERM: one line saying which measurements were kept, exit 130 or 143."""
     from ..bench.step import BenchInterrupted, bench, check_bench
-    from ..files import signals_interrupt
     from ..training.data import default_source
 
     if args.append and not args.out:
@@ -65,14 +58,13 @@ def run(args) -> int:
         source = args.data or default_source()
         check_bench(args.variants, args.steps, args.repeats, args.batch_size, modes, model, args.lengths, source)
     rows = 0
-    with signals_interrupt():
-        try:
-            for model in args.model:
-                rows += len(_bench_one(bench, args, model))
-        except BenchInterrupted as err:
-            return _interrupted(err.signal_name, rows + err.rows, err.out)
-        except KeyboardInterrupt as err:  # while reading the data, before the first measurement of a model
-            return _interrupted(str(err) or "SIGINT", rows, args.out)
+    try:  # main() turns SIGTERM into KeyboardInterrupt too (files.signals_interrupt)
+        for model in args.model:
+            rows += len(_bench_one(bench, args, model))
+    except BenchInterrupted as err:
+        return _interrupted(err.signal_name, rows + err.rows, err.out)
+    except KeyboardInterrupt as err:  # while reading the data, before the first measurement of a model
+        return _interrupted(str(err) or "SIGINT", rows, args.out)
     return 0
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from ..files import interrupted
 from ..variants import PAPER_ORDER
 
 NAME = "paper-memory"
@@ -38,23 +38,20 @@ def run(args) -> int:
         rows = A.run_kept([args.one], args.model, args.max_length, args.batch_size, args.steps, lengths)
         print(json.dumps(rows[0]))
         return 0
-    from ..files import signals_interrupt
-
-    with signals_interrupt():
-        try:
-            A.paper_memory(
-                args.variants,
-                args.model,
-                args.max_length,
-                args.batch_size,
-                args.steps,
-                args.data,
-                args.out,
-                args.arms,
-                log=lambda msg: print(msg, flush=True),
-            )
-        except KeyboardInterrupt as err:
-            return _interrupted(str(err) or "SIGINT", args.out)
+    try:  # main() turns SIGTERM into KeyboardInterrupt too (files.signals_interrupt)
+        A.paper_memory(
+            args.variants,
+            args.model,
+            args.max_length,
+            args.batch_size,
+            args.steps,
+            args.data,
+            args.out,
+            args.arms,
+            log=lambda msg: print(msg, flush=True),
+        )
+    except KeyboardInterrupt as err:
+        return _interrupted(str(err) or "SIGINT", args.out)
     return 0
 
 
@@ -62,5 +59,4 @@ def _interrupted(why: str, out) -> int:
     """One line saying what was kept (every row is written as it comes); 130 (SIGINT) or 143 (SIGTERM)."""
     rows = len(json.loads(Path(out).read_text())["rows"]) if out and Path(out).is_file() else 0
     kept = f"{rows} row(s) kept in {out}" if out else "nothing kept (no --out was given)"
-    print(f"interrupted ({why}): {kept}; the variant in progress is lost", file=sys.stderr, flush=True)
-    return 143 if why == "SIGTERM" else 130
+    return interrupted(why, f"{kept}; the variant in progress is lost")
