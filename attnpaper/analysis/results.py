@@ -168,12 +168,8 @@ def summarise(records: pd.DataFrame) -> pd.DataFrame:
             acc_std=ok["accuracy"].std(ddof=1),
             n_timed=len(solo),
             train_time_s=solo["train_time_s"].mean(),
-            train_time_excl_compile_s=pd.to_numeric(solo.get("train_time_excl_compile_s"), errors="coerce").mean()
-            if "train_time_excl_compile_s" in solo
-            else float("nan"),
-            end_to_end_s=pd.to_numeric(solo.get("end_to_end_s"), errors="coerce").mean()
-            if "end_to_end_s" in solo
-            else float("nan"),  # records from before issue 38 have none
+            train_time_excl_compile_s=_mean(solo, "train_time_excl_compile_s"),
+            end_to_end_s=_mean(solo, "end_to_end_s"),  # records from before issue 38 have none
             tokens_per_s=solo["tokens_per_s"].mean(),
             peak_memory_mb=ok["peak_memory_mb"].mean(),
         )
@@ -181,6 +177,11 @@ def summarise(records: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     out["_o"] = out["variant"].map({v: i for i, v in enumerate(in_order(out["variant"]))})
     return out.sort_values(GROUP + ["_o"]).drop(columns="_o").reset_index(drop=True)
+
+
+def _mean(records: pd.DataFrame, field: str) -> float:
+    """The mean of a field that older records lack (NaN where none holds it)."""
+    return pd.to_numeric(records[field], errors="coerce").mean() if field in records else float("nan")
 
 
 def one_group(records: pd.DataFrame) -> None:

@@ -94,6 +94,11 @@ def points(x: float) -> str:
     return f"{x:+.1g}" if 0 < abs(x) < 0.005 else f"{x:+.2f}"
 
 
+def _numbers(values, spec: str) -> list[str]:
+    """Each value formatted with ``spec``, "-" where there is none (None or NaN)."""
+    return ["-" if x is None or pd.isna(x) else format(x, spec) for x in values]
+
+
 def _round(x, digits):
     return None if x is None or pd.isna(x) else round(float(x), digits)
 
@@ -153,15 +158,13 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
                 _accuracy(*r) for r in zip(table["accuracy"], table["sd"], table["n_eval"], table["n"], table["failed"])
             ],
             "vs baseline, pts [95% CI]": table.apply(interval, axis=1),
-            "train s, with compile": [("-" if t is None or pd.isna(t) else f"{t:.1f}") for t in table["train_time_s"]],
-            "excl. compile s": [
-                ("-" if t is None or pd.isna(t) else f"{t:.2f}") for t in table["train_time_excl_compile_s"]
-            ],
+            "train s, with compile": _numbers(table["train_time_s"], ".1f"),
+            "excl. compile s": _numbers(table["train_time_excl_compile_s"], ".2f"),
             "time excl. compile vs baseline [95% CI]": table.apply(ratio, axis=1, short="time"),
             "time with compile vs baseline [95% CI]": table.apply(ratio, axis=1, short="time_compile"),
-            "end to end s": [("-" if t is None or pd.isna(t) else f"{t:.1f}") for t in table["end_to_end_s"]],
+            "end to end s": _numbers(table["end_to_end_s"], ".1f"),
             "end to end vs baseline [95% CI]": table.apply(ratio, axis=1, short="end_to_end"),
-            "peak MB": [("-" if m is None or pd.isna(m) else f"{m:.0f}") for m in table["peak_memory_mb"]],
+            "peak MB": _numbers(table["peak_memory_mb"], ".0f"),
             "memory vs baseline [95% CI]": table.apply(ratio, axis=1, short="memory"),
         }
     )

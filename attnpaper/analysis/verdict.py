@@ -1,15 +1,16 @@
 """The book's verdict in three sentences, and the checks that make each of their words hold.
 
 ``claims`` tests every comparison the sentences make on the numbers they quote; ``markdown`` writes them
-and refuses (``VerdictError``, naming the claims) when the records no longer support a word. Chapter 8
-glues the text for chapter 1 and the discussion, and ``scripts/readme_table.py`` writes the same text
-into the README, so the three cannot differ. Fixed words rather than words chosen by the numbers: a
-regenerated set that changes the answer fails the build, and a person rewrites the sentence.
+and refuses (``VerdictError``, naming the claims) when the records no longer support a word. Chapters 1,
+8 and 10 each glue this function's text (myst-nb pastes Markdown only within a page), and
+``scripts/readme_table.py`` writes it into the README, so the four cannot differ. Fixed words rather than
+words chosen by the numbers: a regenerated set that changes the answer fails the build, and a person
+rewrites the sentence.
 """
 
 from __future__ import annotations
 
-from .tables import points
+from .box import pts
 
 EXACT = ("sdpa", "flash")
 
@@ -20,10 +21,6 @@ class VerdictError(AssertionError):
 
 def _x(x: float) -> str:
     return f"{x:.2f}\u00d7"
-
-
-def _pts(x: float) -> str:
-    return points(x).replace("-", "\u2212")
 
 
 def _ci(e, stem: str, unit=_x) -> str:
@@ -82,13 +79,13 @@ def markdown(ans) -> str:
         f"standing in for DistilBERT, the exact kernels help a little at no accuracy cost: transformers' default "
         f"attention (sdpa) and FlashAttention train in {_x(sdpa['time_ratio'])} and {_x(flash['time_ratio'])} "
         f"the eager softmax baseline's time (training steps, compile excluded) with {_x(flash['mem_ratio'])} its "
-        f"peak memory, and change accuracy by less than the seeds can detect (flash {_pts(flash['acc_pts'])} "
-        f"points, {_ci(flash, 'acc', _pts)})."
+        f"peak memory, and change accuracy by less than the seeds can detect (flash {pts(flash['acc_pts'])} "
+        f"points, {_ci(flash, 'acc', pts)})."
     )
     second = (
-        f"Linear attention does not help: Performer's FAVOR+ loses {_pts(-lin['acc_pts']).lstrip('+')} points "
+        f"Linear attention does not help: Performer's FAVOR+ loses {pts(-lin['acc_pts']).lstrip('+')} points "
         f"of accuracy and takes {_x(lin['time_ratio'])} the time and {_x(lin['mem_ratio'])} the memory, and the "
-        f"hybrid loses {_pts(-hyb['acc_pts']).lstrip('+')} points at {_x(hyb['time_ratio'])} the time and "
+        f"hybrid loses {pts(-hyb['acc_pts']).lstrip('+')} points at {_x(hyb['time_ratio'])} the time and "
         f"{_x(hyb['mem_ratio'])} the memory, so the paper's conclusion holds for these two but not for the exact "
         f"kernels."
     )
@@ -96,7 +93,7 @@ def markdown(ans) -> str:
         f"At IMDb's own {ans['long']['setup']['max_length']} tokens the exact kernels gain more (flash "
         f"{_x(lf['time_ratio'])} the time and {_x(lf['mem_ratio'])} the memory, sdpa {_x(ls['time_ratio'])} and "
         f"{_x(ls['mem_ratio'])}, compile excluded) and FAVOR+ still loses "
-        f"{_pts(-long.loc['linear', 'acc_pts']).lstrip('+')} points; counted with compile and graph recording the "
+        f"{pts(-long.loc['linear', 'acc_pts']).lstrip('+')} points; counted with compile and graph recording the "
         f"intervals widen (flash {_x(flash['compiled_ratio'])}, {_ci(flash, 'compiled')}, at {s['max_length']} "
         f"tokens; {_x(lf['compiled_ratio'])}, {_ci(lf, 'compiled')}, at {ans['long']['setup']['max_length']}), "
         f"and end-to-end time, the paper's T4 and real DistilBERT weights are not yet measured."

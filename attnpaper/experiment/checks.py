@@ -278,9 +278,8 @@ def check_steps(cfg, train_rows) -> None:
 
 @dataclass(frozen=True)
 class Plan:
-    """A plan's configurations with every data source and model resolved once; the checks read it."""
+    """A plan's data sources and models, each resolved once (by source, by model name); the checks read it."""
 
-    configs: list
     data: dict
     models: dict
 
@@ -292,7 +291,7 @@ def resolve_plan(configs) -> Plan:
     for cfg in configs:
         if cfg.model not in models:
             models[cfg.model] = resolve(cfg.model)
-    return Plan(list(configs), data, models)
+    return Plan(data, models)
 
 
 def check_plan(configs, device=None) -> list:
