@@ -132,6 +132,56 @@ def test_whole_step_compiles_one_layer_per_kind(variant, kinds):
     assert counters["stats"]["unique_graphs"] == 0
 
 
+def varied_batches(variant, n=10):
+    """Packed batches of three or more token counts (the shapes a 512-token run meets, in small)."""
+    import random
+
+    rng = random.Random(0)
+    layout = V.variant(variant).layout
+    chunk = min(4, chunk_for(variant, layout, 16))
+    collate = Collator(layout, max_length=16, batch_size=4, static=True, chunk=chunk, bucket=8)  # several shapes
+    seqs = [[[1] + [rng.randint(5, 90) for _ in range(rng.randint(1, 14))] + [2] for _ in range(4)] for _ in range(n)]
+    return [collate(s, [j % 2 for j in range(4)]) for s in seqs]
+
+
+@pytest.mark.parametrize("variant,kinds", [("flash", 1), ("linear", 1), ("hybrid", 2)])
+def test_dynamic_whole_step_compiles_once_for_every_token_count(variant, kinds):
+    """dynamic=True: one graph per layer kind (and one for the embeddings) however many token counts the
+    batches have, where static shapes take one per count; the losses and weights are the static step's."""
+    from torch._dynamo.utils import counters
+
+    data = varied_batches(variant)
+    shapes = {tuple(b["input_ids"].shape) for b in data}
+    assert len(shapes) >= 3
+    out, graphs = {}, {}
+    for dynamic in (False, True):
+        step = make(tiny_bert, variant, "whole", backend="aot_eager", graph=False, dynamic=dynamic, total=10)
+        assert step.dynamic is dynamic
+        counters.clear()
+        out[dynamic] = run(step, data)
+        graphs[dynamic] = counters["stats"]["unique_graphs"]
+    assert graphs[False] == (kinds + 1) * len(shapes) and graphs[True] == kinds + 1, graphs
+    assert_same(out[True][0], out[False][0], 1e-6)
+    assert_same(out[True][3], out[False][3], 1e-6)
+
+
+def test_planned_shapes_are_the_shapes_the_batches_take():
+    """The loop counts a run's batch shapes from lengths alone (to choose a dynamic compile); they are
+    the shapes the collated batches have, for each layout, padded and packed, static or not."""
+    import random
+
+    from attnpaper.training.data import Split
+    from attnpaper.training.loop import planned_shapes
+
+    rng = random.Random(1)
+    split = Split([[1] + [7] * rng.randint(0, 40) + [2] for _ in range(90)], [0, 1] * 45)
+    plan = [list(range(i, min(i + 8, 90))) for i in range(0, 90, 8)]  # the last batch is short
+    for layout, chunk, static in [("padded", 1, True), ("padded", 1, False), ("packed", 1, True), ("packed", 4, True)]:
+        collate = Collator(layout, max_length=48, batch_size=8, static=static, chunk=chunk, bucket=16)
+        built = {tuple(collate([split.ids[i] for i in rows], [0] * len(rows))["input_ids"].shape) for rows in plan}
+        assert planned_shapes(plan, split, collate, 0, 1) == built, layout
+
+
 @pytest.mark.parametrize("config", [tiny_bert, tiny_distilbert])
 def test_additive_mask_equals_transformers_eager_mask(config):
     """The baseline's whole step hands transformers' eager attention a [B, 1, 1, N] additive mask of its
@@ -392,6 +442,21 @@ def test_gpu_graph_equals_uncaptured_bf16(variant):
     assert step.whole.graphs == len(shapes)
     assert torch.allclose(out[True][0], out[False][0], atol=1e-2), (out[True][0], out[False][0])
     assert out[True][2] == out[False][2]  # learning rates
+    assert_same(out[True][3], out[False][3], 5e-3)
+
+
+@cuda
+@pytest.mark.parametrize("variant", ["flash", "linear", "hybrid"])
+def test_gpu_dynamic_graph_equals_static_bf16(variant):
+    """One Inductor compile for every token count (symbolic sizes), one CUDA graph per count: the losses
+    and weights are those of one compile per count."""
+    data = [to_device(b, torch.device("cuda")) for b in varied_batches(variant, 12)]
+    out = {}
+    for dynamic in (False, True):
+        step = make(quiet_bert, variant, "whole", 1.0, device="cuda", precision="bf16", dynamic=dynamic, total=12)
+        out[dynamic] = run(step, data)
+    assert step.whole.graphs == len({tuple(b["input_ids"].shape) for b in data})
+    assert torch.allclose(out[True][0], out[False][0], atol=1e-2), (out[True][0], out[False][0])
     assert_same(out[True][3], out[False][3], 5e-3)
 
 

@@ -100,6 +100,7 @@ KEEP = (
     "step_mode",
     "step_mode_requested",
     "layout",
+    "compiled_dynamic",
     "step_time_ms_median",
     "gpu_busy_ms_per_step",
     "host_syncs_per_step",

@@ -74,7 +74,7 @@ def assemble(
     itself at its lr). The scaler is enabled under fp16 only. step_mode: a mode ``TrainStep`` runs
     ('eager', 'compiled', 'captured', 'whole'; resolve 'auto' first), or None for no step (callers
     that run a step of their own). world > 1 wraps the model in DDP for the step. ``step_options``
-    go to ``TrainStep`` (backend, graph, compile_mode).
+    go to ``TrainStep`` (backend, graph, compile_mode, dynamic).
     """
     device = torch.device(device)
     fused = device.type == "cuda" if fused == AUTO else fused
@@ -101,8 +101,11 @@ def assemble(
     return StepParts(optimizer, scheduler, scaler, step)
 
 
-def assemble_run(model, device, cfg, step_mode: str, precision: str, total: int, world: int = 1) -> StepParts:
-    """A training run's parts as its RunConfig says: its lr, weight decay, schedule and clipping."""
+def assemble_run(
+    model, device, cfg, step_mode: str, precision: str, total: int, world: int = 1, shapes: int = 1
+) -> StepParts:
+    """A training run's parts as its RunConfig says: its lr, weight decay, schedule and clipping. A
+    whole step over ``shapes`` > 1 batch shapes compiles its layers once, with symbolic sizes."""
     return assemble(
         model,
         device,
@@ -115,4 +118,5 @@ def assemble_run(model, device, cfg, step_mode: str, precision: str, total: int,
         total=total,
         max_grad_norm=cfg.max_grad_norm,
         world=world,
+        **({"dynamic": True} if step_mode == "whole" and shapes > 1 else {}),
     )

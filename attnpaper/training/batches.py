@@ -27,8 +27,9 @@ from ..variants import LAYOUTS
 
 PACKED_BUCKET = 1024
 """Packed batches hold a multiple of max(PACKED_BUCKET, 2 x max_length) tokens. Each token count is a
-batch shape, and each shape costs one compile and one recording (2-12 s with the whole step's
-per-layer compile on the H200), so this trades padding for shapes. On IMDb's token counts (batch 32,
+batch shape, and each shape costs one recording, and up to 845abc3 one compile too (2-12 s with the
+whole step's per-layer compile on the H200; now a run of several shapes compiles once, with symbolic
+sizes: training/loop.py ``planned_shapes``), so this trades padding for shapes. On IMDb's token counts (batch 32,
 chunks of 64 for linear layers; 2,000 random batches): at 128 tokens every batch has one shape and
 3.3% of the slots are padding; at 512, 6 shapes and 13% (4096-token buckets: 3 shapes and 28%, which
 every layer computes on). Pass ``bucket`` to choose otherwise."""
@@ -116,10 +117,27 @@ class Collator:
         batch = self._packed(seqs) if self.layout == "packed" else self._padded(seqs, rows)
         return {**batch, "labels": labels}
 
+    def shape(self, lengths) -> tuple:
+        """The shape of the input_ids a batch of sequences of these lengths gets, without building it
+        (the training loop counts a run's batch shapes from its plan: several compile dynamically)."""
+        rows = self.batch_size if self.static else len(lengths)
+        if self.layout == "padded":
+            return (rows, self._width(max(lengths)))
+        lengths = list(lengths) + [lengths[i % len(lengths)] for i in range(rows - len(lengths))]
+        return (self._tokens(lengths)[1],)
+
+    def _width(self, longest: int) -> int:
+        """Padded: the batch's length, its longest sequence rounded up to the bucket when static."""
+        return min(self.max_length, self.bucket * math.ceil(longest / self.bucket)) if self.static else longest
+
+    def _tokens(self, lengths) -> tuple[int, int]:
+        """Packed: (tokens used by the sequences and their chunk padding, the batch's token count T)."""
+        used = sum(n + (-n % self.chunk) for n in lengths)
+        return used, self.bucket * math.ceil(used / self.bucket) if self.static else used
+
     def _padded(self, seqs, rows):
         lengths = torch.as_tensor([len(x) for x in seqs])
-        longest = int(lengths.max())
-        n = min(self.max_length, self.bucket * math.ceil(longest / self.bucket)) if self.static else longest
+        n = self._width(int(lengths.max()))
         ids = torch.full((rows, n), self.pad_id, dtype=torch.long)
         mask = torch.zeros((rows, n), dtype=torch.long)
         real = torch.arange(n)[None] < lengths[:, None]  # [len(seqs), n]: row-major, as the tokens come
@@ -133,8 +151,7 @@ class Collator:
         c, rows = self.chunk, len(seqs)
         lengths = [len(x) for x in seqs]
         pads = [-n % c for n in lengths]  # chunk padding after each sequence (none when chunk = 1)
-        used = sum(lengths) + sum(pads)
-        total = self.bucket * math.ceil(used / self.bucket) if self.static else used
+        used, total = self._tokens(lengths)
         fill = [min(self.piece, total - used - i * self.piece) for i in range(self.fillers)]
         fill = [n for n in fill if n > 0] if self.static else []  # pad tokens, in sequences <= max_length
         pieces = [n for pair in zip(lengths, pads) for n in pair if n] + fill  # cu_seqlens' sequences

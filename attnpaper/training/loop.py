@@ -111,8 +111,7 @@ def train(
     ``strict_kernels`` (default: $ATTNPAPER_STRICT_KERNELS=1) makes it a ValueError before the first step.
     ``clock`` (a clock.Clock) is charged the data, model, compile, steps, evaluation and saving parts.
     """
-    clock = clock or Clock()
-    device, rank, world = join_world(cfg, device)
+    clock, (device, rank, world) = clock or Clock(), join_world(cfg, device)
     precision, step_mode = precision_of(cfg, device), resolve_step_mode(cfg.step_mode, device)
     model, splits, pad_id = prepare(cfg, splits, clock)
     clock.mark()  # from here to the first step: model moved, optimizer and step built, kernels probed
@@ -121,10 +120,11 @@ def train(
     total = min(math.ceil(cfg.epochs * steps_per_epoch), cfg.max_steps or math.inf)
     meter = Meter(device, step_mode, total, timed=cfg.max_steps is not None, profile_steps=profile_steps)
     model.to(device)
-    parts = assemble_run(model, device, cfg, step_mode, precision, total, world)
-    step_fn: TrainStep = parts.step
     collate = train_collator(cfg, pad_id, world)
     plan = step_plan(len(train_split), cfg.batch_size, total, torch.Generator().manual_seed(cfg.seed))
+    shapes = len(planned_shapes(plan, train_split, collate, rank, world))  # several: one dynamic compile
+    parts = assemble_run(model, device, cfg, step_mode, precision, total, world, shapes=shapes)
+    step_fn: TrainStep = parts.step
     layers = [m for m in model.modules() if isinstance(m, LayerAttention)]
     state = (plan_digest(plan), model, parts.optimizer, parts.scheduler, parts.scaler, [m.generator for m in layers])
 
@@ -214,6 +214,11 @@ def train_collator(cfg: RunConfig, pad_id: int, world: int) -> P.Collator:
     )
 
 
+def planned_shapes(plan, split, collate: P.Collator, rank: int, world: int) -> set:
+    """The batch shapes this rank's steps will take (from the lengths alone: no batch is built)."""
+    return {collate.shape([len(split.ids[i]) for i in ddp.shard(rows, rank, world)]) for rows in plan}
+
+
 def check_finite(bad, step: int, total: int, cfg: RunConfig, precision: str) -> None:
     """Raise NonFiniteLoss if any rank's flag says a loss was not finite (one sync: the flag's read)."""
     if ddp.all_sum(bad.int()).item():
@@ -229,6 +234,7 @@ def what_ran(cfg: RunConfig, step_fn: TrainStep, precision: str, world: int, spl
         "step_mode": step_fn.mode,
         "step_mode_requested": cfg.step_mode,
         "layout": cfg.resolved_layout(),
+        "compiled_dynamic": step_fn.dynamic,  # whole step over several batch shapes: one compile for all
         "world_size": world,
         "train_samples": len(splits["train"]),
         "test_samples": len(splits["test"]) if cfg.eval else 0,

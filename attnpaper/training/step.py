@@ -12,7 +12,8 @@ body (``TrainStep._update``).
 What is compiled: ``captured`` and ``compiled`` compile the whole forward as one graph; ``whole``
 compiles the embeddings and each encoder layer instead (PyTorch's "regional compilation" recipe):
 the layers of one kind share their code, so Dynamo and Inductor compile one layer (two for hybrid,
-one exact and one linear) per batch shape instead of the whole network, which cut compile time
+one exact and one linear) per batch shape (or once for every shape with ``dynamic``: packed
+runs at 512 tokens meet six token counts) instead of the whole network, which cut compile time
 2-4x on a CPU (scripts/compile_time.py) and to 3-12 s per run on the H200. The embeddings are a
 region of their own because uncompiled their backward sorts the token ids (a radix sort, ~0.1 ms a
 step at the small model's shape); the [CLS] gather and the head stay uncompiled: inside the whole
@@ -116,6 +117,8 @@ class TrainStep:
     load optimizer, scheduler and scaler as in every mode (or with ``state_dict``/``load_state_dict``
     here); loads copy into the tensors the graphs read, and the schedule follows the loaded
     ``scheduler.last_epoch``. Never call ``scheduler.step()`` in whole mode: the step does.
+    ``dynamic`` (whole mode): True compiles the layers once for every packed token count (symbolic
+    sizes, no host cost there: the CUDA graph replays), False one compile per batch shape.
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class TrainStep:
         ddp=None,
         graph=None,
         compile_mode=None,
+        dynamic=False,
     ):
         if mode not in STEP_MODES[1:]:
             raise ValueError(f"unknown step mode {mode!r}; valid: {', '.join(STEP_MODES[1:])}")
@@ -157,6 +161,7 @@ class TrainStep:
         impl = getattr(model.config, "_attn_implementation", None)
         self.expand_mask = mode == "whole" and impl in EXPANDED_MASK_IMPLEMENTATIONS
         self.layers, self.compiled = [], []
+        self.dynamic = bool(dynamic) and mode == "whole"  # the record's compiled_dynamic
         self.compiles = mode != "eager" and backend is not None  # dynamo compiles in self.fwd
         if self.compiles:
             reset_compiler()
@@ -170,12 +175,13 @@ class TrainStep:
                         "step's graph; valid: default, max-autotune-no-cudagraphs"
                     )
                 kw = {"mode": compile_mode}
-            # static shapes, one graph per bucket: symbolic sizes would cost host time in every call.
+            # static shapes, one graph per bucket: symbolic sizes would cost host time in every call,
+            # except in whole mode, whose CUDA graph replays without the host (``dynamic``)
             if mode == "whole":
                 # regional: one compile serves every layer of a kind (see module doc)
                 self.layers = [model.base_model.embeddings, *encoder_layers(model)]
                 self.compiled = [
-                    torch.compile(layer._call_impl, backend=backend, fullgraph=True, dynamic=False, **kw)
+                    torch.compile(layer._call_impl, backend=backend, fullgraph=True, dynamic=dynamic, **kw)
                     for layer in self.layers
                 ]
                 self.fwd = self._regional_loss
