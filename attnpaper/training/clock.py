@@ -16,8 +16,8 @@ import time
 LAUNCH_ENV = "ATTNPAPER_LAUNCHED_AT"
 """Seconds since the epoch (time.time()) at which the sweep launched this run's kernel."""
 
-PARTS = ("start", "data", "model", "compile", "steps", "evaluation", "saving")
-"""The named parts, in the order a run goes through them."""
+PARTS = ("start", "waiting", "data", "model", "compile", "steps", "evaluation", "saving")
+"""The named parts, in the order a run goes through them ("waiting": for the device, training/exclusive.py)."""
 
 IMPORTED_AT = time.time()  # the launch where neither the sweep nor /proc says (not Linux)
 

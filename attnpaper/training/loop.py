@@ -22,7 +22,7 @@ from ..model.build import build_model, kernel_fallbacks, kernels_used, resolve_m
 from ..model.families import family_of
 from . import batches as P
 from . import data as D
-from . import ddp
+from . import ddp, exclusive
 from .assemble import assemble_run
 from .checkpoint import fresh_progress, plan_digest
 from .clock import Clock
@@ -110,8 +110,15 @@ def train(
     from the fused varlen kernel on a GPU is named on stderr and in the record (``flash_fallback``);
     ``strict_kernels`` (default: $ATTNPAPER_STRICT_KERNELS=1) makes it a ValueError before the first step.
     ``clock`` (a clock.Clock) is charged the data, model, compile, steps, evaluation and saving parts.
+    The run holds its device alone throughout (training/exclusive.py): the wait is the part "waiting".
     """
     clock, (device, rank, world) = clock or Clock(), join_world(cfg, device)
+    with exclusive.hold(device, clock):
+        return _train(cfg, device, rank, world, splits, progress, profile_steps, checkpoint, strict_kernels, clock)
+
+
+def _train(cfg, device, rank, world, splits, progress, profile_steps, checkpoint, strict_kernels, clock) -> dict:
+    """``train``'s loop, on this rank's device, held."""
     precision, step_mode = precision_of(cfg, device), resolve_step_mode(cfg.step_mode, device)
     model, splits, pad_id = prepare(cfg, splits, clock)
     clock.mark()  # from here to the first step: model moved, optimizer and step built, kernels probed
