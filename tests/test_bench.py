@@ -182,3 +182,29 @@ def test_busy_undercounted_before_the_fix_is_blank():
     rows = bench_rows("results/h200/bench")
     assert {r["max_length"] for r in rows} >= {128, 512}  # 512: where f1312bb's flash rows were flagged
     assert [(r["variant"], r["step_mode"], r["max_length"]) for r in rows if busy_unreliable(r)] == []
+
+
+def test_a_mode_measured_once_runs_at_the_first_length_and_repeat_only(monkeypatch):
+    """--once captured: the campaign's captured rows, one compile each, at the first length's first repeat;
+    the other modes keep every repeat, length and the repeated first pair."""
+    seen = []
+    row = {"step_mode": "-", "step_time_ms_median": 1.0, "peak_memory_mb": None, "padding_fraction": 0.0}
+    monkeypatch.setattr(S, "measure", lambda v, model, L, *a: seen.append((L, v, a[-1])) or row)
+
+    class Report:
+        model = "m"
+
+        def add(self, v, L, r, t0, m): ...
+
+        def save(self): ...
+
+    S._measure_all(
+        Report(), ["sdpa"], ("whole", "captured"), [128, 512], np.array([50]), (3, 2, 4), False, ("captured",)
+    )
+    assert (
+        seen
+        == [(128, "sdpa", "whole"), (128, "sdpa", "captured"), (128, "sdpa", "whole"), (128, "sdpa", "whole")]
+        + [(512, "sdpa", "whole")] * 3
+    )
+    with pytest.raises(ValueError, match="--once captured: measured once must be among the step modes"):
+        bench(["sdpa"], "bert-tiny-random", [16], 3, 1, 4, step_modes=("eager",), once=("captured",))

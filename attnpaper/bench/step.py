@@ -281,6 +281,7 @@ def bench(
     step_modes=None,
     append=False,
     reference=False,
+    once=(),
 ) -> list[dict]:
     """Measure every (length, variant, step mode) ``repeats`` times in one process; print a table.
 
@@ -291,19 +292,25 @@ def bench(
     every measurement, so a run cut short keeps what it measured; every row says its git commit.
     step_modes: default whole, captured and eager (eager alone where they cannot run). Bad counts or
     names, a mode that would fall back to eager here (captured on a CPU) and an ``out`` that cannot
-    be written are refused (ValueError, one line) before any measurement.
+    be written are refused (ValueError, one line) before any measurement. ``once``: step modes measured
+    in the first repeat at the first length only (the campaign's captured rows: each costs a full
+    compile, and the book reads them at one length).
     """
     step_modes = tuple(step_modes) if step_modes is not None else default_step_modes()
     source = source or D.default_source()
     check_bench(variants, steps, repeats, batch_size, step_modes, model, lengths_list, source)
     check_step_modes_here(step_modes)
+    if not set(once) <= set(step_modes):
+        raise ValueError(
+            f"--once {' '.join(once)}: measured once must be among the step modes ({' '.join(step_modes)})"
+        )
     out = check_out_file(out, append)
     if reference and not torch.cuda.is_available():
         raise ValueError("--reference measures transformers' captured step and needs a CUDA GPU")
     report = BenchReport(model, batch_size, steps, repeats, out, append)
     full = imdb_lengths(source, 2**31 - 1)  # read (or tokenized) once, cut at each length
     try:
-        _measure_all(report, variants, step_modes, lengths_list, full, steps, repeats, batch_size, reference)
+        _measure_all(report, variants, step_modes, lengths_list, full, (steps, repeats, batch_size), reference, once)
     except KeyboardInterrupt as err:  # every row measured so far is already in ``out``
         raise BenchInterrupted(str(err) or "SIGINT", len(report.rows), out) from None
     print(table(report.report))
@@ -319,15 +326,17 @@ class BenchInterrupted(Exception):
         self.signal_name, self.rows, self.out = signal_name, rows, out
 
 
-def _measure_all(report, variants, step_modes, lengths_list, full, steps, repeats, batch_size, reference):
-    """bench's measurements, each added to ``report`` and saved as it is made."""
-    model = report.model
+def _measure_all(report, variants, step_modes, lengths_list, full, sizes, reference, once=()):
+    """bench's measurements, each added to ``report`` and saved as it is made; ``sizes``: (steps,
+    repeats, batch size); modes in ``once`` at the first length's first repeat only."""
+    model, (steps, repeats, batch_size) = report.model, sizes
     pairs = [(v, m) for v in variants for m in step_modes]
     for L in lengths_list:
         lengths = np.minimum(full, L)
         for r in range(repeats):
             order = pairs[r % len(pairs) :] + pairs[: r % len(pairs)]
-            for v, mode in order + ([order[0]] if r == repeats - 1 else []):
+            order = [p for p in order if p[1] not in once or (r == 0 and L == lengths_list[0])]
+            for v, mode in order + ([order[0]] if r == repeats - 1 and order else []):
                 t0 = time.perf_counter()
                 m = measure(v, model, L, steps, batch_size, lengths, mode)
                 report.add(v, L, r, t0, m)

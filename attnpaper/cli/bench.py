@@ -26,6 +26,12 @@ def add_arguments(parser):
         help="also measure transformers' own model (no attnpaper), eager and under "
         "torch.compile(mode='reduce-overhead') (a GPU only)",
     )
+    parser.add_argument(
+        "--once",
+        nargs="+",
+        default=[],
+        help="step modes measured only in the first repeat at the first length (e.g. captured)",
+    )
     parser.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
     parser.add_argument("--lengths", nargs="+", type=int, default=[128], help="max_length of each measurement")
     parser.add_argument("--steps", type=int, default=40, help="timed training steps per measurement")
@@ -81,4 +87,5 @@ def _bench_one(bench, args, model) -> list:
         step_modes=args.step_modes,
         append=args.append or model != args.model[0],
         reference=args.reference,
+        once=tuple(args.once),
     )
