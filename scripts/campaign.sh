@@ -13,8 +13,10 @@
 #                                       own model (--reference); MODEL minilm or distilbert; LENGTHS 128+256
 #   scaling-kernels  scaling-model      where attention starts to matter (chapter 9)
 #   memory                              the paper's memory column put to the test (paper-memory)
+#   trainer:SEEDS                       the Trainer reference row at 128 tokens (trainer-ref: transformers'
+#                                       Trainer, no attnpaper model code); one seed at a time
 # Where results go (RESULTS, default results/h200: a new campaign writes beside the published set until complete):
-# $RESULTS/records (128 tokens), len512/, artefacts/{fp16,dropout}/, bench/,
+# $RESULTS/records (128 tokens), len512/, artefacts/{fp16,dropout}/, bench/, trainer/,
 # scaling-*.json, artefacts/paper-memory.json. After every job everything under $RESULTS that this
 # call wrote is packed into $OUT/h200-$CALL.tgz (one file back, whatever stops the call), with the log.
 # DEADLINE (seconds from the start, default 570): a job that could not finish before it is not started,
@@ -83,8 +85,16 @@ for JOB in "$@"; do
     memory)
       mkdir -p $R/artefacts
       run 150 python3 -m attnpaper paper-memory --data $LENGTHS "${TINY[@]}" --out $R/artefacts/paper-memory.json ;;
+    trainer)  # trainer:SEEDS, one seed per call of the command so the deadline cuts between seeds
+      set_arm=(--model $MODEL --data bundle/imdb-128.npz)
+      [ "${REHEARSE:-0}" = 1 ] && set_arm=(--model bert-tiny-random --data synthetic --train-samples 64 --test-samples 32)
+      [ -z "$a" ] && say "trainer needs seeds, e.g. trainer:0,1,2,3,4"
+      for s in ${a//,/ }; do
+        JOB="trainer:$s"
+        run 180 python3 -m attnpaper trainer-ref --seeds "$s" --out $R/trainer "${set_arm[@]}" || break
+      done ;;
     *) say "unknown job '$JOB'; valid: tests, runs:LEN:VARIANTS:SEEDS[:ARM], bench:MODEL:LENGTHS:REPEATS, \
-scaling-kernels, scaling-model, memory" ;;
+scaling-kernels, scaling-model, memory, trainer:SEEDS" ;;
   esac
 done
 pack; say "end: $(wc -l < "$OUT/.files") files in $OUT/h200-$CALL.tgz"

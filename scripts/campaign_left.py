@@ -4,7 +4,8 @@
 
 Reads the records, benches, sweeps and artefacts under the folder, prints the commits its files come
 from and the jobs that would complete it (the plan of issue 20: 5 seeds at 128 tokens, 3 at 512, the
-accuracy arms, >= 3 repeats of every bench row, both sweeps, the memory test), and exits 1 while
+accuracy arms, >= 3 repeats of every bench row, both sweeps, the memory test; issue 39: the Trainer
+reference row, 5 seeds at 128 tokens), and exits 1 while
 anything is missing. A script, not a CLI command: it knows one campaign's plan, not the book's API.
 The variants, the sweeps' lengths and the record reader are the package's, so the plan follows them.
 """
@@ -20,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from attnpaper.analysis.results import load_records  # noqa: E402
 from attnpaper.bench.model import IMDB_MAX  # noqa: E402
 from attnpaper.bench.scaling import KERNEL_LENGTHS, MODEL_LENGTHS  # noqa: E402
-from attnpaper.experiment.records import is_record_path  # noqa: E402
+from attnpaper.experiment.records import is_record_path, read_record  # noqa: E402
 from attnpaper.variants import VARIANTS  # noqa: E402
 
 RUNS = {  # campaign.sh job prefix and arm -> (folder of records, variants, seeds)
@@ -29,6 +30,8 @@ RUNS = {  # campaign.sh job prefix and arm -> (folder of records, variants, seed
     ("128", "fp16"): ("artefacts/fp16/records", ("baseline", "flash"), range(3)),
     ("128", "dropout"): ("artefacts/dropout/records", ("baseline",), range(3)),
 }
+TRAINER = ("trainer", range(5))
+"""campaign.sh's trainer job: its folder of records (trainer-ref, 128 tokens) and the seeds it runs."""
 BENCH = (("minilm", 128), ("distilbert", 128), ("distilbert", 256), ("distilbert", 512))
 BENCH_ROWS = [(v, m) for v in VARIANTS for m in ("whole", "captured", "eager")]
 BENCH_ROWS += [("transformers", "eager"), ("transformers", "reduce-overhead")]  # --reference
@@ -57,6 +60,23 @@ def runs_left(root, commits):
         for lack, ss in by_lack.items():
             jobs.append(f"runs:{length}:{','.join(lack)}:{','.join(map(str, ss))}" + (f":{arm}" if arm else ""))
     return jobs
+
+
+def trainer_left(root, commits):
+    """The trainer job for the seeds with no ok record (read_record: the table refuses their variant)."""
+    folder, seeds = TRAINER
+    done = set()
+    for p in sorted((root / folder).glob("*.json")):
+        try:
+            r = read_record(p) if is_record_path(p) else None
+        except (ValueError, OSError) as err:
+            print(f"skipped: {err}", file=sys.stderr)
+            continue
+        if r and r["status"] == "ok" and r["max_length"] == 128:
+            done.add(r["seed"])
+            commits[r["git_sha"]].append(p)
+    lack = [s for s in seeds if s not in done]
+    return [f"trainer:{','.join(map(str, lack))}"] if lack else []
 
 
 def bench_left(root, commits):
@@ -114,7 +134,7 @@ def left(root):
         commits[load(memory).get("git_sha")].append(memory)
     else:
         jobs.append("memory")
-    return dict(commits), jobs
+    return dict(commits), jobs + trainer_left(root, commits)
 
 
 def main(argv):

@@ -49,6 +49,7 @@ def test_an_empty_folder_lacks_every_job(tmp_path):
         "scaling-model",
         "scaling-kernels",
         "memory",
+        "trainer:0,1,2,3,4",
     ]
 
 
@@ -126,3 +127,22 @@ def test_hidden_and_damaged_records_do_not_count(tmp_path, capsys):
     jobs = cl.runs_left(tmp_path, cl.defaultdict(list))
     assert jobs[-1] == "runs:128:baseline:1,2:dropout"
     assert "skipped" in capsys.readouterr().err  # the damaged one is named, not silently dropped
+
+
+def trainer_record(root, seed, status="ok", max_length=128):
+    rec = make_record("trainer", seed, 0.88, status=status, git_sha=SHA, max_length=max_length)
+    write(root / "trainer" / f"trainer_seed{seed}_abc.json", rec)
+
+
+def test_the_trainer_row_lacks_the_seeds_with_no_ok_record_at_128_tokens(tmp_path, capsys):
+    for s in (0, 2):
+        trainer_record(tmp_path, s)
+    trainer_record(tmp_path, 1, status="failed")  # a failed seed counts as not run
+    trainer_record(tmp_path, 3, max_length=512)  # another length is not this row
+    (tmp_path / "trainer" / "trainer_seed4_abc.json").write_text('{"variant": "trainer"')  # damaged: not run
+    commits = cl.defaultdict(list)
+    assert cl.trainer_left(tmp_path, commits) == ["trainer:1,3,4"]
+    assert len(commits[SHA]) == 2 and "skipped" in capsys.readouterr().err
+    for s in (1, 3, 4):
+        trainer_record(tmp_path, s)
+    assert cl.trainer_left(tmp_path, cl.defaultdict(list)) == []
