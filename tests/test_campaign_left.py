@@ -24,11 +24,13 @@ def record(root, folder, variant, seed, status="ok", sha=SHA):
     write(root / folder / f"{variant}_seed{seed}.json", make_record(variant, seed, 0.85, status=status, git_sha=sha))
 
 
-def bench(root, name, model, length, repeats, skip=()):
+def bench(root, name, model, length, repeats, skip=(), captured=True):
+    """A bench file as campaign.sh's job writes it: captured rows in the first repeat at 128 tokens only."""
+    once = cl.CAPTURED if captured and length == 128 else []
     rows = [
         {"model": model, "max_length": length, "variant": v, "step_mode": m, "repeat": k}
         for k in repeats
-        for v, m in cl.BENCH_ROWS
+        for v, m in cl.BENCH_ROWS + (once if k == repeats[0] else [])
         if (v, m, k) not in skip
     ]
     write(root / "bench" / name, {"git_sha": SHA, "rows": rows})
@@ -76,6 +78,16 @@ def test_bench_repeats_pool_over_files_and_the_scarcest_row_decides(tmp_path):
     assert jobs == ["bench:distilbert:128:3", "bench:distilbert:256:3", "bench:distilbert:512:1"]
     bench(tmp_path, "bench-distilbert-512-c4.json", "distilbert-base-random", 512, [0])
     assert "bench:distilbert:512:1" not in cl.bench_left(tmp_path, cl.defaultdict(list))
+
+
+def test_captured_rows_are_needed_once_at_128_tokens(tmp_path):
+    """bench --once captured: one captured row per variant at 128 tokens is enough; none is asked for at 512."""
+    bench(tmp_path, "bench-minilm-128-c1.json", "bundle/all-MiniLM-L6-v2-fp16", 128, [0, 1, 2], captured=False)
+    bench(tmp_path, "bench-distilbert-512-c1.json", "distilbert-base-random", 512, [0, 1, 2])
+    jobs = cl.bench_left(tmp_path, cl.defaultdict(list))
+    assert "bench:minilm:128:1" in jobs and not any(j.startswith("bench:distilbert:512") for j in jobs)
+    bench(tmp_path, "bench-minilm-128-c2.json", "bundle/all-MiniLM-L6-v2-fp16", 128, [0])
+    assert not any(j.startswith("bench:minilm") for j in cl.bench_left(tmp_path, cl.defaultdict(list)))
 
 
 def sweep(skip=()):

@@ -20,6 +20,7 @@ from ..experiment.fingerprint import fingerprints
 from ..experiment.records import git_sha, read_record, save_result
 from ..model.build import resolve_model
 from ..training import data as D
+from ..training import exclusive
 from ..training.clock import Clock
 from ..training.config import RunConfig, hash_config, tokenizer_override
 from ..training.loop import load_tokenizer, precision_of
@@ -236,7 +237,8 @@ def run_seed(cfg: RunConfig, out_dir, force=False, first_in_process=True, clock=
         return None
     rec = new_reference_record(cfg, first_in_process)
     try:
-        rec.update(train_reference(cfg, clock), status="ok")
+        with exclusive.hold(None, clock):  # the device to this run alone, as the runs hold it
+            rec.update(train_reference(cfg, clock), status="ok")
     except Exception as err:
         rec.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
         rec.update(clock.stop())
