@@ -4,9 +4,9 @@
 
 Reads the records, benches, sweeps and artefacts under the folder, prints the commits its files come
 from and the jobs that would complete it (the plan of issue 20: 5 seeds at 128 tokens, 3 at 512, the
-accuracy arms, >= 3 repeats of every bench row but captured (once, at 128 tokens), both sweeps, the memory test; issue 39: the Trainer
-reference row, 5 seeds at 128 tokens), and exits 1 while
-anything is missing. A script, not a CLI command: it knows one campaign's plan, not the book's API.
+accuracy arms, >= 3 repeats of every bench row but captured (once, at 128 tokens), both sweeps, the
+memory test; issue 39: the Trainer reference row, 5 seeds at 128 tokens), and exits 1 while anything
+is missing. A script, not a CLI command: it knows one campaign's plan, not the book's API.
 The variants, the sweeps' lengths and the record reader are the package's, so the plan follows them.
 """
 
