@@ -1,5 +1,5 @@
-"""Issue 39's accuracy arms: flash with no padding mask (flash_backend='nomask'). The campaign's side of the
-arms is in test_campaign_left.py."""
+"""Issue 39's accuracy arms: flash with no padding mask (flash_backend='nomask'), and FAVOR+'s default number of
+features that the 4x arm multiplies. The campaign's side of the arms is in test_campaign_left.py."""
 
 import pytest
 import torch
@@ -7,10 +7,11 @@ import torch.nn.functional as F
 
 from attnpaper import build_model, kernels_used
 from attnpaper.attention import exact
+from attnpaper.model.build import default_num_features_of
 from attnpaper.training import batches as P
 from attnpaper.training import loop
 from attnpaper.training.config import SMOKE, RunConfig
-from attnpaper.variants import NOMASK
+from attnpaper.variants import NOMASK, default_num_features
 
 UNMASKED = dict(variant="flash", layout="padded", flash_backend=NOMASK)
 
@@ -112,3 +113,11 @@ def test_a_nomask_run_pads_training_and_evaluation_to_max_length(monkeypatch):
     assert r["kernels"] == [["sdpa (cpu)" + exact.UNMASKED]] * 2  # bert-tiny-random's 2 layers
     short = loop.train_collator(cfg, 0, 1)([[5, 6, 7]], [1])  # a training batch of one 3-token review
     assert short["input_ids"].shape == (cfg.batch_size, cfg.max_length)
+
+
+def test_favor_default_features_are_d_log_d():
+    assert default_num_features(32) == 111 and default_num_features(64) == 266
+    assert default_num_features_of("minilm-offline") == 111  # heads of 384 / 12 = 32
+    assert default_num_features_of("bert-tiny-random") == default_num_features(64 // 4)
+    model = build_model("bert-tiny-random", "linear")
+    assert {m.num_features for m in model.modules() if hasattr(m, "num_features")} == {default_num_features(16)}
