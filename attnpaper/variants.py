@@ -6,11 +6,16 @@ building, run parameters, checks, tables, figures, the answer box) asks it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-FLASH_BACKENDS = ("auto", "varlen", "flash_attn", "sdpa", "math")
+NOMASK = "nomask"
+FLASH_BACKENDS = ("auto", "varlen", "flash_attn", "sdpa", "math", NOMASK)
 """Exact kernels: auto picks torch's varlen FlashAttention-2, else flash_attn's (both need sm80), else SDPA
-with a dense block-diagonal mask (a fallback on a GPU, named in the record); math is SDPA's math backend."""
+with a dense block-diagonal mask (a fallback on a GPU, named in the record); math is SDPA's math backend.
+nomask: SDPA on padded batches with no padding mask, so every layer attends the padding as keys (issue 39,
+arm a): the only way PyTorch 2.0 and 2.1's SDPA flash kernel, which took no mask, could have run in the
+paper (chapter 1). The flash variant in the padded layout only (``nomask_error``)."""
 FEATURE_MAPS = ("favor+", "elu")
 """Linear attention's feature map: Performer FAVOR+ (positive random features) or elu(x)+1."""
 LAYOUTS = ("padded", "packed")
@@ -131,6 +136,24 @@ OPTIONS = ("attention_dropout", "flash_backend", "feature_map", "num_features", 
 """Every option build_model takes; each variant takes those in its row."""
 
 
+def default_num_features(head_dim: int) -> int:
+    """FAVOR+'s random features per head when num_features is None: d log d (Performer's choice), rounded;
+    111 for MiniLM's heads of 32, 266 for DistilBERT's 64. Every layer and the campaign's 4x arm use it."""
+    return int(round(head_dim * math.log(head_dim)))
+
+
+def nomask_error(variant: str, layout: str) -> str | None:
+    """Why flash_backend='nomask' cannot run for ``variant`` in ``layout`` (one phrase naming what is valid),
+    or None when it can. Attended padding is an arm of the flash variant alone (hybrid's linear layers would
+    still mask it) and needs padded batches (a packed batch holds no padding to attend)."""
+    if TABLE[variant].layers != "exact":
+        others = ", ".join(b for b in FLASH_BACKENDS if b != NOMASK)
+        return f"it is an arm of the flash variant, not of {variant!r}; valid: variant='flash', or {others}"
+    if layout != "padded":
+        return f"it attends the padding of padded batches, and {layout} ones hold none; valid with it: layout='padded'"
+    return None
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -189,6 +212,9 @@ def check_options(name: str, options: dict) -> Variant:
             raise ValueError(
                 f"option {key}={value!r} does not apply to variant {name!r}, which takes: {', '.join(row.options)}"
             )
+    why = nomask_error(name, "padded") if options.get("flash_backend") == NOMASK else None
+    if why:
+        raise ValueError(f"bad option flash_backend={NOMASK!r}: {why}")
     if options.get("attention_dropout", 0) > 0 and not row.dropout:
         raise ValueError(
             f"bad option attention_dropout={options['attention_dropout']!r}: linear attention has "

@@ -8,7 +8,10 @@
 #                                       if they fail, the call stops there
 #   runs:LEN:VARIANTS:SEEDS[:ARM]       the paper's setup at LEN tokens (128 or 512), the stand-in model;
 #                                       ARM fp16 (autocast fp16 + gradient scaler) or dropout (attention
-#                                       dropout 0.1), the accuracy artefacts; one run at a time, solo
+#                                       dropout 0.1), the accuracy artefacts; or issue 39's arms: nomask
+#                                       (flash, batches padded to LEN, padding attended: no padding mask),
+#                                       elu (linear, elu+1 feature map), favor4x (linear, 4 x FAVOR+'s
+#                                       default d log d features); one run at a time, solo
 #   bench:MODEL:LENGTHS:REPEATS         whole, captured and eager steps side by side, with transformers'
 #                                       own model (--reference); MODEL minilm or distilbert; LENGTHS 128+256
 #   scaling-kernels  scaling-model      where attention starts to matter (chapter 9)
@@ -16,7 +19,7 @@
 #   trainer:SEEDS                       the Trainer reference row at 128 tokens (trainer-ref: transformers'
 #                                       Trainer, no attnpaper model code); one seed at a time
 # Where results go (RESULTS, default results/h200: a new campaign writes beside the published set until complete):
-# $RESULTS/records (128 tokens), len512/, artefacts/{fp16,dropout}/, bench/, trainer/,
+# $RESULTS/records (128 tokens), len512/, artefacts/{fp16,dropout,nomask,elu,favor4x}/, bench/, trainer/,
 # scaling-*.json, artefacts/paper-memory.json. After every job everything under $RESULTS that this
 # call wrote is packed into $OUT/h200-$CALL.tgz (one file back, whatever stops the call), with the log.
 # DEADLINE (seconds from the start, default 570): a job that could not finish before it is not started,
@@ -64,7 +67,15 @@ for JOB in "$@"; do
         "") ;;
         fp16) dir=$R/artefacts/fp16; set_arm+=(--set precision=fp16) ;;
         dropout) dir=$R/artefacts/dropout; set_arm+=(--set attention_dropout=0.1) ;;
-        *) say "unknown arm '$arm' in $JOB; valid: fp16, dropout"; continue ;;
+        nomask) dir=$R/artefacts/nomask; set_arm+=(--set layout=padded --set flash_backend=nomask) ;;
+        elu) dir=$R/artefacts/elu; set_arm+=(--set feature_map=elu) ;;
+        favor4x)  # 4 x the d log d features a layer of this model takes by default (MiniLM's heads of 32: 444)
+          dir=$R/artefacts/favor4x; arm_model=$MODEL
+          [ "${REHEARSE:-0}" = 1 ] && arm_model=bert-tiny-random  # the model --smoke runs
+          features=$(python3 -c 'import sys; from attnpaper.model.build import default_num_features_of as d
+print(4 * d(sys.argv[1]))' "$arm_model") || { say "no feature count for $arm_model: $JOB not run"; continue; }
+          set_arm+=(--set num_features="$features") ;;
+        *) say "unknown arm '$arm' in $JOB; valid: fp16, dropout, nomask, elu, favor4x"; continue ;;
       esac
       per=$([ "$len" = 512 ] && echo 150 || echo 90)  # seconds a run may take, papermill start to record
       for s in ${c//,/ }; do for v in ${b//,/ }; do

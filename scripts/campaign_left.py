@@ -4,9 +4,9 @@
 
 Reads the records, benches, sweeps and artefacts under the folder, prints the commits its files come
 from and the jobs that would complete it (the plan of issue 20: 5 seeds at 128 tokens, 3 at 512, the
-accuracy arms, >= 3 repeats of every bench row but captured (once, at 128 tokens), both sweeps, the
-memory test; issue 39: the Trainer reference row, 5 seeds at 128 tokens), and exits 1 while anything
-is missing. A script, not a CLI command: it knows one campaign's plan, not the book's API.
+accuracy arms, issue 39's too, >= 3 repeats of every bench row but captured (once, at 128 tokens),
+both sweeps, the memory test; issue 39: the Trainer reference row, 5 seeds at 128 tokens), and exits 1
+while anything is missing. A script, not a CLI command: it knows one campaign's plan, not the book's API.
 The variants, the sweeps' lengths and the record reader are the package's, so the plan follows them.
 """
 
@@ -29,6 +29,10 @@ RUNS = {  # campaign.sh job prefix and arm -> (folder of records, variants, seed
     ("512", ""): ("len512/records", VARIANTS, range(3)),
     ("128", "fp16"): ("artefacts/fp16/records", ("baseline", "flash"), range(3)),
     ("128", "dropout"): ("artefacts/dropout/records", ("baseline",), range(3)),
+    # issue 39's arms, paired with the main runs' seeds 0-2: flash attending its padding, elu+1, 4x FAVOR+ features
+    ("128", "nomask"): ("artefacts/nomask/records", ("flash",), range(3)),
+    ("128", "elu"): ("artefacts/elu/records", ("linear",), range(3)),
+    ("128", "favor4x"): ("artefacts/favor4x/records", ("linear",), range(3)),
 }
 TRAINER = ("trainer", range(5))
 """campaign.sh's trainer job: its folder of records (trainer-ref, 128 tokens) and the seeds it runs."""

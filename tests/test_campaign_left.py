@@ -44,6 +44,9 @@ def test_an_empty_folder_lacks_every_job(tmp_path):
         "runs:512:baseline,sdpa,flash,linear,hybrid:0,1,2",
         "runs:128:baseline,flash:0,1,2:fp16",
         "runs:128:baseline:0,1,2:dropout",
+        "runs:128:flash:0,1,2:nomask",
+        "runs:128:linear:0,1,2:elu",
+        "runs:128:linear:0,1,2:favor4x",
         "bench:minilm:128:3",
         "bench:distilbert:128:3",
         "bench:distilbert:256:3",
@@ -65,7 +68,19 @@ def test_runs_group_seeds_by_the_variants_they_lack(tmp_path):
     record(tmp_path, "artefacts/dropout/records", "baseline", 2)
     jobs = cl.runs_left(tmp_path, cl.defaultdict(list))
     assert jobs[:2] == ["runs:128:linear,hybrid:1", "runs:128:baseline,sdpa,flash,linear,hybrid:2,4"]
-    assert jobs[-1] == "runs:128:baseline:0,1:dropout"
+    assert [j for j in jobs if j.endswith(":dropout")] == ["runs:128:baseline:0,1:dropout"]
+
+
+def test_issue_39_arms_want_three_seeds_each(tmp_path):
+    """flash without a padding mask, elu+1 and 4x FAVOR+ features: seeds 0-2, each in its own folder."""
+    record(tmp_path, "artefacts/nomask/records", "flash", 1)
+    for s in range(3):
+        record(tmp_path, "artefacts/elu/records", "linear", s)
+    record(tmp_path, "artefacts/favor4x/records", "linear", 0)
+    record(tmp_path, "artefacts/favor4x/records", "linear", 2, status="failed")
+    jobs = cl.runs_left(tmp_path, cl.defaultdict(list))
+    assert jobs[-2:] == ["runs:128:flash:0,2:nomask", "runs:128:linear:1,2:favor4x"]
+    assert not any(j.endswith(":elu") for j in jobs)
 
 
 def test_bench_repeats_pool_over_files_and_the_scarcest_row_decides(tmp_path):
@@ -137,7 +152,7 @@ def test_hidden_and_damaged_records_do_not_count(tmp_path, capsys):
     (tmp_path / "artefacts/dropout/records/.tmp-baseline_seed1.json").write_text("{}")
     (tmp_path / "artefacts/dropout/records/baseline_seed2.json").write_text('{"variant": "baseline"')
     jobs = cl.runs_left(tmp_path, cl.defaultdict(list))
-    assert jobs[-1] == "runs:128:baseline:1,2:dropout"
+    assert [j for j in jobs if j.endswith(":dropout")] == ["runs:128:baseline:1,2:dropout"]
     assert "skipped" in capsys.readouterr().err  # the damaged one is named, not silently dropped
 
 

@@ -436,18 +436,31 @@ def test_summarise_accepts_records_without_notes(tmp_path):
 GPU_RECORDS = sorted(RESULTS.glob("*.json")) + sorted(ARMS.glob("*/records/*.json"))
 
 
+NOT_YET_RUN = ("nomask", "elu", "favor4x")
+"""Arms campaign_left.py plans that have no GPU records yet (issue 39's): left out of the check below until
+their records are committed, when ``test_arms_not_yet_run_have_no_records`` asks to take them out of here."""
+
+
 def test_gpu_records_present():
     """Every (variant, seed) the campaign planned at 128 tokens, main runs and arms, has its record."""
     plan = {
         (folder, v, s)
-        for (length, _), (folder, variants, seeds) in campaign_plan().items()
-        if length == "128"
+        for (length, arm), (folder, variants, seeds) in campaign_plan().items()
+        if length == "128" and arm not in NOT_YET_RUN
         for v in variants
         for s in seeds
     }
     recs = {p: read_record(p) for p in GPU_RECORDS}
     have = {(p.parent.relative_to(RESULTS.parent).as_posix(), r["variant"], r["seed"]) for p, r in recs.items()}
     assert plan <= have, sorted(plan - have)
+
+
+def test_arms_not_yet_run_have_no_records():
+    """NOT_YET_RUN names planned arms only, and none with committed records (those the check above covers)."""
+    plan = campaign_plan()
+    for arm in NOT_YET_RUN:
+        folder = RESULTS.parent / plan["128", arm][0]
+        assert not list(folder.glob("*.json")), f"{arm}'s records are in: take it out of NOT_YET_RUN"
 
 
 @pytest.mark.parametrize("path", GPU_RECORDS, ids=lambda p: p.stem)

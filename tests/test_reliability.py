@@ -307,6 +307,14 @@ CLI_CASES = [
         ["--variants", "flash", "--set", "flash_backend='varlen'"],
         "bad parameter flash_backend='varlen': needs a CUDA GPU",
     ),
+    (
+        ["--variants", "flash", "--set", "flash_backend='nomask'"],
+        "bad parameter flash_backend='nomask': it attends the padding of padded batches",
+    ),
+    (
+        ["--variants", "linear", "--set", "layout='padded'", "--set", "flash_backend='nomask'"],
+        "bad parameter flash_backend='nomask': it is an arm of the flash variant, not of 'linear'",
+    ),
     (["--set", "step_mode='turbo'"], "bad parameter step_mode='turbo'"),
     (["--set", "data=/nowhere/imdb"], "IMDb data directory /nowhere/imdb does not exist"),
     (["--set", "model=/nowhere/model"], "model directory /nowhere/model does not exist"),

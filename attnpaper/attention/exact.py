@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..variants import FLASH_BACKENDS  # the flash_backend option's names, defined with the variants
+from ..variants import FLASH_BACKENDS, NOMASK  # the flash_backend option's names, defined with the variants
 
 _HAS_VARLEN = importlib.util.find_spec("torch.nn.attention.varlen") is not None  # looked up once: a compiled
 _HAS_FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None  # step cannot trace find_spec
@@ -98,6 +98,8 @@ def _scatter(out, u: Unpadded, b, n):
     return full.view(b, n, *out.shape[1:])
 
 
+UNMASKED = ", no padding mask (padding attended)"
+"""Ends the name of the kernel a flash layer ran with flash_backend='nomask' (``exact_attention``)."""
 FALLBACK = ", fallback: dense [T, T] mask"
 """Ends the name of the kernel a flash layer ran when ``auto`` found no fused varlen kernel on a GPU."""
 
@@ -121,7 +123,8 @@ def choose_backend(requested: str, device: torch.device) -> str:
 
     ``auto`` is SDPA's fused kernels (FA2 without a mask, cuDNN or memory-efficient with one; only
     memory-efficient before sm80): no per-layer unpadding, no host sync. 'varlen'/'flash_attn' asked
-    for explicitly unpad in every layer (``unpad``, which syncs); 'math' is SDPA's math backend.
+    for explicitly unpad in every layer (``unpad``, which syncs); 'math' is SDPA's math backend;
+    'nomask' is SDPA with the padding mask dropped (``exact_attention``).
     """
     _check(requested)
     if requested in ("varlen", "flash_attn") and device.type == "cuda" and not has_fa2(device):
@@ -141,6 +144,11 @@ def choose_varlen_backend(requested: str, device: torch.device, dropout: float, 
     'flash_attn' asked for where they cannot run are refused in one line.
     """
     _check(requested)
+    if requested == NOMASK:
+        raise ValueError(
+            f"flash_backend {NOMASK!r} attends the padding of padded batches, and a packed batch holds none; "
+            "valid here: 'auto', 'varlen', 'flash_attn', 'sdpa', 'math' (or layout='padded' for 'nomask')"
+        )
     if requested in ("sdpa", "math"):
         return requested
     missing = _fused_missing(device, dtype)
@@ -206,11 +214,17 @@ def _only_math(on: bool):
 def exact_attention(q, k, v, key_mask=None, scale=None, dropout=0.0, backend="auto"):
     """Exact softmax attention. q, k, v: [B, H, N, D]; key_mask bool [B, N] or None.
 
-    Returns (output [B, N, H, D], name of the kernel that ran).
+    Returns (output [B, N, H, D], name of the kernel that ran). backend 'nomask' drops ``key_mask``, so
+    padding is attended as keys, and runs SDPA unmasked: its FlashAttention kernel on a GPU of sm80+ in half
+    precision (as PyTorch 2.0 and 2.1's flash kernel, which took no mask, would have), math on a CPU; the
+    kernel's name ends in ``UNMASKED``.
     """
     b, h, n, d = q.shape
     scale = d**-0.5 if scale is None else scale
     kernel = choose_backend(backend, q.device)
+    if kernel == NOMASK:
+        out, name = exact_attention(q, k, v, None, scale, dropout, "auto")
+        return out, name + UNMASKED
     if kernel in ("varlen", "flash_attn") and key_mask is not None:
         if q.device.type != "cuda":
             raise ValueError(f"flash_backend {kernel!r} needs a CUDA device; valid on CPU: 'math', 'sdpa', 'auto'")

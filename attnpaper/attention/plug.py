@@ -12,14 +12,12 @@ its linear layers to the chunked per-sequence sums of ``packed_linear_attention`
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
-from ..variants import ATTNPAPER, FEATURE_MAPS
+from ..variants import ATTNPAPER, FEATURE_MAPS, default_num_features
 from .exact import FLASH_BACKENDS, exact_attention, varlen_attention
 from .linear import elu_features, favor_features, linear_attention, orthogonal_gaussian, packed_linear_attention
 
@@ -43,7 +41,7 @@ class LayerAttention(nn.Module):
         if feature_map not in FEATURE_MAPS:
             raise ValueError(f"unknown feature_map {feature_map!r}; valid: {', '.join(FEATURE_MAPS)}")
         if num_features is None:  # Performer's default: d log d
-            num_features = int(round(head_dim * math.log(head_dim)))
+            num_features = default_num_features(head_dim)
         if not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"num_features must be a positive int, got {num_features!r}")
         if not isinstance(redraw_every, int) or redraw_every < 0:

@@ -121,6 +121,15 @@ def build_model(model, variant, num_labels=2, **options):
     return clf
 
 
+def default_num_features_of(model) -> int:
+    """FAVOR+'s default random features per head for ``model`` (hub name, directory, config or alias): d log d of
+    its head dim, as every linear layer of a model built from it takes when num_features is None. The campaign's
+    4x-features arm (scripts/campaign.sh) asks this, so its number follows the model it runs."""
+    source = resolve_model(model)
+    config = source if isinstance(source, PretrainedConfig) else AutoConfig.from_pretrained(source)
+    return V.default_num_features(config.hidden_size // config.num_attention_heads)  # as model.auto.attach
+
+
 def kernels_used(model) -> list[list[str]]:
     """Per layer, the attention kernels that ran since the model was built (or the builtin's name)."""
     impl = model.config._attn_implementation

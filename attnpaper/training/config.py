@@ -129,7 +129,11 @@ class RunConfig:
     max_steps: int | None = param(None, "stop after this many steps (shape benchmarks)", integer(1, none="no limit"))
     eval: bool = param(True, "score the test split after training", boolean)
     eval_batch_size: int = param(128, "reviews per evaluation batch", integer(1))
-    flash_backend: str = param("auto", "exact kernel of flash and hybrid", option("flash_backend"))
+    flash_backend: str = param(
+        "auto",
+        "exact kernel of flash and hybrid (nomask: flash on padded batches of max_length, padding attended)",
+        option("flash_backend"),
+    )
     feature_map: str = param("favor+", "linear attention's feature map", option("feature_map"))
     num_features: int | None = param(None, "random features of FAVOR+ (None: d log d)", option("num_features"))
     redraw_every: int = param(0, "redraw FAVOR+ features every this many steps (0: never)", option("redraw_every"))
@@ -191,6 +195,8 @@ class RunConfig:
         if self.layout == "packed" and self.variant not in PACKED:
             bad("layout", f"packed (padding-free) batches run {', '.join(PACKED)} only; valid here: auto, padded")
         layout = self.resolved_layout()
+        if self.flash_backend == V.NOMASK:
+            self._check_nomask(layout, bad)
         chunk = chunk_for(self.variant, layout, self.max_length)
         if self.bucket is not None and self.bucket % chunk:
             bad("bucket", f"must be a multiple of {chunk} (packed linear attention's chunk)")
@@ -202,6 +208,21 @@ class RunConfig:
                 f"({'token' if layout == 'packed' else 'length'} granularity)",
             )
         return self
+
+    def _check_nomask(self, layout: str, bad) -> None:
+        """flash_backend='nomask' (issue 39's arm a): the flash variant on padded batches, every one padded to
+        max_length. The padding is attended, so how much of it a batch holds is part of the model: a bucket
+        other than max_length would change the computation with the batch's longest review."""
+        why = V.nomask_error(self.variant, layout)
+        if why:
+            bad("flash_backend", why)
+        if self.bucket not in (None, self.max_length):
+            bad("bucket", f"flash_backend='nomask' pads every batch to max_length; valid: None or {self.max_length}")
+
+    def pads_to_max_length(self) -> bool:
+        """True when every batch, evaluation's too, must be padded to max_length: flash_backend='nomask' attends
+        the padding, so a shorter padding would be another input than the one the model was trained on."""
+        return self.flash_backend == V.NOMASK
 
     def resolved_layout(self) -> str:
         """The layout asked for, or the variant's default (variants.TABLE) when auto."""

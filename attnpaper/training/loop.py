@@ -75,8 +75,9 @@ def evaluate(model, split, cfg, device, precision, pad_id) -> float:
     plan = [order[i : i + cfg.eval_batch_size] for i in range(0, len(order), cfg.eval_batch_size)]
     layout = cfg.resolved_layout()
     if layout == "padded":  # lengths rounded up to EVAL_BUCKET: a few shapes, not one per length (cuDNN
-        # attention plans each new shape, tens of ms apiece); the last batch gets dummy rows (label -100)
-        bucket = min(EVAL_BUCKET, cfg.max_length)
+        # attention plans each new shape, tens of ms apiece); the last batch gets dummy rows (label -100).
+        # Where the padding is attended (flash_backend nomask) it is part of the input: max_length, as in training
+        bucket = cfg.max_length if cfg.pads_to_max_length() else min(EVAL_BUCKET, cfg.max_length)
         collate = P.Collator(layout, pad_id, cfg.max_length, cfg.eval_batch_size, static=True, bucket=bucket)
     else:
         collate = P.Collator(layout, pad_id, cfg.max_length, chunk=P.chunk_for(cfg.variant, layout, cfg.max_length))
