@@ -121,3 +121,17 @@ def test_favor_default_features_are_d_log_d():
     assert default_num_features_of("bert-tiny-random") == default_num_features(64 // 4)
     model = build_model("bert-tiny-random", "linear")
     assert {m.num_features for m in model.modules() if hasattr(m, "num_features")} == {default_num_features(16)}
+
+
+@pytest.mark.cuda
+def test_gpu_nomask_runs_flash_attention_in_bf16_and_equals_sdpa_with_no_mask():
+    """On an sm80+ GPU in bf16, SDPA with no mask takes its FlashAttention kernel (PyTorch 2.0/2.1's only
+    way to flash); the output is unmasked SDPA's, and the kernel's name says the padding is attended."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(4, 12, 128, 64, generator=g, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    key_mask = torch.arange(128, device="cuda")[None] < torch.tensor([[128], [90], [40], [7]], device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out, name = exact.exact_attention(q, k, v, key_mask, backend=NOMASK)
+    want = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
+    assert torch.allclose(out.float(), want.float(), atol=1e-2), (out - want).abs().max()
+    assert name == "sdpa FLASH_ATTENTION (FA2)" + exact.UNMASKED, name  # sm80+, bf16, no mask: FA2
