@@ -12,7 +12,8 @@
 #   bench:MODEL:LENGTHS:REPEATS         whole, captured and eager steps side by side, with transformers'
 #                                       own model (--reference); MODEL minilm or distilbert; LENGTHS 128+256
 #   scaling-kernels  scaling-model      where attention starts to matter (chapter 9)
-#   memory                              the paper's memory column put to the test (paper-memory)
+#   memory                              the paper's memory column put to the test (paper-memory): the
+#                                       arms and the step of the peak per case of what each run keeps
 # Where results go (RESULTS, default results/h200: a new campaign writes beside the published set until complete):
 # $RESULTS/records (128 tokens), len512/, artefacts/{fp16,dropout}/, bench/,
 # scaling-*.json, artefacts/paper-memory.json. After every job everything under $RESULTS that this
@@ -80,9 +81,11 @@ for JOB in "$@"; do
       run 200 python3 -m attnpaper scaling kernels --out $R/scaling-kernels.json ;;
     scaling-model)
       run 300 python3 -m attnpaper scaling model --data $LENGTHS --out $R/scaling-model.json ;;
-    memory)
+    memory)  # both arms and the four cases (nothing, model, gradients, optimizer) at DistilBERT-base's shape:
+      # 9 processes. GPU seconds, estimated: the arms took 85 s on the H200 (c2: 4 fresh children, the kept
+      # process), each case a process of 4 variants like the kept one, about 25-30 s: about 200 s in all
       mkdir -p $R/artefacts
-      run 150 python3 -m attnpaper paper-memory --data $LENGTHS "${TINY[@]}" --out $R/artefacts/paper-memory.json ;;
+      run 300 python3 -m attnpaper paper-memory --data $LENGTHS "${TINY[@]}" --out $R/artefacts/paper-memory.json ;;
     *) say "unknown job '$JOB'; valid: tests, runs:LEN:VARIANTS:SEEDS[:ARM], bench:MODEL:LENGTHS:REPEATS, \
 scaling-kernels, scaling-model, memory" ;;
   esac
