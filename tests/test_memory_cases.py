@@ -47,7 +47,7 @@ def test_a_case_stepping_as_the_paper_matches_in_mb_and_not_in_mib():
     assert alloc["off_mb"] == pytest.approx(0.0, abs=1e-9) and alloc["matches_mb"] is True
     assert alloc["mean_mib"] == pytest.approx(mean * 10**6 / 2**20) and alloc["matches_mib"] is False  # 4.6% less
     assert steps["held"]["steps_mb"] == pytest.approx([260.5, 262.0, 262.0])  # the rows' allocated_after
-    assert steps["matches"] == ["allocated MB", "reserved MB"]  # reserved: allocated + a constant here
+    assert steps["matches"] == steps["even"] == ["allocated MB", "reserved MB"]  # reserved: allocated + a constant
 
 
 def test_a_case_stepping_as_the_paper_in_mib_matches_in_mib():
@@ -73,13 +73,26 @@ def test_the_verdict_names_the_matching_cases_or_none():
     found = M.verdict({"nothing": off, "model": match}, mean)
     assert found["matching_cases"] == {"model": ["allocated MB", "reserved MB"]}
     assert found["verdict"].startswith("(ii) model (allocated MB, reserved MB) match the paper's mean step of 523.0")
+    assert found["verdict"].endswith("every step within it too: (ii) model (allocated MB, reserved MB)")
     none = M.verdict({"nothing": off, "model": off}, mean)
     assert none["matching_cases"] == {} and none["verdict"].startswith("no case matches")
 
 
+def test_a_mean_that_matches_by_chance_is_not_even():
+    """One large step and two small ones (the variants' own peaks differing) can make the paper's mean."""
+    mean = M.paper_step()["mean"]
+    peaks = [1424, 1467, 2900, 2993]  # steps 43, 1433, 93 MB: their mean is the paper's, the pattern is not
+    steps = M.case_steps(runs_from([p * 10**6 for p in peaks]), mean)
+    assert steps["allocated"]["matches_mb"] is True and steps["allocated"]["even_mb"] is False
+    assert steps["matches"] == ["allocated MB", "reserved MB"] and steps["even"] == []
+    found = M.verdict({"model": steps}, mean)
+    assert found["even_cases"] == {} and found["verdict"].endswith("every step within it too: none of them")
+
+
 def test_without_a_gpu_peaks_are_null_and_the_report_says_so():
     rep = M.summarise({"nothing": runs_from([None] * 4), "model": runs_from([None] * 4)})
-    assert rep["matching_cases"] is None and rep["cases_note"] == M.NO_GPU and M.NO_GPU in rep["verdict"]
+    assert rep["matching_cases"] is None and rep["even_cases"] is None
+    assert rep["cases_note"] == M.NO_GPU and M.NO_GPU in rep["verdict"]
     assert rep["cases"]["model"]["label"] == "(ii)" and rep["cases"]["model"]["steps"]["matches"] is None
     assert rep["cases"]["model"]["steps"]["allocated"]["mean_mb"] is None
     assert rep["cases"]["model"]["steps"]["kept"]["steps_mb"] == [0.0, 0.0, 0.0]  # counted without a GPU

@@ -4,8 +4,8 @@ The paper's peaks (``analysis.results.PAPER``) rise by a near-constant step from
 it ran its variants in one Colab process, read with ``torch.cuda.max_memory_allocated()`` and never reset.
 A never-reset peak can only grow by what the earlier runs left allocated (plus any difference in the
 runs' own peaks), so the step names what stayed alive. Four cases, each a process of its own (so one
-case's leftovers cannot reach the next), each running the variants in the paper's order and keeping,
-from every run, a cumulative set of what a notebook may hold:
+case's leftovers cannot reach the next), each running the variants in the paper's order and keeping
+from every run what it names (each case keeps what the one before it keeps, and more):
 
 * (i)   ``nothing``:   every run's model, gradients and optimizer are dropped;
 * (ii)  ``model``:     the model (its fp32 weights), gradients set to None, optimizer dropped;
@@ -16,10 +16,10 @@ What is kept is held by explicit references in one list; the batches are never k
 batches from a DataLoader one at a time). What is not kept is freed: its references are dropped and
 ``gc.collect()`` runs (a notebook rebinding ``model = ...`` frees the same by reference counting, sooner
 or later for objects in cycles); weak references then check that the model and optimizer of a case that
-does not keep them are gone, and a case that keeps neither gradients nor optimizer checks every
-``.grad`` is None. ``torch.cuda.empty_cache()`` is not called: the paper's notebook did not, and freed
-blocks stay in the caching allocator for the next run to reuse, so the reserved reading is what such a
-process would hold. The peak counter is reset once, at the process's start, and never between runs.
+does not keep them are gone, and the case that keeps the model alone checks every ``.grad`` is None.
+``torch.cuda.empty_cache()`` is not called, as a notebook that only reads the peak would not: freed blocks
+stay in the caching allocator for the next run to reuse, so the reserved reading is what such a process would hold.
+The peak counter is reset once, at the process's start, and never between runs.
 
 torch is imported only to measure, so the command line reads CASES without it (--help stays fast).
 """
@@ -39,7 +39,7 @@ KEEPS = {
     "gradients": "the model and its gradients",
     "optimizer": "the model, its gradients and AdamW's state",
 }
-TOLERANCE = 0.02  # a case matches when its mean step is within 2% of the paper's
+TOLERANCE = 0.02  # a case matches when its mean step is within 2% of the paper's; it is even when every step is
 UNITS = {"mb": 10**6, "mib": 2**20}  # the paper says "MB" without saying which: both are read
 UNIT_NAMES = {"mb": "MB", "mib": "MiB"}
 PEAKS = ("allocated", "reserved")  # the counters a match is judged on (max_memory_allocated / _reserved)
@@ -72,7 +72,7 @@ def paper_step(paper=None) -> dict:
 def _reading(values, paper_mean, tolerance) -> dict:
     """Steps of one series of per-run byte counts, in MB and MiB, their means, and the match to the paper."""
     if len(values) < 2 or any(v is None for v in values):  # no GPU (or one run): nothing to step
-        return {f"{k}_{u}": None for k in ("steps", "mean", "off", "matches") for u in UNITS}
+        return {f"{k}_{u}": None for k in ("steps", "mean", "off", "matches", "even") for u in UNITS}
     out = {}
     for unit, size in UNITS.items():
         steps = [(b - a) / size for a, b in zip(values, values[1:])]
@@ -83,6 +83,7 @@ def _reading(values, paper_mean, tolerance) -> dict:
             f"mean_{unit}": mean,
             f"off_{unit}": off,
             f"matches_{unit}": abs(off) <= tolerance,
+            f"even_{unit}": all(abs(x / paper_mean - 1) <= tolerance for x in steps),
         }
     return out
 
@@ -91,7 +92,10 @@ def case_steps(runs, paper_mean, tolerance=TOLERANCE) -> dict:
     """From one case's runs (in order, each with ``peak_allocated_bytes``, ``peak_reserved_bytes`` and
     ``allocated_after_bytes``, None without a GPU): per reading, the steps between consecutive runs in MB
     (10**6 bytes) and MiB (2**20), their mean, its offset from ``paper_mean`` and whether it is within
-    ``tolerance``; and ``matches``, the peak readings that match (None where there are no peaks).
+    ``tolerance``, and whether every step is (``even``: the paper's steps are, 521 to 524 MB); ``matches``,
+    the peak readings whose mean matches, and ``even``, those whose every step does (None: no peaks).
+    A mean can match by chance where the variants' own peaks differ (one large step, two small);
+    ``even`` tells that apart.
 
     Two more readings, for the record, not judged: ``held`` (memory allocated after each run, once its
     leftovers are dropped) and ``kept`` (``kept_bytes``, counted from the kept tensors, so on a CPU too)
@@ -104,8 +108,9 @@ def case_steps(runs, paper_mean, tolerance=TOLERANCE) -> dict:
         KEPT: "kept_bytes",
     }
     out = {name: _reading([r.get(key) for r in runs], paper_mean, tolerance) for name, key in keys.items()}
-    flags = [(f"{p} {UNIT_NAMES[u]}", out[p][f"matches_{u}"]) for p in PEAKS for u in UNITS]
-    out["matches"] = None if any(m is None for _, m in flags) else [name for name, m in flags if m]
+    for key in ("matches", "even"):
+        flags = [(f"{p} {UNIT_NAMES[u]}", out[p][f"{key}_{u}"]) for p in PEAKS for u in UNITS]
+        out[key] = None if any(m is None for _, m in flags) else [name for name, m in flags if m]
     return out
 
 
@@ -114,15 +119,21 @@ def verdict(steps_by_case: dict, paper_mean: float, tolerance=TOLERANCE, no_peak
     and one sentence saying so, or that none does, or why it cannot tell (``no_peaks``: there are no steps
     of the peaks to judge)."""
     if not steps_by_case:
-        return {"matching_cases": None, "verdict": "no case was run"}
+        return {"matching_cases": None, "even_cases": None, "verdict": "no case was run"}
     if any(s["matches"] is None for s in steps_by_case.values()):
-        return {"matching_cases": None, "verdict": f"{no_peaks}; no case can be matched to the paper's step"}
+        return {"matching_cases": None, "even_cases": None, "verdict": f"{no_peaks}; no case can be matched"}
     found = {c: s["matches"] for c, s in steps_by_case.items() if s["matches"]}
     target = f"the paper's mean step of {paper_mean:.1f} MB (within {tolerance:.0%}, in MB or MiB)"
     if not found:
-        return {"matching_cases": {}, "verdict": f"no case matches {target}"}
+        return {"matching_cases": {}, "even_cases": {}, "verdict": f"no case matches {target}"}
     said = "; ".join(f"{LABELS[c]} {c} ({', '.join(m)})" for c, m in found.items())
-    return {"matching_cases": found, "verdict": f"{said} match {target}"}
+    even = {c: [r for r in m if r in steps_by_case[c]["even"]] for c, m in found.items()}
+    steady = "; ".join(f"{LABELS[c]} {c} ({', '.join(m)})" for c, m in even.items() if m) or "none of them"
+    return {
+        "matching_cases": found,
+        "even_cases": {c: m for c, m in even.items() if m},
+        "verdict": f"{said} match {target}; every step within it too: {steady}",
+    }
 
 
 def train_one(variant, model, max_length, batch_size, steps, lengths, device) -> tuple:
