@@ -15,7 +15,8 @@
 #   bench:MODEL:LENGTHS:REPEATS         whole, captured and eager steps side by side, with transformers'
 #                                       own model (--reference); MODEL minilm or distilbert; LENGTHS 128+256
 #   scaling-kernels  scaling-model      where attention starts to matter (chapter 9)
-#   memory                              the paper's memory column put to the test (paper-memory)
+#   memory                              the paper's memory column put to the test (paper-memory): the
+#                                       arms and the step of the peak per case of what each run keeps
 #   trainer:SEEDS                       the Trainer reference row at 128 tokens (trainer-ref: transformers'
 #                                       Trainer, no attnpaper model code); one seed at a time
 # Where results go (RESULTS, default results/h200: a new campaign writes beside the published set until complete):
@@ -57,8 +58,9 @@ for JOB in "$@"; do
   IFS=: read -r kind a b c d <<< "$JOB"
   case $kind in
     tests)  # a failure stops the call: results of a commit whose step is wrong are not worth the GPU time
-      run 150 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_whole_step.py tests/test_packed_linear.py \
-        tests/test_step.py tests/test_whole_mask.py tests/test_arms.py && [ "$LAST_RC" != 0 ] && { say "CUDA tests failed: no further jobs"; exit 1; } ;;
+      run 240 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_whole_step.py tests/test_packed_linear.py \
+        tests/test_step.py tests/test_whole_mask.py tests/test_arms.py \
+        tests/test_memory_cases.py && [ "$LAST_RC" != 0 ] && { say "CUDA tests failed: no further jobs"; exit 1; } ;;
     runs)  # runs:LEN:VARIANTS:SEEDS[:ARM], one (variant, seed) per sweep call so the deadline cuts between runs
       len=$a; arm=${d:-}; set_arm=(--set model=$MODEL --set data=bundle/imdb-$len.npz); dir=$R
       [ "${REHEARSE:-0}" = 1 ] && set_arm=(--smoke --set train_samples=64 --set test_samples=32)
@@ -94,9 +96,11 @@ print(4 * d(sys.argv[1]))' "$arm_model") || { say "no feature count for $arm_mod
       run 200 python3 -m attnpaper scaling kernels --out $R/scaling-kernels.json ;;
     scaling-model)
       run 300 python3 -m attnpaper scaling model --data $LENGTHS --out $R/scaling-model.json ;;
-    memory)
+    memory)  # both arms and the four cases (nothing, model, gradients, optimizer) at DistilBERT-base's shape:
+      # 9 processes. GPU seconds, estimated: the arms took 85 s on the H200 (c2: 4 fresh children, the kept
+      # process), each case a process of 4 variants like the kept one, about 25-30 s: about 200 s in all
       mkdir -p $R/artefacts
-      run 150 python3 -m attnpaper paper-memory --data $LENGTHS "${TINY[@]}" --out $R/artefacts/paper-memory.json ;;
+      run 300 python3 -m attnpaper paper-memory --data $LENGTHS "${TINY[@]}" --out $R/artefacts/paper-memory.json ;;
     trainer)  # trainer:SEEDS, one seed per call of the command so the deadline cuts between seeds
       set_arm=(--model $MODEL --data bundle/imdb-128.npz)
       [ "${REHEARSE:-0}" = 1 ] && set_arm=(--model bert-tiny-random --data synthetic --train-samples 64 --test-samples 32)

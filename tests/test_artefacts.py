@@ -40,13 +40,14 @@ def test_bad_input_is_one_line_before_any_work(argv, says, capsys, monkeypatch, 
 @pytest.mark.slow
 def test_both_arms_from_the_command_line(tmp_path, lengths_npy, capsys):
     out = tmp_path / "memory.json"
-    argv = ["paper-memory", "--model", "bert-tiny-random", "--max-length", "32", "--batch-size", "4"]
+    argv = ["paper-memory", "--model", "bert-tiny-random", "--max-length", "32", "--batch-size", "4", "--cases"]
     assert (
         main([*argv, "--steps", "1", "--variants", "baseline", "flash", "--data", str(lengths_npy), "--out", str(out)])
         == 0
     )
     rep = json.loads(out.read_text())
     assert rep["git_sha"] and rep["step_mode"] == "eager" and rep["batch_size"] == 4 and rep["device"]
+    assert "cases" not in rep  # --cases alone: none (tests/test_memory_cases.py runs them)
     assert [(r["arm"], r["variant"]) for r in rep["rows"]] == [
         ("fresh", "baseline"),
         ("fresh", "flash"),

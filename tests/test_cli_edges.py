@@ -117,22 +117,34 @@ def test_paper_memory_refuses_before_any_work(argv, says, npys, capsys, monkeypa
 
 
 def test_an_interrupted_paper_memory_says_what_it_kept(tmp_path, capsys, monkeypatch):
-    from attnpaper.bench import artefacts
+    from attnpaper.bench import artefacts, memory_cases
 
     def fresh(variants, argv_of, log):
         return [{"variant": v, "peak_memory_mb": None} for v in variants]
+
+    def cases(names, argv_of, log):
+        return {
+            c: [{"variant": v, "peak_allocated_bytes": None, "kept_bytes": 0} for v in ("baseline", "flash")]
+            for c in names
+        }
 
     def kept(*a, **k):
         os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(artefacts, "run_fresh", fresh)
+    monkeypatch.setattr(memory_cases, "run_cases", cases)
     monkeypatch.setattr(artefacts, "run_kept", kept)
     np.save(tmp_path / "lengths.npy", np.arange(10, 300))
     out = tmp_path / "memory.json"
     argv = ["--data", str(tmp_path / "lengths.npy"), "--out", str(out), "--variants", "baseline", "flash"]
-    assert main(["paper-memory", *TINY, *argv]) == 143
+    assert main(["paper-memory", *TINY, *argv, "--cases", "nothing", "model"]) == 143
     err = capsys.readouterr().err.strip()
-    assert err == f"interrupted (SIGTERM): 2 row(s) kept in {out}; the variant in progress is lost"
+    assert (
+        err == f"interrupted (SIGTERM): 2 row(s) and 2 case(s) kept in {out}; the variant or case in progress is lost"
+    )
+    assert main(["paper-memory", *TINY, *argv, "--cases"]) == 143  # no case asked for: rows alone
+    err = capsys.readouterr().err.strip()
+    assert err == f"interrupted (SIGTERM): 2 row(s) kept in {out}; the variant or case in progress is lost"
 
 
 # --- sweep ----------------------------------------------------------------------------------------------

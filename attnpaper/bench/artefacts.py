@@ -6,6 +6,8 @@ and optimizer alive, and never resets the peak counter, would report. ``kept`` d
 (eager steps, as the paper's Trainer ran; gradients zeroed in place, not freed, as zero_grad did
 before PyTorch 2.0); ``fresh`` runs each variant in a process of its own. Both at DistilBERT-base's
 shape (random init), on batches of IMDb's lengths, so the rows compare the two ways of measuring.
+The cases (memory_cases.py) then ask what a run must leave alive for the peak to step as the paper's
+does: nothing, the model, the model and its gradients, or those and AdamW's state, a process each.
 """
 
 from __future__ import annotations
@@ -20,30 +22,6 @@ import torch
 from ..variants import PAPER_ORDER
 
 ARMS = ("kept", "fresh")
-
-
-def _train_kept(variant, model, max_length, batch_size, steps, lengths, device) -> tuple:
-    """``steps`` eager AdamW steps of one fresh model; returns what a notebook would keep alive."""
-    from ..model.build import build_model
-    from ..training import batches as P
-    from ..training.assemble import assemble
-    from ..training.config import RunConfig
-    from ..training.step import autocast
-    from .model import make_batches, model_config
-
-    layout = RunConfig(variant=variant).resolved_layout()
-    net = build_model(model_config(model, max_length), variant, num_labels=2).to(device)
-    opt = assemble(net, device, lr=5e-5, weight_decay=0.01, fused=None, schedule=None).optimizer  # Trainer's: not fused
-    chunk = P.chunk_for(variant, layout, max_length)
-    data = [P.to_device(b, device) for b in make_batches(max_length, batch_size, lengths, layout, None, chunk=chunk)]
-    net.train()
-    for i in range(steps):
-        with autocast("bf16" if device.type == "cuda" else "fp32", device):
-            loss = P.forward(net, data[i % len(data)])[0]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=False)  # the gradients stay allocated, as a kept Trainer's do
-    return net, opt, data
 
 
 def _default_source():
@@ -63,6 +41,7 @@ def run_kept(variants, model, max_length, batch_size, steps, lengths, device=Non
     """The variants in order in this process, each one's model, gradients, optimizer and batches kept;
     the peak counter is reset once, before the first, and read after each."""
     from ..training.measure import MB, memory_breakdown
+    from .memory_cases import train_one
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = device.type == "cuda"
@@ -70,7 +49,7 @@ def run_kept(variants, model, max_length, batch_size, steps, lengths, device=Non
         torch.cuda.reset_peak_memory_stats()
     kept, rows, before = [], [], 0.0
     for i, v in enumerate(variants):
-        net, opt, data = _train_kept(v, model, max_length, batch_size, steps, lengths, device)
+        net, opt, data = train_one(v, model, max_length, batch_size, steps, lengths, device)
         kept.append((net, opt, data))
         peak = torch.cuda.max_memory_allocated() / MB if cuda else None
         rows.append(
@@ -104,6 +83,28 @@ def run_fresh(variants, argv_of, log=print) -> list[dict]:
     return rows
 
 
+def _checked(variants, arms, cases, model, max_length, batch_size, steps, data, out):
+    """Every argument checked before any work (one ValueError each); returns them cleaned, with the
+    lengths source found and ``cases`` in the order CASES gives them (each once)."""
+    from .memory_cases import CASES
+    from .model import model_config
+    from .scaling import check_count, check_names
+    from .step import check_lengths, check_lengths_source, check_out_file, model_positions
+
+    variants, arms = check_names(list(variants), PAPER_ORDER, "variant(s)"), check_names(list(arms), ARMS, "arm(s)")
+    cases = list(cases)
+    if cases:
+        check_names(cases, CASES, "case(s)")
+    for name, value in (("steps", steps), ("batch size", batch_size), ("max_length", max_length)):
+        check_count(value, name)
+    out = check_out_file(out)
+    model_config(model, max_length)  # a model that is not a random-init alias fails here
+    check_lengths([max_length], model_positions(model), "--max-length")
+    data = data or _default_source()
+    check_lengths_source(data)
+    return variants, arms, [c for c in CASES if c in cases], data, out
+
+
 def paper_memory(
     variants=PAPER_ORDER,
     model="distilbert-base-random",
@@ -114,25 +115,18 @@ def paper_memory(
     out=None,
     arms=ARMS,
     log=print,
+    cases=None,
 ) -> dict:
-    """Both arms, fresh first (so each child has the GPU to itself), then kept; the report names the commit."""
+    """Both arms and the cases (memory_cases.CASES by default; each a process of its own): fresh first and
+    the cases next (so each child has the GPU to itself), then kept in this process. The report names the
+    commit; ``rows`` holds the arms' rows, as before, and ``cases`` (memory_cases.summarise) the cases'."""
     from ..experiment.records import git_sha
     from ..files import write_atomic
     from ..training.measure import device_info
-    from .scaling import check_count, check_names
-    from .step import check_out_file
+    from . import memory_cases as M
 
-    variants, arms = check_names(list(variants), PAPER_ORDER, "variant(s)"), check_names(list(arms), ARMS, "arm(s)")
-    for name, value in (("steps", steps), ("batch size", batch_size), ("max_length", max_length)):
-        check_count(value, name)
-    out = check_out_file(out)
-    from .model import model_config
-    from .step import check_lengths, check_lengths_source, model_positions
-
-    model_config(model, max_length)  # a model that is not a random-init alias fails here
-    check_lengths([max_length], model_positions(model), "--max-length")
-    data = data or _default_source()
-    check_lengths_source(data)
+    cases = M.CASES if cases is None else cases
+    variants, arms, cases, data, out = _checked(variants, arms, cases, model, max_length, batch_size, steps, data, out)
     lengths = imdb_lengths_for(data, max_length)
     versions = device_info()
     report = {
@@ -155,16 +149,22 @@ def paper_memory(
         if out:
             write_atomic(out, json.dumps(report, indent=1, default=str))
 
+    def argv_of(*child):  # a child process: the same settings, one variant (--one) or one case (--in-case)
+        return [sys.executable, "-m", "attnpaper", "paper-memory", *child, "--model", model] + [
+            *("--max-length", str(max_length), "--batch-size", str(batch_size), "--steps", str(steps)),
+            *("--data", str(data), "--variants", *variants),
+        ]
+
     if "fresh" in arms:
-
-        def argv_of(v):
-            return [sys.executable, "-m", "attnpaper", "paper-memory", "--one", v, "--model", model] + [
-                *("--max-length", str(max_length), "--batch-size", str(batch_size), "--steps", str(steps)),
-                *("--data", str(data)),
-            ]
-
-        report["rows"] += [r | {"arm": "fresh"} for r in run_fresh(variants, argv_of, log)]
+        report["rows"] += [r | {"arm": "fresh"} for r in run_fresh(variants, lambda v: argv_of("--one", v), log)]
         save()
+    if cases:
+        by_case = {}
+        for case in cases:  # saved after each, so an interrupt keeps the cases finished before it
+            by_case |= M.run_cases([case], lambda c: argv_of("--in-case", c), log)
+            report |= M.summarise(by_case)
+            save()
+        log(f"cases: {report['verdict']}")
     if "kept" in arms:
         for r in run_kept(variants, model, max_length, batch_size, steps, lengths):
             report["rows"].append(r | {"arm": "kept"})
