@@ -4,8 +4,9 @@
 
 For every (length, arm, variant, seed) in both folders: each one's end-to-end seconds, its parts
 (start, waiting, data, model, compile, steps, evaluation, saving, other), the ratio of end to end to
-training without compile (issue 38's target 2: at most 2.0 once the caches are warm), and whether the
-accuracy is the same. A script, not a CLI command: it reads one measurement's folders.
+training without compile (issue 38's target 2: at most 2.0 once the caches are warm), the GPU-busy
+seconds by part where the record has them (NVML samples), and whether the accuracy is the same. A
+script, not a CLI command: it reads one measurement's folders.
 """
 
 import json
@@ -35,7 +36,11 @@ def row(tag: str, rec: dict) -> str:
     cells = " ".join(f"{parts.get(p, float('nan')):7.1f}" for p in PARTS)
     ratio = f"{e2e / steps:5.2f}" if e2e is not None else "    -"
     e2e_s = f"{e2e:7.1f}" if e2e is not None else "      -"
-    return f"  {tag:4s} {e2e_s} {cells} {ratio}  acc {rec.get('accuracy')}"
+    line = f"  {tag:4s} {e2e_s} {cells} {ratio}  acc {rec.get('accuracy')}"
+    busy = rec.get("gpu_busy_s")  # NVML samples by part; training is compile and steps together
+    if busy:
+        line += "\n  " + " " * 13 + "GPU busy s: " + ", ".join(f"{k} {v:.1f}" for k, v in busy.items())
+    return line
 
 
 def main(argv) -> int:

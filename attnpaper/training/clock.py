@@ -51,24 +51,42 @@ def launched_at(now: float | None = None) -> float:
 class Clock:
     """Charges wall time to named parts: ``with clock.part(name):``, ``clock.add(name, s)`` for a time
     measured elsewhere (the Meter's compile and steps), ``mark()``/``lap(name)`` for a span that no
-    block encloses; ``stop()`` gives the record's ``end_to_end_s`` and ``time_parts_s``."""
+    block encloses; ``stop()`` gives the record's ``end_to_end_s`` and ``time_parts_s``. ``watch(device)``
+    also samples the GPU's utilisation (training/busy.py) into ``gpu_busy_s`` by part: the blocks' names,
+    and between them what ``now(name)`` last said ("training" is compile and steps together)."""
 
     def __init__(self, launched: float | None = None):
         wall, self.begin = time.time(), time.perf_counter()
         launched = launched_at(wall) if launched is None else launched
         self.parts = {"start": max(0.0, wall - launched)}
         self.t = self.begin
+        self.sampler = None
+
+    def watch(self, device) -> None:
+        """Sample ``device``'s utilisation from now to ``stop`` (a CUDA device with NVML; else nothing)."""
+        from .busy import BusySampler, nvml_utilisation
+
+        read = nvml_utilisation(device) if getattr(device, "type", None) == "cuda" else None
+        if read is not None and self.sampler is None:
+            self.sampler = BusySampler(read, "other")
+
+    def now(self, name: str) -> None:
+        """The part the run is in from here on, for the GPU-busy samples (the wall is charged as before)."""
+        if self.sampler is not None:
+            self.sampler.label = name
 
     def add(self, name: str, seconds: float) -> None:
         self.parts[name] = self.parts.get(name, 0.0) + max(0.0, seconds)
 
     @contextlib.contextmanager
     def part(self, name: str):
-        t0 = time.perf_counter()
+        t0, before = time.perf_counter(), self.sampler.label if self.sampler else None
+        self.now(name)
         try:
             yield
         finally:
             self.add(name, time.perf_counter() - t0)
+            self.now(before)
 
     def mark(self) -> None:
         """Start a span for ``lap``."""
@@ -87,4 +105,8 @@ class Clock:
         parts = {k: self.parts[k] for k in PARTS if k in self.parts}
         parts |= {k: v for k, v in self.parts.items() if k not in parts}
         parts["other"] = max(0.0, total - sum(parts.values()))
-        return {"end_to_end_s": total, "time_parts_s": parts}
+        out = {"end_to_end_s": total, "time_parts_s": parts}
+        if self.sampler is not None:  # approximate GPU-busy seconds by part (NVML utilisation samples)
+            out["gpu_busy_s"] = self.sampler.stop()
+            self.sampler = None
+        return out

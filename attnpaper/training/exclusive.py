@@ -49,10 +49,13 @@ def hold(device, clock=None):
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         t0 = time.perf_counter()
+        if clock is not None:
+            clock.now("waiting")
         fcntl.flock(fd, fcntl.LOCK_EX)
         waited = time.perf_counter() - t0
         if clock is not None:
             clock.add("waiting", waited)
+            clock.now("other")
         yield waited
     finally:
         os.close(fd)  # closing the descriptor frees the lock

@@ -113,9 +113,15 @@ def train(
     ``clock`` (a clock.Clock) is charged the data, model, compile, steps, evaluation and saving parts.
     The run holds its device alone throughout (training/exclusive.py): the wait is the part "waiting".
     """
-    clock, (device, rank, world) = clock or Clock(), join_world(cfg, device)
-    with exclusive.hold(device, clock):
-        return _train(cfg, device, rank, world, splits, progress, profile_steps, checkpoint, strict_kernels, clock)
+    own, (device, rank, world) = clock is None, join_world(cfg, device)
+    clock = clock or Clock()
+    clock.watch(device)  # GPU-busy seconds by part, where NVML can say; the caller's stop() ends it
+    try:
+        with exclusive.hold(device, clock):
+            return _train(cfg, device, rank, world, splits, progress, profile_steps, checkpoint, strict_kernels, clock)
+    finally:
+        if own:  # no caller to stop it (benchmarks): end the sampling here
+            clock.stop()
 
 
 def _train(cfg, device, rank, world, splits, progress, profile_steps, checkpoint, strict_kernels, clock) -> dict:
@@ -123,6 +129,7 @@ def _train(cfg, device, rank, world, splits, progress, profile_steps, checkpoint
     precision, step_mode = precision_of(cfg, device), resolve_step_mode(cfg.step_mode, device)
     model, splits, pad_id = prepare(cfg, splits, clock)
     clock.mark()  # from here to the first step: model moved, optimizer and step built, kernels probed
+    clock.now("model")
     train_split = splits["train"]
     steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
     total = min(math.ceil(cfg.epochs * steps_per_epoch), cfg.max_steps or math.inf)
@@ -148,6 +155,7 @@ def _train(cfg, device, rank, world, splits, progress, profile_steps, checkpoint
         bad = whole_flag if whole_flag is not None else torch.zeros((), dtype=torch.bool, device=device)
         bar = tqdm(total=total, initial=resumed_from, desc=f"train {cfg.variant}", mininterval=10, disable=not progress)
         clock.lap("model")
+        clock.now("training")  # compile and steps: the Meter tells them apart afterwards
         meter.start()
         for b in loader(train_split, [ddp.shard(rows, rank, world) for rows in plan[resumed_from:]], collate, device):
             run["real_tokens"] += b.pop("_real")
@@ -174,6 +182,7 @@ def _train(cfg, device, rank, world, splits, progress, profile_steps, checkpoint
         bar.close()
         out.update(kernels=kernels_used(model), flash_fallback=kernel_fallbacks(model))
         charge_training(clock, out, before_s)
+        clock.now("other")
         with clock.part("evaluation"):
             out["accuracy"] = evaluate(model, splits["test"], cfg, device, precision, pad_id) if cfg.eval else None
     return out

@@ -1,0 +1,68 @@
+"""GPU-busy seconds by part (training/busy.py): samples of the utilisation charged to the part the run is in."""
+
+import time
+
+import pytest
+import torch
+
+from attnpaper.training.busy import BusySampler
+from attnpaper.training.clock import Clock
+
+
+def test_samples_are_charged_to_the_part_the_run_is_in():
+    """A device busy half the time during "data" and fully during "training": about 0.5 x and 1 x their walls."""
+    clock = Clock(launched=time.time())
+    state = {"share": 0.5}
+    clock.sampler = BusySampler(lambda: state["share"], "other", every=0.005)
+    with clock.part("data"):
+        time.sleep(0.3)
+    clock.now("training")
+    state["share"] = 1.0
+    time.sleep(0.3)
+    clock.now("other")
+    state["share"] = 0.0
+    time.sleep(0.05)
+    busy = clock.stop()["gpu_busy_s"]
+    assert 0.1 < busy["data"] < 0.2, busy  # 0.5 x 0.3 s
+    assert 0.2 < busy["training"] < 0.36, busy  # 1.0 x 0.3 s
+    assert busy.get("other", 0.0) < 0.03, busy
+    assert clock.sampler is None  # stopped with the clock
+
+
+def test_a_sampler_that_fails_stops_and_keeps_what_it_charged():
+    calls = []
+
+    def read():
+        calls.append(1)
+        if len(calls) > 3:
+            raise RuntimeError("the device went away")
+        return 1.0
+
+    sampler = BusySampler(read, "steps", every=0.005)
+    time.sleep(0.1)
+    busy = sampler.stop()
+    assert len(calls) == 4 and 0 < busy["steps"] < 0.05
+
+
+def test_no_gpu_no_sampling_and_no_field():
+    clock = Clock(launched=time.time())
+    clock.watch(torch.device("cpu"))
+    assert clock.sampler is None and "gpu_busy_s" not in clock.stop()
+
+
+@pytest.mark.cuda
+def test_gpu_busy_is_sampled_from_nvml_on_a_gpu():
+    """On a GPU with NVML, half a second of matmuls in one part shows as most of that part's time busy."""
+    clock = Clock(launched=time.time())
+    clock.watch(torch.device("cuda"))
+    assert clock.sampler is not None, "NVML could not be read on this GPU"
+    x = torch.randn(4096, 4096, device="cuda")
+    with clock.part("steps"):
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.5:
+            x = (x @ x).clamp_(-1, 1)
+        torch.cuda.synchronize()
+    with clock.part("idle"):
+        time.sleep(0.5)
+    busy = clock.stop()["gpu_busy_s"]
+    assert busy["steps"] > 0.25 and busy.get("idle", 0.0) < 0.25, busy
