@@ -24,8 +24,8 @@
 #                                       Trainer, no attnpaper model code); one seed at a time
 # Where results go (RESULTS, default results/h200: a new campaign writes beside the published set until complete):
 # $RESULTS/records (128 tokens), len512/, artefacts/{fp16,dropout,nomask,elu,favor4x}/, bench/, trainer/,
-# scaling-*.json, artefacts/paper-memory.json, artefacts/op-profile.json. After every job everything under $RESULTS that this
-# call wrote is packed into $OUT/h200-$CALL.tgz (one file back, whatever stops the call), with the log.
+# scaling-*.json, artefacts/paper-memory.json, artefacts/op-profile.json. After every job everything under
+# $RESULTS that this call wrote is packed into $OUT/h200-$CALL.tgz (one file back, whatever stops the call), with the log.
 # DEADLINE (seconds from the start, default 570): a job that could not finish before it is not started,
 # and a started one is stopped at it (sweeps, bench and scaling keep what they finished).
 # REHEARSE=1 (a CPU, the venv's python first on PATH): the same jobs on a tiny random model, synthetic
@@ -105,8 +105,8 @@ print(4 * d(sys.argv[1]))' "$arm_model") || { say "no feature count for $arm_mod
       mkdir -p $R/artefacts
       run 300 python3 -m attnpaper paper-memory --data $LENGTHS "${TINY[@]}" --out $R/artefacts/paper-memory.json ;;
     profile)  # every variant's eager step at DistilBERT-base's shape, each op counted (no timing): a fresh model
-      # per variant, a warm-up step and 3 counted; the dispatch mode's host cost is all it adds, so well under a minute
-      # of GPU time is expected; the budget leaves room for a cold start
+      # per variant, a warm-up step and 3 counted. GPU seconds not measured yet: on 2 CPU cores the five variants at
+      # batch 4 counted in 48 s (fp32, one step each); a GPU adds the dispatch mode's host cost per op, not the CPU's math
       mkdir -p $R/artefacts; data=(--data $LENGTHS); [ "${REHEARSE:-0}" = 1 ] && data=()  # rehearsal: $ATTNPAPER_IMDB
       run 180 python3 -m attnpaper profile-ops --model distilbert-base-random --length 128 --batch-size 32 --steps 3 \
         "${data[@]}" "${TINY[@]}" --out $R/artefacts/op-profile.json ;;
