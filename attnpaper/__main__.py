@@ -6,12 +6,12 @@ import argparse
 import copy
 import sys
 
-from .cli import bench, bundle, paper_memory, scaling, sweep, table, trainer_ref
+from .cli import bench, bundle, paper_memory, profile_ops, scaling, sweep, table, trainer_ref
 from .cli.sweep import parse_set
 from .files import interrupted, signals_interrupt
 
 __all__ = ["COMMANDS", "build_parser", "main", "parse_set"]
-COMMANDS = (sweep, bench, bundle, table, paper_memory, scaling, trainer_ref)
+COMMANDS = (sweep, bench, bundle, table, paper_memory, profile_ops, scaling, trainer_ref)
 """One module per command (attnpaper.cli), in the order --help lists them."""
 
 

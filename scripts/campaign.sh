@@ -17,12 +17,15 @@
 #   scaling-kernels  scaling-model      where attention starts to matter (chapter 9)
 #   memory                              the paper's memory column put to the test (paper-memory): the
 #                                       arms and the step of the peak per case of what each run keeps
+#   profile                             calls, FLOPs and bytes of every aten op of one eager step per variant
+#                                       (profile-ops: DistilBERT-base's shape, random init, 128 tokens, batch
+#                                       32, bf16), the input of the T4 prediction (issue 39; analysis/roofline.py)
 #   trainer:SEEDS                       the Trainer reference row at 128 tokens (trainer-ref: transformers'
 #                                       Trainer, no attnpaper model code); one seed at a time
 # Where results go (RESULTS, default results/h200: a new campaign writes beside the published set until complete):
 # $RESULTS/records (128 tokens), len512/, artefacts/{fp16,dropout,nomask,elu,favor4x}/, bench/, trainer/,
-# scaling-*.json, artefacts/paper-memory.json. After every job everything under $RESULTS that this
-# call wrote is packed into $OUT/h200-$CALL.tgz (one file back, whatever stops the call), with the log.
+# scaling-*.json, artefacts/paper-memory.json, artefacts/op-profile.json. After every job everything under
+# $RESULTS that this call wrote is packed into $OUT/h200-$CALL.tgz (one file back, whatever stops the call), with the log.
 # DEADLINE (seconds from the start, default 570): a job that could not finish before it is not started,
 # and a started one is stopped at it (sweeps, bench and scaling keep what they finished).
 # REHEARSE=1 (a CPU, the venv's python first on PATH): the same jobs on a tiny random model, synthetic
@@ -101,6 +104,12 @@ print(4 * d(sys.argv[1]))' "$arm_model") || { say "no feature count for $arm_mod
       # process), each case a process of 4 variants like the kept one, about 25-30 s: about 200 s in all
       mkdir -p $R/artefacts
       run 300 python3 -m attnpaper paper-memory --data $LENGTHS "${TINY[@]}" --out $R/artefacts/paper-memory.json ;;
+    profile)  # every variant's eager step at DistilBERT-base's shape, each op counted (no timing): a fresh model
+      # per variant, a warm-up step and 3 counted. GPU seconds not measured yet: on 2 CPU cores the five variants at
+      # batch 4 counted in 48 s (fp32, one step each); a GPU adds the dispatch mode's host cost per op, not the CPU's math
+      mkdir -p $R/artefacts; data=(--data $LENGTHS); [ "${REHEARSE:-0}" = 1 ] && data=()  # rehearsal: $ATTNPAPER_IMDB
+      run 180 python3 -m attnpaper profile-ops --model distilbert-base-random --length 128 --batch-size 32 --steps 3 \
+        "${data[@]}" "${TINY[@]}" --out $R/artefacts/op-profile.json ;;
     trainer)  # trainer:SEEDS, one seed per call of the command so the deadline cuts between seeds
       set_arm=(--model $MODEL --data bundle/imdb-128.npz)
       [ "${REHEARSE:-0}" = 1 ] && set_arm=(--model bert-tiny-random --data synthetic --train-samples 64 --test-samples 32)
@@ -110,7 +119,7 @@ print(4 * d(sys.argv[1]))' "$arm_model") || { say "no feature count for $arm_mod
         run 180 python3 -m attnpaper trainer-ref --seeds "$s" --out $R/trainer "${set_arm[@]}" || break
       done ;;
     *) say "unknown job '$JOB'; valid: tests, runs:LEN:VARIANTS:SEEDS[:ARM], bench:MODEL:LENGTHS:REPEATS, \
-scaling-kernels, scaling-model, memory, trainer:SEEDS" ;;
+scaling-kernels, scaling-model, memory, profile, trainer:SEEDS" ;;
   esac
 done
 pack; say "end: $(wc -l < "$OUT/.files") files in $OUT/h200-$CALL.tgz"

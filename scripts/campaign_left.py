@@ -5,9 +5,10 @@
 Reads the records, benches, sweeps and artefacts under the folder, prints the commits its files come
 from and the jobs that would complete it (the plan of issue 20: 5 seeds at 128 tokens, 3 at 512, the
 accuracy arms, issue 39's too, >= 3 repeats of every bench row but captured (once, at 128 tokens),
-both sweeps, the memory test; issue 39: the Trainer reference row, 5 seeds at 128 tokens), and exits 1
-while anything is missing. A script, not a CLI command: it knows one campaign's plan, not the book's API.
-The variants, the sweeps' lengths and the record reader are the package's, so the plan follows them.
+both sweeps, the memory test; issue 39: the op profile of every variant, the Trainer reference row, 5
+seeds at 128 tokens), and exits 1 while anything is missing. A script, not a CLI command: it knows one
+campaign's plan, not the book's API. The variants, the sweeps' lengths and the record reader are the
+package's, so the plan follows them.
 """
 
 import json
@@ -40,6 +41,8 @@ BENCH = (("minilm", 128), ("distilbert", 128), ("distilbert", 256), ("distilbert
 BENCH_ROWS = [(v, m) for v in VARIANTS for m in ("whole", "eager")]
 BENCH_ROWS += [("transformers", "eager"), ("transformers", "reduce-overhead")]  # --reference
 REPEATS = 3
+PROFILE = "artefacts/op-profile.json"
+"""campaign.sh's profile job: every variant's op profile at DistilBERT-base's shape (profile-ops)."""
 CAPTURED = [(v, "captured") for v in VARIANTS]  # a full compile a row: once, at 128 tokens (bench --once)
 
 
@@ -140,7 +143,19 @@ def left(root):
         commits[load(memory).get("git_sha")].append(memory)
     else:
         jobs.append("memory")
-    return dict(commits), jobs + trainer_left(root, commits)
+    jobs += profile_left(root, commits) + trainer_left(root, commits)  # before ``commits`` is copied: they add to it
+    return dict(commits), jobs
+
+
+def profile_left(root, commits):
+    """The profile job while artefacts/op-profile.json is missing or lacks a variant (profile-ops writes
+    every variant in one file, so a rerun rewrites it whole)."""
+    path = root / PROFILE
+    if not path.exists():
+        return ["profile"]
+    d = load(path)
+    commits[d.get("git_sha")].append(path)
+    return [] if set(VARIANTS) <= set(d.get("variants", {})) else ["profile"]
 
 
 def main(argv):

@@ -101,3 +101,24 @@ def one_error_line(capsys, says):
 def own_hash_cache(tmp_path, monkeypatch):
     """File hashes cached in this test's folder, not the user's ~/.cache (a module's autouse fixture)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def op_row(op="aten.mm", flops=0, nbytes=0, calls=1, elements=0, kernel=True, phase="forward"):
+    """One profile row as profile-ops writes it."""
+    return {
+        "phase": phase,
+        "op": op,
+        "shapes": "",
+        "calls": calls,
+        "flops": flops,
+        "bytes": nbytes,
+        "elements": elements,
+        "kernel": kernel,
+    }
+
+
+def op_profile(variants):
+    """A synthetic op profile: variant -> (rows, steps)."""
+    from attnpaper.analysis.roofline import PROFILE_KIND
+
+    return {"kind": PROFILE_KIND, "variants": {v: {"rows": rows, "steps": s} for v, (rows, s) in variants.items()}}

@@ -54,6 +54,7 @@ def test_an_empty_folder_lacks_every_job(tmp_path):
         "scaling-model",
         "scaling-kernels",
         "memory",
+        "profile",
         "trainer:0,1,2,3,4",
     ]
 
@@ -173,3 +174,15 @@ def test_the_trainer_row_lacks_the_seeds_with_no_ok_record_at_128_tokens(tmp_pat
     for s in (1, 3, 4):
         trainer_record(tmp_path, s)
     assert cl.trainer_left(tmp_path, cl.defaultdict(list)) == []
+
+
+def test_the_op_profile_is_left_until_it_holds_every_variant(tmp_path):
+    """campaign.sh's profile job: artefacts/op-profile.json with every variant, its commit counted."""
+    assert cl.profile_left(tmp_path, cl.defaultdict(list)) == ["profile"]
+    write(tmp_path / cl.PROFILE, {"git_sha": SHA, "variants": {v: {} for v in cl.VARIANTS[:-1]}})
+    assert cl.profile_left(tmp_path, cl.defaultdict(list)) == ["profile"]
+    write(tmp_path / cl.PROFILE, {"git_sha": SHA, "variants": {v: {} for v in cl.VARIANTS}})
+    commits = cl.defaultdict(list)
+    assert cl.profile_left(tmp_path, commits) == [] and list(commits) == [SHA]
+    commits, jobs = cl.left(tmp_path)
+    assert "profile" not in jobs and commits == {SHA: [tmp_path / cl.PROFILE]}  # left() reports its commit too

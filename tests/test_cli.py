@@ -27,7 +27,7 @@ def parsers(parser=None, path=("python -m attnpaper",)):
 
 def test_every_command_is_a_module_with_its_parts():
     names = [c.NAME for c in COMMANDS]
-    assert names == ["sweep", "bench", "bundle", "table", "paper-memory", "scaling", "trainer-ref"]
+    assert names == ["sweep", "bench", "bundle", "table", "paper-memory", "profile-ops", "scaling", "trainer-ref"]
     for command in COMMANDS:
         assert callable(command.add_arguments) and callable(command.run) and command.HELP, command.__name__
 
@@ -71,7 +71,8 @@ def test_scaling_names_its_options_without_torch_as_the_kernels_do():
 
 
 @pytest.mark.parametrize(
-    "argv", [[], ["scaling"], ["scaling", "model"], ["sweep"], ["bench"], ["paper-memory"], ["trainer-ref"]]
+    "argv",
+    [[], ["scaling"], ["scaling", "model"], ["sweep"], ["bench"], ["paper-memory"], ["profile-ops"], ["trainer-ref"]],
 )
 def test_help_imports_nothing_heavy(argv, tmp_path):
     """`python -m attnpaper ... --help` reads no torch: it answers at once (issue 37: scaling's took 6-7 s)."""

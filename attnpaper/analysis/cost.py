@@ -27,6 +27,14 @@ GPUS = {
 }
 """Datasheet peaks: FLOP/s and HBM bytes/s."""
 
+CUDA_CORE_FLOPS = {
+    "H200 SXM (bf16 dense)": 67e12,  # NVIDIA H200 Tensor Core GPU datasheet: FP32 67 TFLOPS
+    "T4 (fp16 tensor core)": 8.1e12,  # NVIDIA T4 datasheet: single precision (FP32) 8.1 TFLOPS
+}
+"""Datasheet FP32 peaks of the CUDA cores (FLOP/s) of the GPUs in :data:`GPUS`, by the same names: what
+runs elementwise work (its arithmetic in fp32 under autocast) and, on a T4 (Turing, no TF32), fp32 matrix
+products. A mapping of its own, not a key in GPUS, whose entries are ``ridge_point(**gpu)``'s arguments."""
+
 COMPONENTS = ("qkv_proj", "scores", "softmax", "pv", "out_proj", "ffn")
 """Keys of :func:`layer_flops`, in the order the layer computes them."""
 
