@@ -63,7 +63,8 @@ for JOB in "$@"; do
     tests)  # a failure stops the call: results of a commit whose step is wrong are not worth the GPU time
       run 240 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_whole_step.py tests/test_packed_linear.py \
         tests/test_step.py tests/test_whole_mask.py tests/test_arms.py \
-        tests/test_memory_cases.py tests/test_busy.py && [ "$LAST_RC" != 0 ] && { say "CUDA tests failed: no further jobs"; exit 1; } ;;
+        tests/test_memory_cases.py tests/test_busy.py \
+        tests/test_op_profile.py && [ "$LAST_RC" != 0 ] && { say "CUDA tests failed: no further jobs"; exit 1; } ;;
     runs)  # runs:LEN:VARIANTS:SEEDS[:ARM], one (variant, seed) per sweep call so the deadline cuts between runs
       len=$a; arm=${d:-}; set_arm=(--set model=$MODEL --set data=bundle/imdb-$len.npz); dir=$R
       [ "${REHEARSE:-0}" = 1 ] && set_arm=(--smoke --set train_samples=64 --set test_samples=32)

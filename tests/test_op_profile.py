@@ -123,3 +123,19 @@ def test_profile_ops_predicts_from_a_saved_profile(tmp_path, capsys, no_work):
     out = capsys.readouterr().out
     assert "on GPU (commit abc1234)" in out and "T4 (fp16 tensor core)" in out
     assert "spread, roofline step: max/min 1.100 (flash / baseline)" in out
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("variant", ["baseline", "flash", "linear"])
+def test_gpu_step_is_counted_in_three_phases_with_the_fused_adamw_bytes(variant):
+    """On CUDA in bf16 (what the campaign's profile job runs): the dispatch mode sees the backward and the fused
+    AdamW's in-place writes, and the attention kernels (flash's varlen included) are charged FLOPs."""
+    out = O.profile_variant(variant, "bert-tiny-random", 32, 4, np.arange(20, 60), 1, "cuda", "bf16")
+    flops, nbytes = {}, {}
+    for r in out["rows"]:
+        flops[r["phase"]] = flops.get(r["phase"], 0) + r["flops"]
+        nbytes[r["phase"]] = nbytes.get(r["phase"], 0) + r["bytes"]
+    assert flops["forward"] > 0 and flops["backward"] >= 1.5 * flops["forward"], flops
+    assert nbytes["optimizer"] > 0, nbytes
+    attention = [r for r in out["rows"] if "attention" in r["op"] or "attn" in r["op"]]
+    assert variant == "linear" or any(r["flops"] > 0 for r in attention), sorted({r["op"] for r in out["rows"]})
