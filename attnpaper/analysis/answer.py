@@ -17,11 +17,32 @@ import pandas as pd
 
 from ..variants import PAPER_ORDER, in_order
 from . import scaling as S
-from .results import GROUP, PAPER, load_records, paired_points, paired_vs_baseline, ratios_by_variant, summarise
+from .results import (
+    GROUP,
+    PAPER,
+    load_records,
+    paired_frame,
+    paired_points,
+    paired_vs_baseline,
+    ratios_by_variant,
+    summarise,
+)
 from .steps import step_table
 
 ARMS = ("fp16", "dropout")
 """The accuracy arms (issue 20, 5c), each a folder under artefacts/: precision fp16, attention dropout 0.1."""
+VARIANT_ARMS = {"nomask": "flash", "elu": "linear", "favor4x": "linear"}
+"""Issue 39's accuracy arms, each a folder under artefacts/ holding one variant run another way, and that
+variant, whose main runs of the same seeds each arm is paired with: flash on padded batches attending its
+padding (flash_backend nomask), linear with the elu+1 feature map, linear with 4 x FAVOR+'s features."""
+PAIRED_COLUMNS = [
+    *("pairs", "acc_pts", "acc_low", "acc_high", "time_ratio", "time_low", "time_high"),
+    *("compiled_ratio", "compiled_low", "compiled_high", "mem_ratio", "mem_low", "mem_high"),
+    *("e2e_ratio", "e2e_low", "e2e_high"),
+]
+"""paired_effects' fields: ``effects``' columns, then the end-to-end time's ratio and its interval."""
+ARM_AGAINST = {"vs_main": "against {variant} (main runs)", "vs_baseline": "against baseline (main runs)"}
+"""variant_arm's comparisons and how variant_arm_table labels them."""
 LONG = "len512"
 """The folder of the same runs with reviews cut at 512 tokens (IMDb's own lengths) instead of 128."""
 COMPARISONS = {
@@ -46,7 +67,9 @@ def effects(records: pd.DataFrame) -> pd.DataFrame:
     """Per variant against the baseline: accuracy difference (points), training time without compile
     (``time``) and with it (``compiled``) and peak memory as ratios, each with its paired 95% interval and
     the number of seed pairs."""
-    acc = paired_vs_baseline(records).set_index("variant")
+    acc = paired_vs_baseline(records)
+    columns = ["variant", "n_pairs", "diff_mean", "ci_low", "ci_high"]  # none where no variant pairs
+    acc = (acc if len(acc) else pd.DataFrame(columns=columns)).set_index("variant")
     time, compiled, mem = (
         ratios_by_variant(records, m).reindex(acc.index)
         for m in ("train_time_excl_compile_s", "train_time_s", "peak_memory_mb")
@@ -179,6 +202,36 @@ def accuracy_artefact(main: pd.DataFrame, arm: pd.DataFrame) -> dict:
     return out
 
 
+def paired_effects(reference: pd.DataFrame, runs: pd.DataFrame, variant: str) -> pd.Series:
+    """``effects``' row of ``variant``'s records in ``runs`` against ``reference``'s records, paired by seed
+    (results.paired_frame: the reference stands as the baseline), with the end-to-end time's ratio beside
+    (``e2e_ratio``, ``e2e_low``, ``e2e_high``). NaN (pairs 0) where either side has no successful run."""
+    runs = runs[runs["variant"] == variant]
+    out = pd.Series(float("nan"), index=PAIRED_COLUMNS, name=variant)
+    if not (reference["status"] == "ok").any():  # nothing to pair with (effects would refuse)
+        return out.fillna({"pairs": 0})
+    both = paired_frame(reference, runs)
+    found = effects(both)
+    if variant in found.index:
+        out[found.columns] = found.loc[variant].astype(float)
+    e2e = ratios_by_variant(both, "end_to_end_s")
+    if variant in e2e.index:
+        out[["e2e_ratio", "e2e_low", "e2e_high"]] = e2e.loc[variant, ["ratio", "ci_low", "ci_high"]].astype(float)
+    return out.fillna({"pairs": 0})
+
+
+def variant_arm(main: pd.DataFrame, arm: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """One of issue 39's arms (VARIANT_ARMS) against the main runs, as ``effects`` sets a variant against the
+    baseline (accuracy points, times and memory as ratios, each with its paired 95% interval and pairs):
+    ``vs_main``, the arm's ``variant`` against the main runs of ``variant`` of the same seeds (what the arm
+    changes), and ``vs_baseline``, against the main runs' baseline (the arm's row of the main table)."""
+    rows = [
+        paired_effects(main[main["variant"] == variant], arm, variant).rename("vs_main"),
+        paired_effects(main[main["variant"] == "baseline"], arm, variant).rename("vs_baseline"),
+    ]
+    return pd.DataFrame(rows).rename_axis("comparison")
+
+
 def setup(records: pd.DataFrame) -> dict:
     """What the records have in common and the box says beside its numbers: one value per field, or all
     of them joined (so a mixed folder shows as mixed, not as one commit)."""
@@ -235,7 +288,63 @@ def load(root="results/h200") -> dict:
     for arm in ARMS:
         if (root / "artefacts" / arm).is_dir():
             out[arm] = accuracy_artefact(main, beside(main, root / "artefacts" / arm))
+    return out | issue39(root, main)
+
+
+def issue39(root: Path, main: pd.DataFrame) -> dict:
+    """What issue 39 added, each where its files are (left out where not: ``variant_arms`` and
+    ``memory.load_memory_cases`` say which are not run): the arms of VARIANT_ARMS, each ``{"variant",
+    "effects": variant_arm's frame, "setup"}``; ``trainer`` (trainer.trainer_row); ``memory_cases``
+    (memory.memory_cases, where paper-memory.json has the cases section)."""
+    from .memory import load_memory_cases
+    from .trainer import load_trainer, trainer_folder
+
+    out = {}
+    for arm, variant in VARIANT_ARMS.items():
+        if (root / "artefacts" / arm).is_dir():
+            records = beside(main, root / "artefacts" / arm)
+            out[arm] = {"variant": variant, "effects": variant_arm(main, records, variant), "setup": setup(records)}
+    if trainer_folder(root):
+        out["trainer"] = trainer_row(main, load_trainer(trainer_folder(root)))
+    cases = load_memory_cases(root)
+    if cases is not None:
+        out["memory_cases"] = cases
     return out
+
+
+def trainer_row(main: pd.DataFrame, trainer: pd.DataFrame) -> dict:
+    """The Trainer reference (trainer.load_trainer's records) beside the main runs: ``figures``
+    (trainer.trainer_figures: its own accuracy, times and peak memory), ``vs_baseline`` (``paired_effects``
+    against the main runs' baseline: accuracy points, training time against the baseline's without compile
+    (``time``) and with it (``compiled``), peak memory and end to end as ratios, each with its paired 95%
+    interval over the seeds both ran) and ``setup`` (its records' commit, device, model...)."""
+    from .trainer import TRAINER, trainer_figures
+
+    return {
+        "figures": trainer_figures(trainer),
+        "vs_baseline": paired_effects(main[main["variant"] == "baseline"], trainer, TRAINER),
+        "setup": setup(trainer),
+    }
+
+
+NOT_RUN = None
+"""variant_arms' word for an arm whose folder is not in the results (not yet run at this commit)."""
+
+
+def variant_arms(ans) -> dict:
+    """Each of VARIANT_ARMS, in that order: ``load``'s entry for it, or NOT_RUN (None) where it did not run."""
+    return {arm: ans.get(arm, NOT_RUN) for arm in VARIANT_ARMS}
+
+
+def variant_arm_table(ans) -> pd.DataFrame:
+    """Issue 39's arms that ran as rows (arm, comparison): each against the main runs of its variant and
+    against their baseline, in ``paired_effects``' columns; empty where none ran (``variant_arms`` says)."""
+    frames = {
+        arm: found["effects"].rename(index=lambda k, v=found["variant"]: ARM_AGAINST[k].format(variant=v))
+        for arm, found in variant_arms(ans).items()
+        if found is not NOT_RUN
+    }
+    return pd.concat(frames, names=["arm", "comparison"]) if frames else pd.DataFrame()
 
 
 def arm_table(ans) -> pd.DataFrame:

@@ -38,10 +38,11 @@ def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def record_problem(rec: dict) -> str | None:
-    """What makes a record unfit for the table (wrong type, NaN, out of range, unknown name), or None."""
-    if rec["variant"] not in TABLE:
-        return f"unknown variant {rec['variant']!r} (valid: {', '.join(TABLE)})"
+def record_problem(rec: dict, variants=TABLE) -> str | None:
+    """What makes a record unfit for the table (wrong type, NaN, out of range, unknown name), or None.
+    ``variants``: the names a record may have (attnpaper's variants; the Trainer reader passes its own)."""
+    if rec["variant"] not in variants:
+        return f"unknown variant {rec['variant']!r} (valid: {', '.join(variants)})"
     if rec["status"] not in STATUSES:
         return f"unknown status {rec['status']!r} (valid: {', '.join(STATUSES)})"
     if isinstance(rec["seed"], bool) or not isinstance(rec["seed"], int) or rec["seed"] < 0:
@@ -65,13 +66,14 @@ def record_problem(rec: dict) -> str | None:
     return None
 
 
-def load_records(*dirs, warn=None) -> pd.DataFrame:
+def load_records(*dirs, warn=None, variants=TABLE) -> pd.DataFrame:
     """Every record (records/*.json, or *.json) under the given folders, one row each.
 
     Hidden files (temporary writes) are not records. A damaged record, or one with a wrong type, a
     NaN, a value out of range or an unknown variant or status, is reported in one line naming its
     path and what is wrong (``warn``, default stderr) and left out; the sweep reruns damaged ones.
-    A folder given twice (or a file reached twice) is read once.
+    A folder given twice (or a file reached twice) is read once. ``variants``: the variant names accepted
+    (attnpaper's by default, so the Trainer's records, analysis.trainer's, never pool with the runs).
     """
     import sys
 
@@ -95,7 +97,7 @@ def load_records(*dirs, warn=None) -> pd.DataFrame:
         except (ValueError, OSError) as err:
             warn(f"skipped: {err}")
             continue
-        problem = record_problem(rec)
+        problem = record_problem(rec, variants)
         if problem:
             warn(f"skipped: record {p}: {problem}")
             continue
@@ -218,6 +220,29 @@ def paired_vs_baseline(records: pd.DataFrame, metric="accuracy", baseline="basel
             }
         )
     return pd.DataFrame(rows)
+
+
+PAIRED = "paired"
+"""The configuration hash ``paired_frame`` gives both sides of a pairing across configurations."""
+
+
+def paired_frame(reference: pd.DataFrame, runs: pd.DataFrame, baseline="baseline") -> pd.DataFrame:
+    """``reference``'s records standing as the baseline (their variant renamed ``baseline``) beside ``runs``,
+    as one configuration (config_hash PAIRED), so that paired_vs_baseline, paired_ratio_vs_baseline and
+    what calls them pair the two by seed, as they pair a variant with the baseline: an arm's runs of a
+    variant against the main runs of that variant, or the Trainer's runs against the baseline's.
+
+    Refused unless both sides ran on one device, model and length (a pairing across them would measure
+    more than the change), and when ``runs`` has a variant named ``baseline`` (it would pool with them)."""
+    where = ["device", "model", "max_length"]
+    found = pd.concat([reference[where], runs[where]]).drop_duplicates()
+    if len(found) != 1:
+        shown = "; ".join(", ".join(str(x) for x in row) for row in found.itertuples(index=False))
+        raise ValueError(f"pairs within one device, model and length; these records hold {len(found)}: {shown}")
+    if baseline in set(runs["variant"]):
+        raise ValueError(f"the runs to pair hold a variant named {baseline!r}: it would pool with the reference")
+    both = pd.concat([reference.assign(variant=baseline), runs], ignore_index=True)
+    return both.assign(config_hash=PAIRED)
 
 
 RATIO_METRICS = {

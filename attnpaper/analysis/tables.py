@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .groups import ROW, provenance
-from .results import GROUP, RATIO_METRICS, paired_vs_baseline, ratios_by_variant, summarise
+from .results import GROUP, RATIO_METRICS, paired_frame, paired_vs_baseline, ratios_by_variant, summarise
 
 FORMATS = ("text", "markdown", "latex", "csv")
 
@@ -59,6 +59,27 @@ def paper_table(records: pd.DataFrame) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+TRAINER_SETTING = "transformers.Trainer (no attnpaper model code)"
+"""The setting column's words for the Trainer's row (issue 39's reference)."""
+
+
+def trainer_rows(records: pd.DataFrame, trainer: pd.DataFrame) -> pd.DataFrame:
+    """The Trainer's rows (analysis.trainer.load_trainer's records) in ``paper_table``'s columns: each
+    configuration of them paired by seed with the baseline of the one configuration of ``records`` on its
+    device, model and length (results.paired_frame), its vs-baseline columns empty where there is none
+    such, or several (which to pair with would be a guess)."""
+    rows = []
+    where = ["device", "model", "max_length"]
+    base = records[records["variant"] == "baseline"]
+    for key, recs in trainer.groupby(GROUP, dropna=False):
+        same = base[(base[where] == pd.Series(dict(zip(GROUP, key)))[where]).all(axis=1)]
+        pair = same if same["config_hash"].nunique() == 1 else None
+        table = paper_table(recs if pair is None else paired_frame(pair, recs))
+        table = table[table["variant"] != "baseline"].assign(config_hash=key[0], setting=TRAINER_SETTING)
+        rows.append(table)
+    return pd.concat(rows, ignore_index=True)
 
 
 RATIO_SHORT = {
@@ -173,17 +194,25 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def display_table(records: pd.DataFrame) -> pd.DataFrame:
+def with_trainer(records: pd.DataFrame, trainer: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``paper_table`` of ``records``, and after its rows the Trainer's (``trainer_rows``) where given."""
+    table = paper_table(records)
+    return table if trainer is None else pd.concat([table, trainer_rows(records, trainer)], ignore_index=True)
+
+
+def display_table(records: pd.DataFrame, trainer: pd.DataFrame | None = None) -> pd.DataFrame:
     """The table as people read it (``paper_table`` in human formats): what ``format_table`` prints, as a
-    DataFrame for a page to show."""
-    return _display(paper_table(records))
+    DataFrame for a page to show; with the Trainer's row last where ``trainer`` records are given."""
+    return _display(with_trainer(records, trainer))
 
 
-def format_table(records: pd.DataFrame, fmt: str = "text") -> str:
-    """The table in ``fmt``: text, markdown, latex (booktabs) or csv (numbers, one column each)."""
+def format_table(records: pd.DataFrame, fmt: str = "text", trainer: pd.DataFrame | None = None) -> str:
+    """The table in ``fmt``: text, markdown, latex (booktabs) or csv (numbers, one column each); with the
+    Trainer's row last (its variant 'trainer', its setting TRAINER_SETTING) where ``trainer`` records
+    (analysis.trainer.load_trainer) are given."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown table format {fmt!r}; valid: {', '.join(FORMATS)}")
-    table = paper_table(records)
+    table = with_trainer(records, trainer)
     if fmt == "csv":
         return table.to_csv(index=False)
     shown = _display(table)
