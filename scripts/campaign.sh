@@ -11,7 +11,8 @@
 #                                       dropout 0.1), the accuracy artefacts; or issue 39's arms: nomask
 #                                       (flash, batches padded to LEN, padding attended: no padding mask),
 #                                       elu (linear, elu+1 feature map), favor4x (linear, 4 x FAVOR+'s
-#                                       default d log d features); one run at a time, solo
+#                                       default d log d features); one run at a time, solo; REUSE=1:
+#                                       one sweep whose runs share one kernel (sweep --reuse-kernel)
 #   bench:MODEL:LENGTHS:REPEATS         whole, captured and eager steps side by side, with transformers'
 #                                       own model (--reference); MODEL minilm or distilbert; LENGTHS 128+256
 #   scaling-kernels  scaling-model      where attention starts to matter (chapter 9)
@@ -84,6 +85,14 @@ print(4 * d(sys.argv[1]))' "$arm_model") || { say "no feature count for $arm_mod
         *) say "unknown arm '$arm' in $JOB; valid: fp16, dropout, nomask, elu, favor4x"; continue ;;
       esac
       per=$([ "$len" = 512 ] && echo 150 || echo 90)  # seconds a run may take, papermill start to record
+      if [ "${REUSE:-0}" = 1 ]; then  # one sweep, one kernel for all its runs (sweep --reuse-kernel); the
+        # deadline stops it between or inside runs, and a later call resumes what it did not record
+        n=$(( $(tr ',' '\n' <<< "$b" | wc -l) * $(tr ',' '\n' <<< "$c" | wc -l) ))
+        # shellcheck disable=SC2086  # VARIANTS and SEEDS: a,b -> a b
+        run $((per * n < 570 ? per * n : 570)) python3 -m attnpaper sweep --quiet --reuse-kernel --variants ${b//,/ } \
+          --seeds ${c//,/ } --out "$dir" "${set_arm[@]}"
+        continue
+      fi
       for s in ${c//,/ }; do for v in ${b//,/ }; do
         JOB="runs:$len:$v:$s${arm:+:$arm}"
         run $per python3 -m attnpaper sweep --quiet --variants "$v" --seeds "$s" --out "$dir" "${set_arm[@]}" || break 2

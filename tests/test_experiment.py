@@ -203,6 +203,43 @@ def test_sweep_skips_done_runs_and_force_reruns(smoke_sweep):
 
 
 @pytest.mark.slow
+def test_a_reused_kernel_runs_the_runs_in_one_process_with_the_same_results(smoke_sweep, tmp_path):
+    """sweep(reuse_kernel=True): the second run is its kernel's second (imports already done, so its "start"
+    is short), each timed from its own launch, and both train exactly as in kernels of their own; a failed
+    run ends the kernel, and the next run starts in a fresh one."""
+    fresh_out, fresh = smoke_sweep
+    summary = sweep_quiet(["baseline", "flash"], [0], tmp_path / "reuse", smoke=True, reuse_kernel=True)
+    assert [s["status"] for s in summary] == ["ok", "ok"]
+    recs = [read_record(s["record"]) for s in summary]
+    assert [r["runs_before_in_process"] for r in recs] == [0, 1]
+    assert recs[1]["time_parts_s"]["start"] < recs[0]["time_parts_s"]["start"]
+    for rec, f in zip(recs, fresh, strict=True):
+        want = read_record(f["record"])
+        assert want["runs_before_in_process"] == 0
+        assert rec["loss_every_50_steps"] == want["loss_every_50_steps"] and rec["accuracy"] == want["accuracy"]
+    failing = sweep_quiet(
+        ["baseline", "flash"], [0], tmp_path / "fail", smoke=True, reuse_kernel=True, overrides={"lr": 1e30}
+    )
+    assert [s["status"] for s in failing] == ["failed", "failed"]
+    assert [read_record(s["record"])["runs_before_in_process"] for s in failing] == [0, 0]  # a fresh kernel each
+
+
+def test_reuse_kernel_needs_the_launch_parameter(tmp_path):
+    import nbformat
+
+    from attnpaper.experiment.sweep import NOTEBOOK
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    for c in nb.cells:
+        if "parameters" in c.metadata.get("tags", []):
+            c.source = c.source.replace("launched_at: float = None", "")
+    nbformat.write(nb, tmp_path / "old.ipynb")
+    with pytest.raises(ValueError, match="--reuse-kernel needs a parameter launched_at in .*old.ipynb"):
+        sweep_quiet(["baseline"], [0], tmp_path / "out", smoke=True, notebook=tmp_path / "old.ipynb", reuse_kernel=True)
+    assert not (tmp_path / "out").exists()  # refused before the output folder was made
+
+
+@pytest.mark.slow
 def test_sweep_records_failed_runs_and_goes_on(tmp_path):
     summary = sweep_quiet(["baseline", "flash"], [0], tmp_path, smoke=True, overrides={"lr": 1e30})
     assert [s["status"] for s in summary] == ["failed", "failed"]  # the first failure did not stop the sweep

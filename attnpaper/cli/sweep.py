@@ -62,6 +62,12 @@ def add_arguments(parser):
     )
     parser.add_argument("--quiet", action="store_true", help="one line per run instead of streaming its progress")
     parser.add_argument(
+        "--reuse-kernel",
+        action="store_true",
+        help="run the runs one after another in one kernel (imports and compiled code stay warm; a fresh "
+        "one after a failure or a run that left GPU memory allocated)",
+    )
+    parser.add_argument(
         "--gpus",
         default=None,
         metavar="N|all",
@@ -109,6 +115,7 @@ def _checked(args, notebook):
         keep_checkpoints=args.keep_checkpoints,
         stream=not args.quiet,
         log=_log,
+        reuse_kernel=args.reuse_kernel,
     )
 
 

@@ -25,8 +25,11 @@ from .records import new_record, read_record, record_name, save_result
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
+_RUNS_HERE = [0]  # runs this process has started: a sweep that reuses its kernel runs several in one
+
+
 def run_and_record(
-    cfg: RunConfig, out_dir, checkpoint_dir=None, fresh=False, keep_checkpoint=False, **train_kwargs
+    cfg: RunConfig, out_dir, checkpoint_dir=None, fresh=False, keep_checkpoint=False, launched_at=None, **train_kwargs
 ) -> dict:
     """Train, measure and write the record; a failure is written as status 'failed' and re-raised.
 
@@ -34,15 +37,18 @@ def run_and_record(
     out_dir/checkpoints) and resumes from there when rerun; ``fresh`` ignores a checkpoint. The
     checkpoint is removed once the record is written, unless ``keep_checkpoint``. A failed rerun
     never replaces an ok record (see save_result). The record holds the wall time from the run's launch
-    to just before it is written (``end_to_end_s``) and its parts (``time_parts_s``; see training/clock.py).
+    to just before it is written (``end_to_end_s``) and its parts (``time_parts_s``; see training/clock.py),
+    counted from ``launched_at`` (time.time(): the sweep's launch of this run) or else the process's start,
+    and how many runs this process ran before it (``runs_before_in_process``: 0 in a fresh kernel).
     """
-    clock = Clock()  # first: what came before (kernel start, imports) is the part "start"
+    clock = Clock(launched=launched_at)  # first: what came before (kernel start, imports) is the part "start"
+    runs_before, _RUNS_HERE[0] = _RUNS_HERE[0], _RUNS_HERE[0] + 1
 
     if cfg.nproc_per_node > 1 and not launched():  # start the processes; rank 0 writes the record
         check_plan([cfg])
         return launch(cfg, out_dir, checkpoint_dir, fresh, keep_checkpoint)
     rank = ddp.world()[0]
-    rec = new_record(cfg)
+    rec = new_record(cfg) | {"runs_before_in_process": runs_before}
     path = Path(out_dir) / record_name(cfg)
     ckpt = None
     if cfg.checkpoint_every:
@@ -66,12 +72,27 @@ def run_and_record(
         if rank == 0:
             save_result(rec, path)
         raise
+    rec["allocated_after_mb"] = allocated_after()
     rec.update(clock.stop())
     if rank == 0:  # one record per run: data-parallel ranks 1.. trained the same model
         save_result(rec, path)
         if ckpt:
             ckpt.finish()
     return rec
+
+
+def allocated_after() -> float | None:
+    """MiB the CUDA allocator still holds once the run's objects are collected (None on a CPU): what the
+    next run in this process would start with. A sweep that reuses its kernel starts a fresh one above
+    sweep.LEFT_LIMIT_MB, so that no run's peak holds an earlier run's tensors."""
+    import gc
+
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    gc.collect()
+    return torch.cuda.memory_allocated() / 2**20
 
 
 def launched() -> bool:

@@ -205,6 +205,7 @@ def sweep(
     fresh=False,
     keep_checkpoints=False,
     stream=False,
+    reuse_kernel=False,
 ) -> list[dict]:
     """Execute ``notebook`` for each configuration; records go to out/records, notebooks to out/notebooks.
 
@@ -220,19 +221,27 @@ def sweep(
     A bad notebook or kernel is refused (ValueError) before any run. SIGINT or SIGTERM stops the run
     in progress (its kernel is killed; its checkpoint stays) and raises SweepInterrupted, whose
     summary lists the runs so far; records already written are kept, and the same call resumes.
+
+    ``reuse_kernel``: one kernel runs the runs one after another (imports and compiled code stay warm),
+    each told its launch (the notebook's ``launched_at``); a failed run, or one that leaves more than
+    LEFT_LIMIT_MB allocated on the GPU, ends that kernel and the next run starts a fresh one, so no run's
+    peak holds an earlier run's tensors. Each record says ``runs_before_in_process``.
     """
     import papermill as pm
 
     check_out(out)
     configs = plan(variants, seeds, overrides, smoke)
     check_runner(notebook, kernel_name)
+    kernel = _Kernel(notebook, kernel_name) if reuse_kernel else None
     out = prepare_out(out)
     if stream:
         _stream_papermill_output()
     summary = []
     try:
         with _signals_interrupt():
-            _sweep_loop(pm, configs, out, summary, force, notebook, kernel_name, log, fresh, keep_checkpoints, stream)
+            _sweep_loop(
+                pm, configs, out, summary, force, notebook, kernel_name, log, fresh, keep_checkpoints, stream, kernel
+            )
     except KeyboardInterrupt as err:
         why = str(err) or "SIGINT"
         kept = sum(r["status"] == "ok" for r in summary)
@@ -243,10 +252,13 @@ def sweep(
             f"under {out / 'records'} are kept{what}; run the same command again to resume",
             summary,
         ) from None
+    finally:
+        if kernel is not None:
+            kernel.drop()
     return summary
 
 
-def _sweep_loop(pm, configs, out, summary, force, notebook, kernel_name, log, fresh, keep_checkpoints, stream):
+def _sweep_loop(pm, configs, out, summary, force, notebook, kernel_name, log, fresh, keep_checkpoints, stream, kernel):
     """The runs of ``sweep``, appended to ``summary`` as they finish (a run stopped by a signal: 'interrupted')."""
     start, ran, prints = time.perf_counter(), [], {}
     for i, cfg in enumerate(configs):
@@ -288,6 +300,7 @@ def _sweep_loop(pm, configs, out, summary, force, notebook, kernel_name, log, fr
                     fresh,
                     keep_checkpoints,
                     stream,
+                    kernel,
                 )
             )
             ran.append(summary[-1]["wall_s"])
@@ -327,9 +340,11 @@ def _stream_papermill_output():
         logger.propagate = False
 
 
-def _run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_name, log, fresh, keep, stream):
+def _run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_name, log, fresh, keep, stream, kernel):
     """One run through papermill into ``stage``; moved into place when whole. Interrupted after its record
-    was written (ok), the run is kept: the KeyboardInterrupt carries its summary entry as ``kept``."""
+    was written (ok), the run is kept: the KeyboardInterrupt carries its summary entry as ``kept``.
+    ``kernel`` (a _Kernel, or None for a fresh kernel per run) is ended after a failure or a run that left
+    GPU memory allocated."""
     stage.mkdir(parents=True, exist_ok=True)
     staged_rec, staged_nb = stage / rec_path.name, stage / nb_path.name
     ckpt_dir = out / "checkpoints"
@@ -343,8 +358,10 @@ def _run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_nam
     }
     log(f"run  {cfg.variant} seed {cfg.seed} -> {nb_path}")
     t0 = time.perf_counter()
+    if kernel is not None:
+        params["launched_at"] = time.time()  # a reused kernel inherits no new environment
     try:
-        _execute(pm, notebook, staged_nb, params, kernel_name, stream)
+        _execute(pm, notebook, staged_nb, params, kernel_name, stream, kernel)
         rec = read_record(staged_rec)
         if rec["status"] != "ok":
             raise RuntimeError(f"the notebook finished but its record says {rec['status']}")
@@ -352,7 +369,12 @@ def _run_one(pm, cfg, out, rec_path, nb_path, stage, claim, notebook, kernel_nam
         err.kept = _keep_recorded(cfg, out, rec_path, nb_path, staged_rec, staged_nb, claim, keep, t0, log)
         raise
     except Exception as err:  # the run failed: keep its error, never over an ok record, go on
+        if kernel is not None:
+            kernel.drop()  # whatever state the failure left: the next run gets a fresh kernel
         return _record_failure(cfg, out, rec_path, nb_path, staged_rec, staged_nb, claim, err, t0, log)
+    if kernel is not None and (rec.get("allocated_after_mb") or 0) > LEFT_LIMIT_MB:
+        log(f"{rec_path.name} left {rec['allocated_after_mb']:.0f} MiB allocated: the next run gets a fresh kernel")
+        kernel.drop()
     _note_sharing(rec, claim)
     with _stop_on_write_error(f"stopped before {rec_path.name} was recorded (its checkpoint is kept)"):
         _move_into_place(rec, staged_rec, staged_nb, rec_path, nb_path)
@@ -431,9 +453,10 @@ def _record_failure(cfg, out, rec_path, nb_path, staged_rec, staged_nb, claim, e
     }
 
 
-def _execute(pm, notebook, staged_nb, params, kernel_name, stream):
+def _execute(pm, notebook, staged_nb, params, kernel_name, stream, kernel=None):
     """papermill's execute_notebook in a worker thread; a KeyboardInterrupt here (SIGINT, or SIGTERM through
     _signals_interrupt) kills the run's kernel, waits for the thread and propagates, recording nothing.
+    With ``kernel`` (a _Kernel) the run executes in its kernel, started by the first run that needs it.
 
     In the main thread nbclient would take SIGINT and SIGTERM for itself, shut the kernel down and report a
     failed cell, and leave SIGTERM at its default (a silent exit) afterwards.
@@ -449,6 +472,11 @@ def _execute(pm, notebook, staged_nb, params, kernel_name, stream):
             super().__init__(*args, **kwargs)
             kernels.append(self)
 
+    manager = {"kernel_manager_class": TrackedKernelManager}
+    if kernel is not None:
+        manager = {"km": kernel.manager()}
+        kernels.append(manager["km"])
+
     def target():
         os.environ[LAUNCH_ENV] = repr(time.time())  # the kernel inherits it: its record's "start" counts from here
         try:
@@ -456,10 +484,10 @@ def _execute(pm, notebook, staged_nb, params, kernel_name, stream):
                 str(notebook),
                 str(staged_nb),
                 parameters=params,
-                kernel_name=kernel_name,
+                kernel_name=kernel_name or (kernel.name if kernel is not None else None),
                 progress_bar=False,
                 log_output=stream,  # the kernel runs in this cwd
-                kernel_manager_class=TrackedKernelManager,
+                **manager,
             )
         except BaseException as err:  # handed to the main thread
             result["error"] = err
@@ -477,6 +505,47 @@ def _execute(pm, notebook, staged_nb, params, kernel_name, stream):
         raise
     if "error" in result:
         raise result["error"]
+
+
+LEFT_LIMIT_MB = 16.0
+"""A run that leaves more GPU memory allocated than this (MiB, after collection) ends a reused kernel: the
+allocator's own workspaces (cuBLAS's, a few MiB) stay in any process, a model's weights would not."""
+
+
+class _Kernel:
+    """One Jupyter kernel that runs a sweep's runs one after another (``sweep(reuse_kernel=True)``)."""
+
+    def __init__(self, notebook, kernel_name=None):
+        import nbformat
+
+        if "launched_at" not in _parameters_source(notebook):
+            raise ValueError(
+                f"--reuse-kernel needs a parameter launched_at in {notebook}'s parameters cell (each run's "
+                "launch: a reused kernel inherits no environment); use chapters/07_experiment.ipynb"
+            )
+        self.name = kernel_name or nbformat.read(notebook, as_version=4).metadata.get("kernelspec", {}).get("name")
+        self.km = None
+
+    def manager(self):
+        """The kernel's manager, a new one after ``drop`` (nbclient starts its kernel on first use)."""
+        from jupyter_client import AsyncKernelManager
+
+        if self.km is None:
+            self.km = AsyncKernelManager(kernel_name=self.name or "python3")
+        return self.km
+
+    def drop(self):
+        """End the kernel; the next run starts a fresh one."""
+        if self.km is not None:
+            _kill_kernels([self.km])
+            self.km = None
+
+
+def _parameters_source(notebook) -> str:
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    return "".join(c.source for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
 
 
 def _kill_kernels(kernels):

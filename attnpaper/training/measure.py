@@ -170,9 +170,11 @@ class Meter:
         self.gaps, self.left = [], None  # host ms between one step's end and the next one's start (loader wait)
         self.profiled_shapes: list = []  # the batch shape of each profiled step
         self.profiled_warming = 0  # profiled steps that compiled or recorded (their busy time is not a replay's)
+        self.allocated_at_start = None
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
+            self.allocated_at_start = torch.cuda.memory_allocated()  # 0 in a fresh process (kernel reuse: see sweep)
 
     def start(self):
         sync(self.device)
@@ -253,6 +255,7 @@ class Meter:
                 out[k] for k in ("weights_mb", "gradients_mb", "optimizer_mb")
             )
             out["peak_reserved_mb"] = torch.cuda.max_memory_reserved() / MB
+            out["allocated_at_start_mb"] = self.allocated_at_start / MB
         else:
             out["peak_memory_mb"] = None
         return out
