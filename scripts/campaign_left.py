@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from attnpaper.analysis.results import load_records  # noqa: E402
+from attnpaper.bench.memory_cases import CASES  # noqa: E402
 from attnpaper.bench.model import IMDB_MAX  # noqa: E402
 from attnpaper.bench.scaling import KERNEL_LENGTHS, MODEL_LENGTHS  # noqa: E402
 from attnpaper.experiment.records import is_record_path, read_record  # noqa: E402
@@ -139,9 +140,11 @@ def left(root):
     jobs = runs_left(root, commits) + bench_left(root, commits)
     jobs += model_sweep_left(root, commits) + kernel_sweep_left(root, commits)
     memory = root / "artefacts" / "paper-memory.json"
-    if memory.exists():
-        commits[load(memory).get("git_sha")].append(memory)
-    else:
+    report = load(memory) if memory.exists() else {}
+    if report:
+        commits[report.get("git_sha")].append(memory)
+    cases = report.get("cases") or {}
+    if not report or any(c not in cases for c in CASES):  # issue 39: the four cases of what runs keep
         jobs.append("memory")
     jobs += profile_left(root, commits) + trainer_left(root, commits)  # before ``commits`` is copied: they add to it
     return dict(commits), jobs

@@ -186,3 +186,14 @@ def test_the_op_profile_is_left_until_it_holds_every_variant(tmp_path):
     assert cl.profile_left(tmp_path, commits) == [] and list(commits) == [SHA]
     commits, jobs = cl.left(tmp_path)
     assert "profile" not in jobs and commits == {SHA: [tmp_path / cl.PROFILE]}  # left() reports its commit too
+
+
+def test_a_memory_report_without_the_four_cases_asks_for_the_memory_job_again(tmp_path):
+    """Issue 39: paper-memory.json without its cases section (the published one) or lacking a case is not done."""
+    path = tmp_path / "artefacts" / "paper-memory.json"
+    write(path, {"git_sha": SHA, "rows": []})
+    assert "memory" in cl.left(tmp_path)[1]
+    write(path, {"git_sha": SHA, "rows": [], "cases": {c: {} for c in cl.CASES[:3]}})
+    assert "memory" in cl.left(tmp_path)[1]
+    write(path, {"git_sha": SHA, "rows": [], "cases": {c: {} for c in cl.CASES}})
+    assert "memory" not in cl.left(tmp_path)[1]
