@@ -11,7 +11,7 @@ from attnpaper import variants as V
 from attnpaper.training.config import SMOKE, RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN_ONLY = {"smoke", "output_dir", "checkpoint_dir", "fresh", "keep_checkpoint"}
+RUN_ONLY = {"smoke", "output_dir", "checkpoint_dir", "fresh", "keep_checkpoint", "launched_at"}
 """Notebook parameters that steer the run and are not part of RunConfig."""
 
 
