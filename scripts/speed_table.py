@@ -13,7 +13,12 @@ import json
 import sys
 from pathlib import Path
 
-PARTS = ("start", "waiting", "data", "model", "compile", "steps", "evaluation", "saving", "other")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from attnpaper.training.clock import PARTS as NAMED  # noqa: E402
+
+PARTS = (*NAMED, "other")  # the parts a record's time_parts_s holds, in a run's order
 
 
 def runs(root: Path) -> dict:

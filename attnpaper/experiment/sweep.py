@@ -63,7 +63,7 @@ def check_runner(notebook, kernel_name=None) -> Path:
             f"{str(err).strip().splitlines()[0][:160] if str(err).strip() else ''}); "
             "pass the experiment notebook, chapters/07_experiment.ipynb"
         ) from None
-    if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
+    if not _parameters_cells(nb):
         raise ValueError(
             f"--notebook {notebook} has no cell tagged 'parameters', so papermill could not set "
             "the run's parameters; pass the experiment notebook, chapters/07_experiment.ipynb"
@@ -518,12 +518,13 @@ class _Kernel:
     def __init__(self, notebook, kernel_name=None):
         import nbformat
 
-        if "launched_at" not in _parameters_source(notebook):
+        nb = nbformat.read(notebook, as_version=4)
+        if "launched_at" not in "".join(c.source for c in _parameters_cells(nb)):
             raise ValueError(
                 f"--reuse-kernel needs a parameter launched_at in {notebook}'s parameters cell (each run's "
                 "launch: a reused kernel inherits no environment); use chapters/07_experiment.ipynb"
             )
-        self.name = kernel_name or nbformat.read(notebook, as_version=4).metadata.get("kernelspec", {}).get("name")
+        self.name = kernel_name or nb.metadata.get("kernelspec", {}).get("name")
         self.km = None
 
     def manager(self):
@@ -541,11 +542,9 @@ class _Kernel:
             self.km = None
 
 
-def _parameters_source(notebook) -> str:
-    import nbformat
-
-    nb = nbformat.read(notebook, as_version=4)
-    return "".join(c.source for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+def _parameters_cells(nb) -> list:
+    """The notebook's cells tagged 'parameters' (where papermill injects a run's parameters)."""
+    return [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
 
 
 def _kill_kernels(kernels):

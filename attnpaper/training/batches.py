@@ -46,6 +46,11 @@ without the padding that larger chunks add: on IMDb 0.6 / 1.2 / 2.4 / 3.4% of th
 2.3 / 4.8 / 9.7 / 20.1% at 512."""
 
 
+def _repeated(items, rows: int) -> list:
+    """``items`` then its first ones again, cyclically, up to ``rows``: a static packed batch's dummy rows."""
+    return list(items) + [items[i % len(items)] for i in range(rows - len(items))]
+
+
 def chunk_for(variant: str, layout: str, max_length: int) -> int:
     """The Collator's ``chunk``: min(LINEAR_CHUNK, max_length) where packed batches meet linear layers, else 1."""
     linear = layout == "packed" and V.variant(variant).layers in ("linear", "hybrid")
@@ -113,7 +118,7 @@ class Collator:
             labels = torch.cat([labels, torch.full((rows - len(seqs),), IGNORE, dtype=torch.long)])
             if self.layout == "packed":  # they repeat the real reviews, so a short last batch has about a
                 # full batch's tokens and reuses a shape the full batches compiled instead of adding its own
-                seqs = list(seqs) + [seqs[i % len(seqs)] for i in range(rows - len(seqs))]
+                seqs = _repeated(seqs, rows)
         batch = self._packed(seqs) if self.layout == "packed" else self._padded(seqs, rows)
         return {**batch, "labels": labels}
 
@@ -123,8 +128,7 @@ class Collator:
         rows = self.batch_size if self.static else len(lengths)
         if self.layout == "padded":
             return (rows, self._width(max(lengths)))
-        lengths = list(lengths) + [lengths[i % len(lengths)] for i in range(rows - len(lengths))]
-        return (self._tokens(lengths)[1],)
+        return (self._tokens(_repeated(lengths, rows))[1],)
 
     def _width(self, longest: int) -> int:
         """Padded: the batch's length, its longest sequence rounded up to the bucket when static."""

@@ -17,13 +17,13 @@ EVERY_S = 0.05
 
 def nvml_utilisation(device):
     """A function giving the device's utilisation in [0, 1] now, or None where NVML cannot be read."""
+    from .exclusive import gpu_uuid
+
     try:
         import pynvml
-        import torch
 
         pynvml.nvmlInit()
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        uuid = str(torch.cuda.get_device_properties(index).uuid)
+        uuid = gpu_uuid(device)
         handle = pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else "GPU-" + uuid)
         pynvml.nvmlDeviceGetUtilizationRates(handle)
     except Exception:  # no NVML library, no driver, a GPU it does not list: no sampling, no field

@@ -22,6 +22,14 @@ LOCK_DIR_ENV = "ATTNPAPER_LOCK_DIR"
 """Folder of the lock files (default: the system's temporary folder, shared by every process here)."""
 
 
+def gpu_uuid(device) -> str:
+    """The CUDA device's UUID as torch gives it (its index, or the current device's where it has none)."""
+    import torch
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return str(torch.cuda.get_device_properties(index).uuid)
+
+
 def device_key(device) -> str:
     """A name for the device that every process here agrees on: the GPU's UUID (indices change with
     CUDA_VISIBLE_DEVICES), else its type, and on a CPU the data-parallel rank (ranks share the CPU
@@ -30,8 +38,7 @@ def device_key(device) -> str:
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return "gpu-" + str(torch.cuda.get_device_properties(index).uuid)
+        return "gpu-" + gpu_uuid(device)
     rank = os.environ.get("LOCAL_RANK")
     return device.type + (f"-rank{rank}" if rank is not None else "")
 

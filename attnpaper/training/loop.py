@@ -137,7 +137,8 @@ def _train(cfg, device, rank, world, splits, progress, profile_steps, checkpoint
     model.to(device)
     collate = train_collator(cfg, pad_id, world)
     plan = step_plan(len(train_split), cfg.batch_size, total, torch.Generator().manual_seed(cfg.seed))
-    shapes = len(planned_shapes(plan, train_split, collate, rank, world))  # several: one dynamic compile
+    # a whole step over several shapes compiles once for all (dynamic); other modes compile per shape or not at all
+    shapes = len(planned_shapes(plan, train_split, collate, rank, world)) if step_mode == "whole" else 1
     parts = assemble_run(model, device, cfg, step_mode, precision, total, world, shapes=shapes)
     step_fn: TrainStep = parts.step
     layers = [m for m in model.modules() if isinstance(m, LayerAttention)]
