@@ -86,10 +86,10 @@ print(4 * d(sys.argv[1]))' "$arm_model") || { say "no feature count for $arm_mod
       esac
       per=$([ "$len" = 512 ] && echo 150 || echo 90)  # seconds a run may take, papermill start to record
       if [ "${REUSE:-0}" = 1 ]; then  # one sweep, one kernel for all its runs (sweep --reuse-kernel); the
-        # deadline stops it between or inside runs, and a later call resumes what it did not record
-        n=$(( $(tr ',' '\n' <<< "$b" | wc -l) * $(tr ',' '\n' <<< "$c" | wc -l) ))
+        # deadline stops it between or inside runs, and a later call resumes what it did not record: so it
+        # starts where one run fits, as the runs one at a time do
         # shellcheck disable=SC2086  # VARIANTS and SEEDS: a,b -> a b
-        run $((per * n < 570 ? per * n : 570)) python3 -m attnpaper sweep --quiet --reuse-kernel --variants ${b//,/ } \
+        run $per python3 -m attnpaper sweep --quiet --reuse-kernel --variants ${b//,/ } \
           --seeds ${c//,/ } --out "$dir" "${set_arm[@]}"
         continue
       fi
