@@ -549,3 +549,20 @@ def test_capturable_non_fused_optimizer_with_fp16_scaler_is_refused_up_front():
     assert "capturable" in opt.param_groups[0] and opt.param_groups[0]["capturable"] is True  # as made
     with pytest.raises(ValueError, match="needs a CUDA device"):  # without a scaler the next check speaks
         G.WholeStep(lambda b: None, opt, sched, "cpu", graph=True, scaler=torch.amp.GradScaler("cpu", enabled=False))
+
+
+@cuda
+@pytest.mark.parametrize("variant", ["sdpa", "linear"])
+def test_gpu_a_run_leaves_nothing_allocated_for_the_next_in_its_process(tmp_path, variant):
+    """run_and_record's allocated_after_mb (what sweep --reuse-kernel checks) counts what the run left alive:
+    after a whole-step run on the GPU, nothing beyond what the process held before it (cuBLAS's workspaces,
+    32 MiB a stream on an H100, let go on both sides), and gc reaches no CUDA tensor of the run."""
+    from attnpaper.experiment.run import allocated_after, run_and_record
+    from attnpaper.training.config import SMOKE, RunConfig
+
+    before = allocated_after() or 0.0
+    cfg = RunConfig(**{**SMOKE, "variant": variant, "epochs": 1, "train_samples": 128, "test_samples": 64})
+    rec = run_and_record(cfg, tmp_path, device="cuda", progress=False)
+    assert rec["step_mode"] == "whole", rec["step_mode"]
+    left = rec["allocated_after_mb"], rec.get("live_tensors_after_mb")
+    assert left[0] - before < 1.0, (before, left)

@@ -73,6 +73,8 @@ def run_and_record(
             save_result(rec, path)
         raise
     rec["allocated_after_mb"] = allocated_after()
+    if rec["allocated_after_mb"]:  # what holds it, where anything does: the tensors that gc can reach
+        rec["live_tensors_after_mb"] = live_cuda_tensors_mb()
     rec.update(clock.stop())
     if rank == 0:  # one record per run: data-parallel ranks 1.. trained the same model
         save_result(rec, path)
@@ -84,7 +86,13 @@ def run_and_record(
 def allocated_after() -> float | None:
     """MiB the CUDA allocator still holds once the run's objects are collected (None on a CPU): what the
     next run in this process would start with. A sweep that reuses its kernel starts a fresh one above
-    sweep.LEFT_LIMIT_MB, so that no run's peak holds an earlier run's tensors."""
+    sweep.LEFT_LIMIT_MB, so that no run's peak holds an earlier run's tensors.
+
+    cuBLAS's workspaces are let go first, as PyTorch's own leak check does: cuBLAS keeps one per stream
+    for good (about 32 MiB each on an H100, one per stream the run used: 98 MiB were left on 3c0b55b),
+    and a fresh process would allocate them again too, inside its peak. On 3c0b55b, which did not let them go,
+    every run on an H100 left 98 MiB, whatever its variant (MiniLM's weights are 87 MiB): the next GPU call
+    says whether the workspaces were all of it (``live_tensors_after_mb``: the live CUDA tensors then)."""
     import gc
 
     import torch
@@ -92,7 +100,29 @@ def allocated_after() -> float | None:
     if not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return None
     gc.collect()
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if clear is not None:
+        clear()
     return torch.cuda.memory_allocated() / 2**20
+
+
+def live_cuda_tensors_mb() -> float:
+    """MiB of the CUDA tensors that Python objects still reach (gc's objects; storages counted once)."""
+    import gc
+
+    import torch
+
+    seen, total = set(), 0
+    for obj in gc.get_objects():
+        try:
+            if isinstance(obj, torch.Tensor) and obj.is_cuda:
+                storage = obj.untyped_storage()
+                if storage.data_ptr() not in seen:
+                    seen.add(storage.data_ptr())
+                    total += storage.nbytes()
+        except Exception:  # objects that are half torn down, or that forbid the check
+            continue
+    return total / 2**20
 
 
 def launched() -> bool:

@@ -508,8 +508,8 @@ def _execute(pm, notebook, staged_nb, params, kernel_name, stream, kernel=None):
 
 
 LEFT_LIMIT_MB = 16.0
-"""A run that leaves more GPU memory allocated than this (MiB, after collection) ends a reused kernel: the
-allocator's own workspaces (cuBLAS's, a few MiB) stay in any process, a model's weights would not."""
+"""A run that leaves more GPU memory allocated than this (MiB, after collection and with cuBLAS's
+workspaces let go: run.allocated_after) ends a reused kernel: a model's weights would."""
 
 
 class _Kernel:
