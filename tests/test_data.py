@@ -284,6 +284,26 @@ def test_token_cache_refuses_other_vocabulary(cached):
         D.load_splits(str(cached[0]), OtherVocab(), 64)
 
 
+def test_token_cache_is_read_once_per_file_state(tokenizer, cached, tmp_path, monkeypatch):
+    """A second load_splits of the same cache, arguments and file state (a reused kernel's next run) does not
+    read the file again, and gets the same splits in lists of its own; a rewritten file is read anew."""
+    path = tmp_path / "copy.npz"
+    path.write_bytes(cached[0].read_bytes())
+    reads = []
+    real = D.load_token_cache
+    monkeypatch.setattr(D, "load_token_cache", lambda *a: reads.append(a) or real(*a))
+    first = D.load_splits(str(path), tokenizer, 64, train_samples=7)
+    first["train"].ids.append([1, 2])  # a caller's own list
+    again = D.load_splits(str(path), tokenizer, 64, train_samples=7)
+    want = D.subsample(cached[1]["train"].ids, cached[1]["train"].labels, 7)
+    assert len(reads) == 1 and again["train"].ids == want[0] and np.array_equal(again["train"].labels, want[1])
+    D.load_splits(str(path), tokenizer, 64, train_samples=6)  # other arguments: read
+    assert len(reads) == 2
+    splits = {s: D.Split(sp.ids[:5], sp.labels[:5]) for s, sp in cached[1].items()}
+    D.save_token_cache(path, splits, tokenizer, 64)  # another file under the same name: read
+    assert len(D.load_splits(str(path), tokenizer, 64)["test"]) == 5 and len(reads) == 3
+
+
 def test_token_cache_missing_file(tokenizer, tmp_path):
     with pytest.raises(ValueError, match="token cache .* does not exist"):
         D.load_splits(str(tmp_path / "none.npz"), tokenizer, 64)

@@ -263,12 +263,18 @@ def load_splits(source, tokenizer, max_length, train_samples=None, test_samples=
     limits = {"train": train_samples, "test": test_samples}
     source = str(source)
     if source.endswith(".npz"):
-        cache = load_token_cache(source, tokenizer, max_length)
-        out = {}
-        for s, sp in cache.items():
-            ids, labels = subsample(sp.ids, sp.labels, limits[s])
-            out[s] = Split([x if len(x) <= max_length else x[: max_length - 1] + x[-1:] for x in ids], labels)
-        return out
+        key = _cache_key(source, len(tokenizer), max_length, train_samples, test_samples)
+        if key is None or key not in _READ:
+            cache = load_token_cache(source, tokenizer, max_length)
+            out = {}
+            for s, sp in cache.items():
+                ids, labels = subsample(sp.ids, sp.labels, limits[s])
+                out[s] = Split([x if len(x) <= max_length else x[: max_length - 1] + x[-1:] for x in ids], labels)
+            _READ.clear()
+            if key is None:
+                return out
+            _READ[key] = out
+        return {s: Split(list(sp.ids), sp.labels.copy()) for s, sp in _READ[key].items()}
     if source == SYNTHETIC:
         raw = read_texts(source)
         return {s: tokenize(*subsample(*raw[s], limits[s]), tokenizer, max_length) for s in SPLITS}
@@ -281,6 +287,22 @@ def load_splits(source, tokenizer, max_length, train_samples=None, test_samples=
         rows = tok[:]  # plain lists (a column access alone is lazy)
         out[s] = Split(rows["input_ids"], np.asarray(rows["label"], dtype=np.int64))
     return out
+
+
+_READ: dict = {}
+"""The last token cache load_splits read, as it returned it: the runs of a reused kernel (sweep --reuse-kernel)
+read the same file, about a second each on a GPU machine. Its entries are never changed; a caller gets new
+lists and label arrays (the reviews' own id lists are shared, read only, as everywhere)."""
+
+
+def _cache_key(path, vocab_size, *args):
+    """What a token cache's reading depends on: the file as it is now (path, size, modification time) and the
+    arguments; None where the file cannot be looked at (its reading then says what is wrong)."""
+    try:
+        st = Path(path).resolve().stat()
+    except OSError:
+        return None
+    return (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, vocab_size, *args)
 
 
 def save_token_cache(path, splits: dict, tokenizer, max_length):
