@@ -9,6 +9,7 @@
 #   DEADLINE=560 bash scripts/speed_check.sh runs:128:sdpa,flash:0,1 runs:512:linear:0
 # Records go to $SPEED (default /tmp/speed)/{base,new}/; the table and the logs into $OUT. REUSE=1 runs this
 # tree's runs of a job in one kernel (sweep --reuse-kernel); a commit without that option ignores it.
+# TREES (default "base new"): the trees to run each job in, in that order ("new" alone: this tree's only).
 # REHEARSE=1 on a CPU (the venv's python first on PATH): the same jobs on the rehearsal's tiny model.
 set -uo pipefail
 START=$(date +%s); DEADLINE=${DEADLINE:-560}; OUT=${OUT:-/tmp/attnpaper-out}; SPEED=${SPEED:-/tmp/speed}
@@ -18,7 +19,7 @@ for f in bundle/*; do [ "$f" = bundle/GIT_SHA ] || ln -sfn "$PWD/$f" ".base/$f";
 cp .base/.sha .base/bundle/GIT_SHA  # its records say its commit
 [ -e .base/.whl ] || ln -s "$PWD/.whl" .base/.whl
 for JOB in "$@"; do
-  for tree in base new; do
+  for tree in ${TREES:-base new}; do
     left=$((DEADLINE - ($(date +%s) - START)))
     dir=$([ $tree = base ] && echo .base || echo .)
     echo "[$(($(date +%s) - START)) s] $tree: $JOB ($left s left)" | tee -a "$OUT/speed-log.txt"
