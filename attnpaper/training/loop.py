@@ -69,6 +69,15 @@ def evaluate(model, split, cfg, device, precision, pad_id) -> float:
     """Accuracy over the whole split (sorted by length, so batches carry little padding; eager).
 
     Data-parallel: each rank scores every world-th review and the counts are summed."""
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    for b, logits in eval_batches(model, split, cfg, device, precision, pad_id):
+        correct += (logits.argmax(-1) == b["labels"]).sum()  # dummy rows' label -100 never matches
+    return ddp.all_sum(correct).item() / len(split)
+
+
+def eval_batches(model, split, cfg, device, precision, pad_id):
+    """(batch on the device, logits) for this rank's share of the split, in ``evaluate``'s order and shapes
+    (model in eval mode, no grad, autocast while it runs; scripts/eval_check.py reads the logits themselves)."""
     model.eval()
     rank, size, _ = ddp.world()
     order = sorted(range(len(split)), key=lambda i: len(split.ids[i]))[rank::size]
@@ -81,13 +90,10 @@ def evaluate(model, split, cfg, device, precision, pad_id) -> float:
         collate = P.Collator(layout, pad_id, cfg.max_length, cfg.eval_batch_size, static=True, bucket=bucket)
     else:
         collate = P.Collator(layout, pad_id, cfg.max_length, chunk=P.chunk_for(cfg.variant, layout, cfg.max_length))
-    correct = torch.zeros((), dtype=torch.long, device=device)
     with torch.no_grad(), autocast(precision, device):
         for b in tqdm(loader(split, plan, collate, device), desc="eval", total=len(plan), mininterval=5):
             b = P.to_device({k: v for k, v in b.items() if not k.startswith("_")}, device)
-            logits = P.forward(model, b, labels=False)[1]
-            correct += (logits.argmax(-1) == b["labels"]).sum()
-    return ddp.all_sum(correct).item() / len(split)
+            yield b, P.forward(model, b, labels=False)[1]
 
 
 def train(
