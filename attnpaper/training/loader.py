@@ -39,12 +39,11 @@ class _CollateRows:
         return {**b, "_real": P.real_tokens(b), "_slots": P.slot_tokens(b)}
 
 
-def loader(split, plan, collate, device, workers=None):
-    """Batches in the order of ``plan`` (lists of row indices). On a GPU (``workers`` None) two worker
-    processes collate and a pinning thread pins ahead of the step, so the host's only work per step is the
-    launches; ``workers=0`` collates in this thread (evaluation: see loop.eval_batches).
+def loader(split, plan, collate, device):
+    """Batches in the order of ``plan`` (lists of row indices). On a GPU two worker processes collate
+    and a pinning thread pins ahead of the step, so the host's only work per step is the launches.
     Its own generator: the global random stream (dropout) is left as it was, so a resumed run matches."""
-    workers = (2 if device.type == "cuda" else 0) if workers is None else workers
+    workers = 2 if device.type == "cuda" else 0
     return torch.utils.data.DataLoader(
         _Rows(split),
         batch_sampler=plan,
