@@ -91,8 +91,9 @@ def allocated_after() -> float | None:
     cuBLAS's workspaces are let go first, as PyTorch's own leak check does: cuBLAS keeps one per stream
     for good (about 32 MiB each on an H100, one per stream the run used: 98 MiB were left on 3c0b55b),
     and a fresh process would allocate them again too, inside its peak. On 3c0b55b, which did not let them go,
-    every run on an H100 left 98 MiB, whatever its variant (MiniLM's weights are 87 MiB): the next GPU call
-    says whether the workspaces were all of it (``live_tensors_after_mb``: the live CUDA tensors then)."""
+    every run on an H100 left 98 MiB, whatever its variant; with them let go, 0.0 MiB (aa0f586, eight runs:
+    results/issue38/h100-aa0f586). Where anything is left, ``live_tensors_after_mb`` says how much of it
+    Python still reaches."""
     import gc
 
     import torch
