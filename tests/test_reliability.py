@@ -491,3 +491,38 @@ def test_checkpoint_written_in_background_holds_the_state_at_store(tmp_path):
     with pytest.raises(OSError):
         bad.wait()
     bad.wait()  # raised once
+
+
+def test_a_store_during_a_write_does_not_wait_and_the_newest_state_is_written_next(tmp_path, monkeypatch):
+    """store() while the previous write is under way returns at once; the newest waiting state is written
+    after it (an older one waiting is skipped), and wait() returns once the file holds the newest."""
+    import time
+
+    import torch
+
+    from attnpaper.training.checkpoint import Checkpoint
+
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    ckpt = Checkpoint(tmp_path / "run.ckpt", {"a": 1}, every=1)
+    written, real_save = [], Checkpoint.save
+
+    def slow_save(self, state):
+        time.sleep(0.4)
+        real_save(self, state)
+        written.append(state["step"])
+
+    monkeypatch.setattr(Checkpoint, "save", slow_save)
+    progress = {"real_tokens": 0, "slot_tokens": 0, "losses": [], "train_time_s": 0.0}
+    t0 = time.perf_counter()
+    for step in (1, 2, 3):
+        ckpt.store("plan", {"step": step, **progress}, model, opt, sched, scaler, [])
+    assert time.perf_counter() - t0 < 0.3  # three stores, none waited for the 0.4 s write
+    ckpt.wait()
+    assert written == [1, 3]
+    assert ckpt.load("plan")["step"] == 3
+    ckpt.store("plan", {"step": 4, **progress}, model, opt, sched, scaler, [])  # after the writer ended: a new one
+    ckpt.wait()
+    assert written == [1, 3, 4]

@@ -7,10 +7,14 @@ data order. Restored, a CPU run continues bitwise as if it had never stopped. Fi
 a temporary name and renamed, so a kill leaves the previous checkpoint whole.
 
 Writing overlaps training: ``store`` copies the state to host memory (the one pause the run takes)
-and a background thread serialises, fsyncs and renames it, while the next steps run. Every other
-method waits for that write first, so a checkpoint is never read, replaced or removed half-written;
-a write that failed raises at the next call. The thread is not a daemon: a process that is
-interrupted still finishes the write it started before it exits.
+and a background thread serialises, fsyncs and renames it, while the next steps run. A ``store``
+while a write is under way does not wait for it: its state is written next, in place of any older one
+still waiting (on a fast GPU checkpoints can come a second apart, 1,500 and 1,564 steps at 128 tokens,
+and checkpoints cost a run 1.3-1.7 s on an H100 at aa0f586, of which the copies to host memory, 7 of
+273 MB for MiniLM with AdamW, would take about 0.3 s at 6 GB/s: an estimate; the rest is taken to be the
+wait for the previous write, which the next GPU call measures). Every other method waits for the writes first, so a checkpoint is never
+read, replaced or removed half-written; a write that failed raises at the next call. The thread is not a
+daemon: a process that is interrupted still finishes the writes it was given before it exits.
 """
 
 from __future__ import annotations
@@ -51,12 +55,13 @@ class Checkpoint:
 
     def __init__(self, path, config: dict, every: int, fresh=False, keep=False):
         self.path, self.config, self.every, self.keep = Path(path), config, every, keep
-        self._writer, self._error = None, None
+        self._writer, self._error, self._next, self._busy = None, None, None, False
+        self._lock = threading.Lock()  # guards _next and _busy, shared with the writer thread
         if fresh:
             self.remove()
 
     def wait(self) -> None:
-        """Block until the write ``store`` started has finished; raise its error, if it failed."""
+        """Block until the writes ``store`` gave have finished; raise a failed one's error."""
         if self._writer is not None:
             self._writer.join()
             self._writer = None
@@ -65,10 +70,17 @@ class Checkpoint:
             raise err
 
     def _write(self, state):
-        try:
-            self.save(state)
-        except BaseException as err:  # handed to the main thread by wait()
-            self._error = err
+        """The writer thread: ``state``, then whatever ``store`` left waiting meanwhile, until none is."""
+        while True:
+            try:
+                self.save(state)
+            except BaseException as err:  # handed to the main thread by wait()
+                self._error = err
+            with self._lock:
+                state, self._next = self._next, None
+                if state is None:
+                    self._busy = False  # under the lock: a store after this starts a new writer
+                    return
 
     def due(self, step: int, steps_per_epoch: int) -> bool:
         """After ``step`` steps: every ``every`` steps and at each epoch's end."""
@@ -135,7 +147,12 @@ class Checkpoint:
                 "losses": [float(x) for x in progress["losses"]],
             }
         )
-        self.wait()  # one write at a time, in order
+        with self._lock:  # one write at a time, in order; a write under way takes this state next
+            if self._busy and self._error is None:
+                self._next = state  # an older state still waiting is never written: this one is newer
+                return
+        self.wait()  # the last writer has ended, or is ending (raises its error, if a write failed)
+        self._busy = True
         self._writer = threading.Thread(target=self._write, args=(state,), name="attnpaper-checkpoint")
         self._writer.start()
 
