@@ -11,8 +11,11 @@
 #                                       dropout 0.1), the accuracy artefacts; or issue 39's arms: nomask
 #                                       (flash, batches padded to LEN, padding attended: no padding mask),
 #                                       elu (linear, elu+1 feature map), favor4x (linear, 4 x FAVOR+'s
-#                                       default d log d features); one run at a time, solo; REUSE=1:
-#                                       one sweep whose runs share one kernel (sweep --reuse-kernel)
+#                                       default d log d features); one run at a time, solo, in one
+#                                       kernel for the job's runs (sweep --reuse-kernel: on an H100 a later
+#                                       run starts in 0.3 s, not 9-12 s, and its peak memory is a fresh
+#                                       kernel's to 0.01 MB, 7 runs of 7: results/issue38); REUSE=0: a
+#                                       kernel per run
 #   bench:MODEL:LENGTHS:REPEATS         whole, captured and eager steps side by side, with transformers'
 #                                       own model (--reference); MODEL minilm or distilbert; LENGTHS 128+256
 #   scaling-kernels  scaling-model      where attention starts to matter (chapter 9)
@@ -85,7 +88,7 @@ print(4 * d(sys.argv[1]))' "$arm_model") || { say "no feature count for $arm_mod
         *) say "unknown arm '$arm' in $JOB; valid: fp16, dropout, nomask, elu, favor4x"; continue ;;
       esac
       per=$([ "$len" = 512 ] && echo 150 || echo 90)  # seconds a run may take, papermill start to record
-      if [ "${REUSE:-0}" = 1 ]; then  # one sweep, one kernel for all its runs (sweep --reuse-kernel); the
+      if [ "${REUSE:-1}" = 1 ]; then  # one sweep, one kernel for all its runs (sweep --reuse-kernel); the
         # deadline stops it between or inside runs, and a later call resumes what it did not record: so it
         # starts where one run fits, as the runs one at a time do
         # shellcheck disable=SC2086  # VARIANTS and SEEDS: a,b -> a b

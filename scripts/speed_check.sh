@@ -7,8 +7,8 @@
 # (.base is carried and git-ignored; its records name its own commit, from .base/.sha; bundle/ is made at
 # this tree's commit, as for the campaign, so this tree's records name this one).
 #   DEADLINE=560 bash scripts/speed_check.sh runs:128:sdpa,flash:0,1 runs:512:linear:0
-# Records go to $SPEED (default /tmp/speed)/{base,new}/; the table and the logs into $OUT. REUSE=1 runs this
-# tree's runs of a job in one kernel (sweep --reuse-kernel); a commit without that option ignores it.
+# Records go to $SPEED (default /tmp/speed)/{base,new}/; the table and the logs into $OUT. campaign.sh runs
+# a job's runs in one kernel (sweep --reuse-kernel; REUSE=0: one each); a commit without that option ignores it.
 # TREES (default "base new"): the trees to run each job in, in that order ("new" alone: this tree's only).
 # REHEARSE=1 on a CPU (the venv's python first on PATH): the same jobs on the rehearsal's tiny model.
 set -uo pipefail
