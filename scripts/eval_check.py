@@ -1,7 +1,7 @@
 """Where a run's evaluation of the 25,000 test reviews spends its time, and what would change it (issue 38,
 target 4: at most 2 s at 128 tokens, the same accuracy run for run). A diagnostic for a GPU call:
 
-    python scripts/eval_check.py --model bundle/all-MiniLM-L6-v2-fp16 --data bundle/imdb-128.npz \\
+    python scripts/eval_check.py --model bundle/all-MiniLM-L6-v2-fp16 --data bundle/imdb-512.npz \\
         --variants sdpa linear --out $OUT/eval-check.json
 
 Per variant, on one model (the stand-in's weights, the classifier head drawn with seed 0: untrained, so the
@@ -106,7 +106,7 @@ def check(variant: str, args, device) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="bundle/all-MiniLM-L6-v2-fp16")
-    ap.add_argument("--data", default="bundle/imdb-128.npz")
+    ap.add_argument("--data", default="bundle/imdb-512.npz")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--variants", nargs="+", default=["sdpa", "flash", "linear", "hybrid"])
     ap.add_argument("--test-samples", type=int, default=None, help="a CPU rehearsal's few reviews")
