@@ -49,8 +49,10 @@ def row(tag: str, rec: dict) -> str:
 
 
 def main(argv) -> int:
+    if len(argv) == 1:  # one folder: its runs, one row each (a call that ran one tree only)
+        return one_folder(Path(argv[0]))
     if len(argv) != 2:
-        print("usage: python scripts/speed_table.py BASE NEW (two campaign folders)", file=sys.stderr)
+        print("usage: python scripts/speed_table.py BASE NEW (two campaign folders), or FOLDER", file=sys.stderr)
         return 2
     base, new = (runs(Path(a)) for a in argv)
     keys = sorted(set(base) & set(new), key=str)
@@ -64,6 +66,20 @@ def main(argv) -> int:
         print(f"{key[0]} {key[1]} seed {key[2]} ({b.get('device')}; {same})")
         print(row("base", b))
         print(row("new", n))
+    return 0
+
+
+def one_folder(root: Path) -> int:
+    found = runs(root)
+    if not found:
+        print(f"no ok record under {root}", file=sys.stderr)
+        return 1
+    print(f"{'':6s}{'e2e s':>7s} " + " ".join(f"{p[:7]:>7s}" for p in PARTS) + "  e2e/steps")
+    for key in sorted(found, key=str):
+        rec = found[key]
+        kernel_run = rec.get("runs_before_in_process", 0) + 1
+        print(f"{key[0]} {key[1]} seed {key[2]} ({rec.get('device')}; run {kernel_run} of its kernel)")
+        print(row("", rec))
     return 0
 
 

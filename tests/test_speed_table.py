@@ -36,4 +36,14 @@ def test_no_common_run_is_said_in_one_line(tmp_path, capsys):
     write(tmp_path / "base", "records", make_record("sdpa", 0, 0.85))
     assert st.main([str(tmp_path / "base"), str(tmp_path / "new")]) == 1
     assert "no run is in both folders (1 in" in capsys.readouterr().err
-    assert st.main(["only-one"]) == 2
+    assert st.main(["a", "b", "c"]) == 2
+
+
+def test_one_folder_is_listed_run_by_run(tmp_path, capsys):
+    parts = {"start": 0.3, "compile": 1.0, "steps": 6.0, "evaluation": 2.0}
+    rec = make_record("sdpa", 1, 0.85, end_to_end_s=12.0, time_parts_s=parts, train_time_excl_compile_s=6.0)
+    write(tmp_path / "new", "records", rec | {"runs_before_in_process": 1})
+    assert st.main([str(tmp_path / "new")]) == 0
+    out = capsys.readouterr().out
+    assert "records sdpa seed 1" in out and "run 2 of its kernel" in out and " 2.00 " in out
+    assert st.main([str(tmp_path / "none")]) == 1 and "no ok record under" in capsys.readouterr().err
