@@ -12,9 +12,10 @@ while a write is under way does not wait for it: its state is written next, in p
 still waiting (on a fast GPU checkpoints can come a second apart, 1,500 and 1,564 steps at 128 tokens,
 and checkpoints cost a run 1.3-1.7 s on an H100 at aa0f586, of which the copies to host memory, 7 of
 273 MB for MiniLM with AdamW, would take about 0.3 s at 6 GB/s: an estimate; the rest is taken to be the
-wait for the previous write, which the next GPU call measures). Every other method waits for the writes first, so a checkpoint is never
-read, replaced or removed half-written; a write that failed raises at the next call. The thread is not a
-daemon: a process that is interrupted still finishes the writes it was given before it exits.
+wait for the previous write, which the next GPU call measures). Every other method waits for the
+writes first, so a checkpoint is never read, replaced or removed half-written; a write that failed raises
+at the next call. The thread is not a daemon: a process that is interrupted still finishes the writes it
+was given before it exits.
 """
 
 from __future__ import annotations
