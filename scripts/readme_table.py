@@ -1,4 +1,5 @@
-"""Write the README's numbers from results/h200: the verdict, the results tables and the step-mode figures.
+"""Write the README's numbers from the published set (answer.PUBLISHED, results/h200): the verdict, the
+results tables and the step-mode figures.
 
 The README cannot glue numbers as the book does; this writes, between marker lines, the output of
 ``python -m attnpaper table results/h200 --format markdown`` (and of ``results/h200/len512``, the same
@@ -18,10 +19,10 @@ from attnpaper.analysis.results import load_records  # noqa: E402
 from attnpaper.analysis.steps import step_table  # noqa: E402
 from attnpaper.analysis.tables import format_table  # noqa: E402
 
-RESULTS = ROOT / "results" / "h200"
-START = "<!-- table: python -m attnpaper table results/h200 --format markdown -->"
+RESULTS = ROOT / answer.PUBLISHED
+START = f"<!-- table: python -m attnpaper table {answer.PUBLISHED} --format markdown -->"
 END = "<!-- end of table -->"
-LONG_START = "<!-- table: python -m attnpaper table results/h200/len512 --format markdown -->"
+LONG_START = f"<!-- table: python -m attnpaper table {answer.PUBLISHED / LONG} --format markdown -->"
 LONG_END = "<!-- end of 512-token table -->"
 VERDICT_START = "<!-- verdict: attnpaper.analysis.verdict, as chapter 1 shows it -->"
 VERDICT_END = "<!-- end of verdict -->"
@@ -45,9 +46,11 @@ def step_figures() -> str:
     shas = sorted({r["git_sha"][:7] for r in rows})
     recs = load_records(RESULTS)
     ok = recs[recs.status == "ok"]
-    blank_text = f" ({', '.join(blank)}: no valid busy figure, see `results/h200/CAMPAIGN.md`)" if blank else ""
+    where = answer.PUBLISHED
+    blank_text = f" ({', '.join(blank)}: no valid busy figure, see `{where}/CAMPAIGN.md`)" if blank else ""
     return (
-        f"On the H200 (batch 32, IMDb lengths, bf16, commit {', '.join(shas)}, `results/h200/bench/`) the "
+        f"On the {answer.card_of(recs.device)} (batch 32, IMDb lengths, bf16, commit {', '.join(shas)}, "
+        f"`{where}/bench/`) the "
         f"whole step's wall time was {whole.min():.2f}-{whole.max():.2f} x its GPU busy time, every variant "
         f"at every measured shape{blank_text}; an eager step at 128 tokens took {eager.min():.1f}-"
         f"{eager.max():.1f} x. In the {len(ok)} full runs of the paper's setup (MiniLM, 128 tokens, batch 32) "

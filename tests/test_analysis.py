@@ -13,14 +13,14 @@ import pytest
 from helpers import campaign_plan
 
 from attnpaper.analysis import notebook, scaling
-from attnpaper.analysis.answer import LONG, bench_rows
+from attnpaper.analysis.answer import LONG, PUBLISHED, bench_rows
 from attnpaper.analysis.memory import gradients_from_weights, in_run_order, memory_parts, one_seed, seed_spread
 from attnpaper.analysis.results import PAPER, accuracy_gain, load_records, paper_loss_points, results_table, summarise
 from attnpaper.analysis.runs import executed_notebooks, kernel_table, layer_runs, run_setup
 from attnpaper.analysis.steps import step_table
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-H200 = RESULTS / "h200"  # the campaign: one commit
+H200 = RESULTS.parent / PUBLISHED  # the published campaign: one commit
 
 
 def step_row(variant, n, wall, busy, peak, mode="eager", **extra):

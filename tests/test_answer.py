@@ -8,6 +8,7 @@ import pytest
 from helpers import make_record
 
 from attnpaper.analysis import answer as A
+from attnpaper.analysis.answer import PUBLISHED
 from attnpaper.experiment.records import write_record
 
 ACC = {"baseline": [0.870, 0.872, 0.868], "flash": [0.871, 0.870, 0.869], "linear": [0.82, 0.821, 0.818]}
@@ -246,7 +247,7 @@ def test_the_box_and_the_table_print_the_same_intervals():
     from attnpaper.analysis.results import load_records
     from attnpaper.analysis.tables import format_table
 
-    root = Path(__file__).resolve().parent.parent / "results" / "h200"
+    root = Path(__file__).resolve().parent.parent / PUBLISHED
     text = format_table(load_records(root), "markdown")
     for v, e in A.load(root)["effects"].iterrows():
         row = next(line for line in text.splitlines() if f"| {v} " in line)

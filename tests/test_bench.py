@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from attnpaper.analysis.answer import published
 from attnpaper.bench import step as S
 from attnpaper.bench.step import bench, random_split, table
 
@@ -179,7 +180,7 @@ def test_busy_undercounted_before_the_fix_is_blank():
     t = step_table([old, dict(base, variant="sdpa", step_mode="whole")], ["variant"], ("wall_ms", "busy_ms"))
     assert t["busy_ms"].isna().tolist() == [True, False]
 
-    rows = bench_rows("results/h200/bench")
+    rows = bench_rows(published() / "bench")
     assert {r["max_length"] for r in rows} >= {128, 512}  # 512: where f1312bb's flash rows were flagged
     assert [(r["variant"], r["step_mode"], r["max_length"]) for r in rows if busy_unreliable(r)] == []
 

@@ -13,6 +13,7 @@ from scipy import stats
 
 from attnpaper import VARIANTS
 from attnpaper.__main__ import main, parse_set
+from attnpaper.analysis.answer import PUBLISHED
 from attnpaper.analysis.results import load_records, paired_ratio_vs_baseline, paired_vs_baseline, summarise
 from attnpaper.analysis.tables import format_table
 from attnpaper.experiment.records import REQUIRED, read_record, record_name, write_record
@@ -21,7 +22,7 @@ from attnpaper.training.clock import LAUNCH_ENV
 from attnpaper.training.config import SMOKE, RunConfig, hash_config
 from attnpaper.training.loop import NonFiniteLoss, train
 
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "h200" / "records"  # the campaign's main runs
+RESULTS = Path(__file__).resolve().parent.parent / PUBLISHED / "records"  # the campaign's main runs
 ARMS = RESULTS.parent / "artefacts"  # its accuracy arms (fp16, attention dropout)
 
 

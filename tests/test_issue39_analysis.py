@@ -15,6 +15,7 @@ from attnpaper.__main__ import main
 from attnpaper.analysis import answer as A
 from attnpaper.analysis import memory as M
 from attnpaper.analysis import trainer as T
+from attnpaper.analysis.answer import PUBLISHED
 from attnpaper.analysis.results import load_records, paired_frame, paired_points, t_quantile
 from attnpaper.analysis.tables import format_table
 from attnpaper.experiment.records import write_record
@@ -301,5 +302,5 @@ def test_memory_cases_from_a_cpu_and_from_a_report_without_them(tmp_path):
     assert found["matching_cases"] is None and C.NO_GPU in found["verdict"] and found["note"] == C.NO_GPU
     assert M.memory_cases({"rows": []}) is None
     assert M.load_memory_cases(tmp_path) is None  # no report at all
-    committed = Path(__file__).resolve().parent.parent / "results" / "h200"
+    committed = Path(__file__).resolve().parent.parent / PUBLISHED
     assert (committed / "artefacts" / "paper-memory.json").is_file() and M.load_memory_cases(committed) is None

@@ -10,6 +10,7 @@ import pytest
 from helpers import make_record
 
 from attnpaper.__main__ import main
+from attnpaper.analysis.answer import PUBLISHED
 from attnpaper.analysis.groups import pooling_warnings, setting_labels
 from attnpaper.analysis.results import load_records, paired_ratio_vs_baseline, results_table, summarise
 from attnpaper.analysis.tables import display_table, format_table
@@ -137,4 +138,4 @@ def test_ratios_of_a_configuration_without_ok_runs_refuse_in_words(tmp_path):
 @pytest.mark.parametrize("folder", ["", "len512", "artefacts/fp16", "artefacts/dropout"])
 def test_the_published_records_pool_no_commits_or_step_modes(folder):
     """Each committed configuration ran at one commit in one step mode: the published means pool nothing."""
-    assert pooling_warnings(load_records(Path(__file__).resolve().parents[1] / "results" / "h200" / folder)) == []
+    assert pooling_warnings(load_records(Path(__file__).resolve().parents[1] / PUBLISHED / folder)) == []

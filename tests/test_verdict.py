@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from attnpaper.analysis import answer, verdict
+from attnpaper.analysis.answer import PUBLISHED
 
-ROOT = Path(__file__).resolve().parent.parent / "results" / "h200"
+ROOT = Path(__file__).resolve().parent.parent / PUBLISHED
 
 
 @pytest.fixture(scope="module")

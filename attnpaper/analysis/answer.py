@@ -1,4 +1,4 @@
-"""The book's answer in numbers, computed once from one results folder (results/h200 by default).
+"""The book's answer in numbers, computed once from one results folder (the published set, ``PUBLISHED``).
 
 Four parts, each from the files that measured it: what each variant changes at the paper's setup
 (accuracy difference, training time and peak memory as ratios to the baseline, paired over seeds;
@@ -11,10 +11,12 @@ is typed in.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 
+from ..files import checkout_root
 from ..variants import PAPER_ORDER, in_order
 from . import scaling as S
 from .results import (
@@ -265,9 +267,31 @@ def baseline_figures(records: pd.DataFrame) -> dict:
     }
 
 
-def load(root="results/h200") -> dict:
-    """Everything the answer box shows, from ``root``: what is missing is left out, never filled in."""
-    root = Path(root)
+PUBLISHED = Path("results") / "h200"
+"""The published set, relative to the checkout: the one results folder the book, the README and the tests
+read. A set is one card kind's (issue 39): a campaign on another card writes results/<card> beside it, and
+once it is complete this names that folder instead and the superseded set is removed."""
+
+
+def published() -> Path:
+    """The published set's folder in this checkout."""
+    return checkout_root() / PUBLISHED
+
+
+def card_of(devices) -> str:
+    """The one card the device names (records' ``device``) are, by its model: "NVIDIA H100 80GB HBM3" is
+    "H100"; ValueError where they name several cards, or none that looks like one."""
+    names = sorted({str(d) for d in devices})
+    cards = {m.group(1) if (m := re.search(r"\b([A-Z]\d{2,3})\b", d)) else None for d in names}
+    if len(cards) != 1 or None in cards:
+        raise ValueError(f"one card expected, the records name {names}")
+    return cards.pop()
+
+
+def load(root=None) -> dict:
+    """Everything the answer box shows, from ``root`` (default: the published set): what is missing is left
+    out, never filled in."""
+    root = Path(root) if root is not None else published()
     main = one_configuration(load_records(root), f"{root}")
     out = {"effects": effects(main), "n_seeds": int(main.groupby("variant")["seed"].nunique().min())}
     out["setup"] = setup(main)
