@@ -91,10 +91,11 @@ def eval_batches(model, split, cfg, device, precision, pad_id):
     else:
         collate = P.Collator(layout, pad_id, cfg.max_length, chunk=P.chunk_for(cfg.variant, layout, cfg.max_length))
     with torch.no_grad(), autocast(precision, device):
-        # collated by the loader's worker processes, as in training: collating in this thread instead (aa0f586)
-        # made evaluation slower on an H100, not faster (linear 5.1-5.3 s against 3.4-3.6 s, flash 2.1-2.8 s
-        # against 1.3-1.6 s: results/issue38/h100-aa0f586), although on one CPU core the collation alone takes
-        # 0.08-0.14 s for all 25,000 reviews against 0.6-0.7 s through two workers
+        # collated by the loader's worker processes, as in training. aa0f586 collated here instead (on one CPU
+        # core all 25,000 reviews take 0.08-0.14 s, against 0.6-0.7 s through two workers), and its runs on an
+        # H100 evaluated more slowly (linear 5.1-5.3 s against 3.4-3.6 s, flash 2.1-2.8 s against 1.3-1.6 s:
+        # results/issue38/h100-aa0f586); but they also shared one kernel, so which change cost the time is
+        # not known. This is the collation measured faster, until a GPU call tells the two apart
         for b in tqdm(loader(split, plan, collate, device), desc="eval", total=len(plan), mininterval=5):
             b = P.to_device({k: v for k, v in b.items() if not k.startswith("_")}, device)
             yield b, P.forward(model, b, labels=False)[1]
