@@ -15,6 +15,7 @@ compile, and second). For each: wall seconds, predictions that differ, largest l
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -25,10 +26,11 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from attnpaper.experiment.records import git_sha  # noqa: E402
 from attnpaper.training import loop  # noqa: E402
 from attnpaper.training.clock import Clock  # noqa: E402
 from attnpaper.training.config import RunConfig  # noqa: E402
-from attnpaper.training.step import encoder_layers  # noqa: E402
+from attnpaper.training.step import compiled_calls, regional_layers  # noqa: E402
 
 
 def logits_of(model, split, cfg, device, precision, pad_id) -> tuple[torch.Tensor, float]:
@@ -86,18 +88,14 @@ def check(variant: str, args, device) -> dict:
     out["evaluate"] = [timed_evaluate(model, split, cfg, device, precision, pad_id) for _ in range(2)]
     out["op_table"] = op_table(model, split, cfg, device, precision, pad_id)
     ref, out["logits_s"] = logits_of(model, split, cfg, device, precision, pad_id)
-    big = RunConfig(**{**cfg.to_dict(), "eval_batch_size": 512})
+    big = dataclasses.replace(cfg, eval_batch_size=512)
     other, wall = logits_of(model, split, big, device, precision, pad_id)
     out["batch_512"] = {"wall_s": wall, **compare(ref, other)}
-    layers = [model.base_model.embeddings, *encoder_layers(model)]
-    for layer in layers:  # Module.compile's hook, as the whole step installs it (inference here)
-        layer._compiled_call_impl = torch.compile(layer._call_impl, fullgraph=True, dynamic=True)
-    try:
+    layers = regional_layers(model)  # compiled as the whole step compiles them, for inference here
+    compiled = [torch.compile(layer._call_impl, fullgraph=True, dynamic=True) for layer in layers]
+    with compiled_calls(layers, compiled):
         first, wall_first = logits_of(model, split, cfg, device, precision, pad_id)
         second, wall_second = logits_of(model, split, cfg, device, precision, pad_id)
-    finally:
-        for layer in layers:
-            layer._compiled_call_impl = None
     out["compiled"] = {"first_wall_s": wall_first, "wall_s": wall_second, **compare(ref, second)}
     out["compiled"]["first_equals_second"] = bool(torch.equal(first, second))
     return out
@@ -115,7 +113,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    results = {"device": name, "torch": torch.__version__, "variants": []}
+    results = {"git_sha": git_sha(), "device": name, "torch": torch.__version__, "step_mode": "eager (evaluation)"}
+    results["variants"] = []
     for v in args.variants:
         results["variants"].append(check(v, args, device))
         r = results["variants"][-1]

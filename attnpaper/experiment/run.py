@@ -88,12 +88,11 @@ def allocated_after() -> float | None:
     next run in this process would start with. A sweep that reuses its kernel starts a fresh one above
     sweep.LEFT_LIMIT_MB, so that no run's peak holds an earlier run's tensors.
 
-    cuBLAS's workspaces are let go first, as PyTorch's own leak check does: cuBLAS keeps one per stream
-    for good (about 32 MiB each on an H100, one per stream the run used: 98 MiB were left on 3c0b55b),
-    and a fresh process would allocate them again too, inside its peak. On 3c0b55b, which did not let them go,
-    every run on an H100 left 98 MiB, whatever its variant; with them let go, 0.0 MiB (aa0f586, eight runs:
-    results/issue38/h100-aa0f586). Where anything is left, ``live_tensors_after_mb`` says how much of it
-    Python still reaches."""
+    cuBLAS's workspaces are let go first, as PyTorch's own leak check does: cuBLAS keeps them for good,
+    and a fresh process would allocate them again too, inside its peak. On 3c0b55b, which did not let them
+    go, every run on an H100 left 98 MiB, whatever its variant; with them let go, 0.0 MiB (aa0f586, eight
+    runs: results/issue38/h100-aa0f586). Where anything is left, ``live_tensors_after_mb`` says how much of
+    it Python still reaches."""
     import gc
 
     import torch

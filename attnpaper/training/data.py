@@ -299,10 +299,11 @@ def _cache_key(path, vocab_size, *args):
     """What a token cache's reading depends on: the file as it is now (path, size, modification time) and the
     arguments; None where the file cannot be looked at (its reading then says what is wrong)."""
     try:
-        st = Path(path).resolve().stat()
+        path = Path(path).resolve()
+        st = path.stat()
     except OSError:
         return None
-    return (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, vocab_size, *args)
+    return (str(path), st.st_size, st.st_mtime_ns, vocab_size, *args)
 
 
 def save_token_cache(path, splits: dict, tokenizer, max_length):

@@ -73,6 +73,24 @@ def resolve_step_mode(requested: str, device, warn=True) -> str:
     return requested
 
 
+def regional_layers(model) -> list:
+    """The modules the whole step compiles one by one: the embeddings and each encoder layer (regional)."""
+    return [model.base_model.embeddings, *encoder_layers(model)]
+
+
+@contextlib.contextmanager
+def compiled_calls(layers, compiled):
+    """Each layer calls its compiled code (what ``Module.compile`` installs) inside the block only, so
+    calls outside it stay eager."""
+    for layer, fn in zip(layers, compiled, strict=True):
+        layer._compiled_call_impl = fn
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer._compiled_call_impl = None
+
+
 def reset_compiler():
     """Forget compiled graphs (call between models: each model's graphs count toward dynamo's limit)."""
     torch._dynamo.reset()
@@ -179,7 +197,7 @@ class TrainStep:
             # except in whole mode, whose CUDA graph replays without the host (``dynamic``)
             if mode == "whole":
                 # regional: one compile serves every layer of a kind (see module doc)
-                self.layers = [model.base_model.embeddings, *encoder_layers(model)]
+                self.layers = regional_layers(model)
                 self.compiled = [
                     torch.compile(layer._call_impl, backend=backend, fullgraph=True, dynamic=dynamic, **kw)
                     for layer in self.layers
@@ -201,13 +219,8 @@ class TrainStep:
     def _regional_loss(self, batch):
         """Whole mode: the loss with each layer calling its compiled code (what ``Module.compile``
         installs), only inside this call, so evaluation and the caller's own calls stay eager."""
-        for layer, fn in zip(self.layers, self.compiled):
-            layer._compiled_call_impl = fn
-        try:
+        with compiled_calls(self.layers, self.compiled):
             return self._loss(batch)
-        finally:
-            for layer in self.layers:
-                layer._compiled_call_impl = None
 
     def _update(self, batch):
         """The step's body in every mode: loss, scaled backward, clipping, the (scaled) optimizer step."""
