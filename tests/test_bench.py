@@ -41,6 +41,9 @@ def test_bench_rows_and_table(tmp_path, monkeypatch):
     for r in rows:
         assert r["step_time_ms_median"] > 0 and r["kernels"] and r["model"] == "bert-tiny-random"
         assert r["layout"] == ("packed" if r["variant"] == "flash" else "padded")
+        parts = r["time_parts_s"]  # where the row's wall went: each part once, together within its wall
+        assert {"data", "model", "steps", "profile", "cleanup"} <= set(parts) and parts["steps"] > 0
+        assert sum(parts.values()) <= r["wall_s"] + 0.01
         if not torch.cuda.is_available():
             assert r["step_mode"] == "eager"
             assert r["gpu_busy_ms_per_step"] == 0.0 and r["top_gpu_ops"] == []  # CPU: no device kernels

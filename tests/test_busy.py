@@ -66,3 +66,36 @@ def test_gpu_busy_is_sampled_from_nvml_on_a_gpu():
         time.sleep(0.5)
     busy = clock.stop()["gpu_busy_s"]
     assert busy["steps"] > 0.25 and busy.get("idle", 0.0) < 0.25, busy
+
+
+@pytest.mark.cuda
+def test_busy_from_the_raw_trace_equals_the_profilers_own_averages():
+    """device_times reads kernel durations from the raw trace; on real GPU work (a matmul, a replayed CUDA
+    graph, an annotated AdamW step) it gives the same names and times as key_averages' device self times."""
+    from types import SimpleNamespace
+
+    from attnpaper.training.measure import device_times, start_profiler, stop_profiler
+
+    x = torch.randn(512, 512, device="cuda", requires_grad=True)
+    opt = torch.optim.AdamW([x])
+    graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        y = x.detach() @ x.detach()  # warm-up on the side stream, as graph capture wants
+    torch.cuda.current_stream().wait_stream(stream)
+    with torch.cuda.graph(graph):
+        y = x.detach() @ x.detach()
+    prof = start_profiler(torch.device("cuda"))
+    for _ in range(3):
+        (x @ x).sum().backward()
+        opt.step()
+        graph.replay()
+    torch.cuda.synchronize()
+    out = stop_profiler(prof, 3)
+    raw = device_times(prof)
+    averaged = device_times(SimpleNamespace(key_averages=prof.key_averages))  # the tree, as before
+    assert raw.keys() == averaged.keys() and len(raw) >= 3, (raw, averaged)
+    for name, us in raw.items():
+        assert us == pytest.approx(averaged[name], rel=1e-6, abs=0.01), name
+    assert out["gpu_busy_ms_per_step"] == pytest.approx(sum(averaged.values()) / 3000, rel=1e-6)
+    assert y.shape == (512, 512)

@@ -20,6 +20,7 @@ import torch
 from ..experiment.records import git_sha
 from ..files import write_atomic
 from ..training import data as D
+from ..training.clock import Clock
 from ..training.config import RunConfig
 from ..training.loop import train
 from ..training.measure import MB, device_info
@@ -125,8 +126,13 @@ KEEP = (
 
 
 def measure(variant, model, length, steps, batch_size, lengths, step_mode="auto") -> dict:
-    """One fresh model and optimizer, ``steps`` AdamW steps on random ids of IMDb lengths; then freed."""
-    split = random_split(lengths, steps * batch_size, seed=length)
+    """One fresh model and optimizer, ``steps`` AdamW steps on random ids of IMDb lengths; then freed.
+
+    The row keeps its own wall time by part (``time_parts_s``: data, model, compile, steps, profile and
+    the rest, then ``cleanup``), so a campaign can see where a benchmark's minutes go (issue 38)."""
+    clock = Clock(launched=time.time())
+    with clock.part("data"):
+        split = random_split(lengths, steps * batch_size, seed=length)
     cfg = RunConfig(
         variant=variant,
         model=model,
@@ -138,15 +144,19 @@ def measure(variant, model, length, steps, batch_size, lengths, step_mode="auto"
         data="(random ids, IMDb lengths)",
         step_mode=step_mode,
     )
-    res = train(cfg, splits={"train": split, "test": split}, progress=False, profile_steps=PROFILE_STEPS)
+    res = train(cfg, splits={"train": split, "test": split}, progress=False, profile_steps=PROFILE_STEPS, clock=clock)
     out = {k: res.get(k) for k in KEEP}
     busy = out["gpu_busy_ms_per_step"]
     out["wall_over_busy"] = out["step_time_ms_median"] / busy if busy else None
-    reset_compiler()
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-        out["allocated_after_mb"] = torch.cuda.memory_allocated() / MB
+    with clock.part("cleanup"):
+        reset_compiler()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+            out["allocated_after_mb"] = torch.cuda.memory_allocated() / MB
+    timing = clock.stop()
+    out["time_parts_s"] = {k: round(v, 3) for k, v in timing["time_parts_s"].items()}
+    out["gpu_busy_s"] = timing.get("gpu_busy_s")
     return out
 
 

@@ -231,6 +231,8 @@ def charge_training(clock: Clock, out: dict, before_s: float) -> None:
     clock.add("compile", out["compile_time_s"])
     clock.add("steps", out["train_time_excl_compile_s"] - before_s)
     clock.add("saving", out["checkpoint_time_s"])
+    if "profile_time_s" in out:  # a benchmark's profiled steps: the trace's processing after them
+        clock.add("profile", out["profile_time_s"])
 
 
 def train_collator(cfg: RunConfig, pad_id: int, world: int) -> P.Collator:

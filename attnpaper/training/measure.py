@@ -85,16 +85,38 @@ def stop_profiler(prof, steps) -> dict:
     CPU event named as the kernel, so one step launched from Python in the window (a shape's warm-up or
     recording) would hide that kernel's time in every replayed step (up to f1312bb it did: busy_unreliable).
     """
+    prof.__exit__(None, None, None)
+    times = device_times(prof)
+    top = sorted(times.items(), key=lambda kv: -kv[1])[:TOP_OPS]
+    return {
+        "gpu_busy_ms_per_step": sum(times.values()) / 1000 / steps,
+        "top_gpu_ops": [[name[:80], round(us / 1000 / steps, 3)] for name, us in top],
+    }
+
+
+def device_times(prof) -> dict:
+    """Microseconds of GPU work by kernel (or copy) name in a stopped profiler's window, annotations out.
+
+    Read from the raw trace (``kineto_results``) where the profiler has one: the same durations that
+    ``key_averages()`` sums as each device event's self time, without building its event tree, which
+    for five eager steps of a BERT-sized model takes seconds of the benchmark's wall (issue 38: a
+    benchmark row's parts). Elsewhere (a profiler without a raw trace) from ``key_averages()``."""
     from torch.autograd import DeviceType
 
-    prof.__exit__(None, None, None)
-    events = [e for e in prof.key_averages() if device_kernel(e, DeviceType.CPU)]
-    busy_us = sum(e.self_device_time_total for e in events)
-    top = sorted(events, key=lambda e: -e.self_device_time_total)[:TOP_OPS]
-    return {
-        "gpu_busy_ms_per_step": busy_us / 1000 / steps,
-        "top_gpu_ops": [[e.key[:80], round(e.self_device_time_total / 1000 / steps, 3)] for e in top],
-    }
+    raw = getattr(getattr(prof, "profiler", None), "kineto_results", None)
+    times: dict = {}
+    if raw is None:
+        for e in prof.key_averages():
+            if device_kernel(e, DeviceType.CPU):
+                times[e.key] = times.get(e.key, 0.0) + e.self_device_time_total
+        return times
+    from torch._C import _demangle
+
+    for e in raw.events():
+        if e.device_type() != DeviceType.CPU and not e.is_user_annotation() and e.duration_ns() > 0:
+            name = _demangle(e.name())
+            times[name] = times.get(name, 0.0) + e.duration_ns() / 1000
+    return times
 
 
 @contextlib.contextmanager
@@ -224,7 +246,9 @@ class Meter:
         sync(self.device)
         train_s = self.elapsed_s()
         if self.prof:
+            t0 = time.perf_counter()
             self.profile = stop_profiler(self.prof, self.profile_steps)
+            self.profile["profile_time_s"] = time.perf_counter() - t0  # the trace's processing, not a step
         steady = (train_s - self.warm_s) / max(1, steps_run - self.warm_steps)
         compile_s = max(0.0, self.warm_s - self.warm_steps * steady)
         train_s += before_s  # a resumed run: the time of the steps before its checkpoint too
