@@ -71,10 +71,14 @@ def test_gpu_busy_is_sampled_from_nvml_on_a_gpu():
 @pytest.mark.cuda
 def test_busy_from_the_raw_trace_equals_the_profilers_own_averages():
     """device_times reads kernel durations from the raw trace; on real GPU work (a matmul, a replayed CUDA
-    graph, an annotated AdamW step) it gives the same names and times as key_averages' device self times."""
+    graph, an annotated AdamW step, SDPA's fused kernel) it gives the same names and times as key_averages'
+    device self times, and the scaling sweep's attention time is the same either way."""
     from types import SimpleNamespace
 
+    from attnpaper.bench.model import attention_kernel_ms
     from attnpaper.training.measure import device_times, start_profiler, stop_profiler
+
+    q = torch.randn(4, 12, 128, 64, device="cuda", dtype=torch.bfloat16)
 
     x = torch.randn(512, 512, device="cuda", requires_grad=True)
     opt = torch.optim.AdamW([x])
@@ -90,6 +94,7 @@ def test_busy_from_the_raw_trace_equals_the_profilers_own_averages():
         (x @ x).sum().backward()
         opt.step()
         graph.replay()
+        torch.nn.functional.scaled_dot_product_attention(q, q, q)
     torch.cuda.synchronize()
     out = stop_profiler(prof, 3)
     raw = device_times(prof)
@@ -98,4 +103,8 @@ def test_busy_from_the_raw_trace_equals_the_profilers_own_averages():
     for name, us in raw.items():
         assert us == pytest.approx(averaged[name], rel=1e-6, abs=0.01), name
     assert out["gpu_busy_ms_per_step"] == pytest.approx(sum(averaged.values()) / 3000, rel=1e-6)
+    attention = attention_kernel_ms(prof, 3)
+    assert attention[0] > 0 and attention[1]  # SDPA's kernel found
+    old = attention_kernel_ms(SimpleNamespace(key_averages=prof.key_averages), 3)
+    assert attention[0] == pytest.approx(old[0], rel=1e-6) and attention[1] == old[1]
     assert y.shape == (512, 512)

@@ -24,7 +24,17 @@ from ..training import batches as P
 from ..training.assemble import assemble
 from ..training.config import RunConfig
 from ..training.loop import float32_matmuls
-from ..training.measure import MB, WARMUP_CALLS, elapsed_ms, mark, memory_breakdown, start_profiler, stop_profiler, sync
+from ..training.measure import (
+    MB,
+    WARMUP_CALLS,
+    elapsed_ms,
+    mark,
+    memory_breakdown,
+    start_profiler,
+    stop_profiler,
+    sync,
+    trace_times,
+)
 from ..training.step import reset_compiler, resolve_step_mode
 from .step import random_split
 
@@ -62,21 +72,11 @@ def make_batches(seq_len, batch, lengths, layout, tokens, n_batches=N_BATCHES, s
 
 
 def attention_kernel_ms(prof, steps) -> tuple[float, list]:
-    """Device time per step of the fused attention kernels in a finished profile, and their names."""
-    from torch.autograd import DeviceType
-
-    avgs = prof.key_averages()
-    cpu = {e.key for e in avgs if e.device_type == DeviceType.CPU}
-    hits = [
-        e
-        for e in avgs
-        if e.device_type != DeviceType.CPU
-        and e.key not in cpu
-        and e.self_device_time_total > 0
-        and ATTENTION_KERNEL.search(e.key)
-    ]
-    ms = sum(e.self_device_time_total for e in hits) / 1000 / steps
-    return ms, sorted({e.key[:80] for e in hits})
+    """Device time per step of the fused attention kernels in a finished profile, and their names
+    (a kernel named as a CPU event, Inductor's wrapper of a Triton launch, is not one of them)."""
+    times, cpu = trace_times(prof)
+    hits = {k: us for k, us in times.items() if k not in cpu and ATTENTION_KERNEL.search(k)}
+    return sum(hits.values()) / 1000 / steps, sorted({k[:80] for k in hits})
 
 
 def measure_step(variant, model, seq_len, batch, tokens, lengths, steps, device, step_mode="auto") -> dict:

@@ -95,7 +95,13 @@ def stop_profiler(prof, steps) -> dict:
 
 
 def device_times(prof) -> dict:
-    """Microseconds of GPU work by kernel (or copy) name in a stopped profiler's window, annotations out.
+    """Microseconds of GPU work by kernel (or copy) name in a stopped profiler's window, annotations out."""
+    return trace_times(prof)[0]
+
+
+def trace_times(prof) -> tuple[dict, set]:
+    """(microseconds of GPU work by kernel or copy name, annotations out; the names of the CPU events)
+    in a stopped profiler's window.
 
     Read from the raw trace (``kineto_results``) where the profiler has one: the same durations that
     ``key_averages()`` sums as each device event's self time, without building its event tree, which
@@ -106,17 +112,21 @@ def device_times(prof) -> dict:
     raw = getattr(getattr(prof, "profiler", None), "kineto_results", None)
     times: dict = {}
     if raw is None:
-        for e in prof.key_averages():
+        events = prof.key_averages()
+        for e in events:
             if device_kernel(e, DeviceType.CPU):
                 times[e.key] = times.get(e.key, 0.0) + e.self_device_time_total
-        return times
+        return times, {e.key for e in events if e.device_type == DeviceType.CPU}
     from torch._C import _demangle
 
+    cpu = set()
     for e in raw.events():
-        if e.device_type() != DeviceType.CPU and not e.is_user_annotation() and e.duration_ns() > 0:
+        if e.device_type() == DeviceType.CPU:
+            cpu.add(e.name())
+        elif not e.is_user_annotation() and e.duration_ns() > 0:
             name = _demangle(e.name())
             times[name] = times.get(name, 0.0) + e.duration_ns() / 1000
-    return times
+    return times, cpu
 
 
 @contextlib.contextmanager
