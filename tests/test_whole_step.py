@@ -447,17 +447,32 @@ def test_gpu_graph_equals_uncaptured_bf16(variant):
 
 @cuda
 @pytest.mark.parametrize("variant", ["flash", "linear", "hybrid"])
-def test_gpu_dynamic_graph_equals_static_bf16(variant):
+def test_gpu_dynamic_graph_equals_static(variant):
     """One Inductor compile for every token count (symbolic sizes), one CUDA graph per count: the losses
-    and weights are those of one compile per count."""
+    and weights are those of one compile per count.
+
+    Compared in fp32, where the two compiles' kernels round alike (on a CPU, after 12 steps: weights within
+    6e-7). In bf16 only the first step is compared (the same weights, so only rounding differs) and the
+    losses: AdamW moves a weight by about its learning rate whatever the gradient's size, so a gradient
+    near zero whose sign the two roundings decide differently moves the weights apart by up to 2e-3 a step
+    (bf16 on a CPU: 4.5e-3 after 12 steps, first-step gradients within 2.4e-7). On an H100 the bf16
+    version of this test (weights within 5e-3) failed for all three variants at 7e213ed; the call's deadline
+    cut its report, so which assertion failed is not known."""
     data = [to_device(b, torch.device("cuda")) for b in varied_batches(variant, 12)]
-    out = {}
-    for dynamic in (False, True):
-        step = make(quiet_bert, variant, "whole", 1.0, device="cuda", precision="bf16", dynamic=dynamic, total=12)
-        out[dynamic] = run(step, data)
-    assert step.whole.graphs == len({tuple(b["input_ids"].shape) for b in data})
-    assert torch.allclose(out[True][0], out[False][0], atol=1e-2), (out[True][0], out[False][0])
-    assert_same(out[True][3], out[False][3], 5e-3)
+    for precision in ("fp32", "bf16"):
+        out = {}
+        for dynamic in (False, True):
+            kw = dict(device="cuda", precision=precision, dynamic=dynamic, total=12)
+            step = make(quiet_bert, variant, "whole", 1.0, **kw)
+            out[dynamic] = run(step, data)
+            assert step.whole.graphs == len({tuple(b["input_ids"].shape) for b in data}), (precision, dynamic)
+        (loss_d, grads_d, _, weights_d), (loss_s, grads_s, _, weights_s) = out[True], out[False]
+        if precision == "fp32":
+            assert torch.allclose(loss_d, loss_s, atol=1e-4), (loss_d, loss_s)
+            assert_same(weights_d, weights_s, 1e-4)
+        else:
+            assert torch.allclose(loss_d, loss_s, atol=1e-2), (loss_d, loss_s)
+            assert_same(grads_d[0], grads_s[0], 1e-3)  # the first step: the same weights
 
 
 @cuda
