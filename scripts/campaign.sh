@@ -66,8 +66,9 @@ for JOB in "$@"; do
   IFS=: read -r kind a b c d <<< "$JOB"
   case $kind in
     tests)  # a failure stops the call: results of a commit whose step is wrong are not worth the GPU time.
-      # Budget: on an H100 at 7e213ed the first 26 of these 32 tests took 296 s (results/issue38/h100-7e213ed)
-      run 420 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_whole_step.py tests/test_packed_linear.py \
+      # Budget: on an H100 at 7e213ed the first 26 of these 32 tests took 296 s (results/issue38/h100-7e213ed),
+      # and the deadline cut pytest's report; -v names each test in the log as it ends, --durations the slowest
+      run 420 python3 -m pytest -v --durations=12 -p no:cacheprovider -m cuda tests/test_whole_step.py tests/test_packed_linear.py \
         tests/test_step.py tests/test_whole_mask.py tests/test_arms.py \
         tests/test_memory_cases.py tests/test_busy.py \
         tests/test_op_profile.py && [ "$LAST_RC" != 0 ] && { say "CUDA tests failed: no further jobs"; exit 1; } ;;

@@ -69,7 +69,7 @@ def test_gpu_busy_is_sampled_from_nvml_on_a_gpu():
 
 
 @pytest.mark.cuda
-def test_busy_from_the_raw_trace_equals_the_profilers_own_averages():
+def test_gpu_busy_from_the_raw_trace_equals_the_profilers_own_averages():
     """device_times reads kernel durations from the raw trace; on real GPU work (a matmul, a replayed CUDA
     graph, an annotated AdamW step, SDPA's fused kernel) it gives the same names and times as key_averages'
     device self times, and the scaling sweep's attention time is the same either way."""
