@@ -66,12 +66,18 @@ for JOB in "$@"; do
   IFS=: read -r kind a b c d <<< "$JOB"
   case $kind in
     tests)  # a failure stops the call: results of a commit whose step is wrong are not worth the GPU time.
-      # Budget: on an H100 at 7e213ed the first 26 of these 32 tests took 296 s (results/issue38/h100-7e213ed),
-      # and the deadline cut pytest's report; -v names each test in the log as it ends, --durations the slowest
-      run 420 python3 -m pytest -v --durations=12 -p no:cacheprovider -m cuda tests/test_whole_step.py tests/test_packed_linear.py \
-        tests/test_step.py tests/test_whole_mask.py tests/test_arms.py \
-        tests/test_memory_cases.py tests/test_busy.py \
-        tests/test_op_profile.py && [ "$LAST_RC" != 0 ] && { say "CUDA tests failed: no further jobs"; exit 1; } ;;
+      # Budget: on an H100 at 7e213ed the first 26 of these 32 tests took 296 s, one at a time, and the deadline
+      # cut pytest's report (results/issue38/h100-7e213ed): -v names each test in the log as it ends, --durations
+      # the slowest. Where pytest-xdist is installed (its wheel in .whl/) they run in 4 processes, since they
+      # mostly compile on the CPU; test_busy.py runs alone after them (it reads the whole GPU's utilisation)
+      par=(); python3 -c "import xdist" 2>/dev/null && par=(-n 4)
+      if run 420 python3 -m pytest -v --durations=12 -p no:cacheprovider -m cuda "${par[@]}" tests/test_whole_step.py \
+        tests/test_packed_linear.py tests/test_step.py tests/test_whole_mask.py tests/test_arms.py \
+        tests/test_memory_cases.py tests/test_op_profile.py; then
+        [ "$LAST_RC" = 0 ] && JOB="tests (test_busy.py)" && run 60 python3 -m pytest -v -p no:cacheprovider -m cuda \
+          tests/test_busy.py
+        [ "$LAST_RC" != 0 ] && { say "CUDA tests failed: no further jobs"; exit 1; }
+      fi ;;
     runs)  # runs:LEN:VARIANTS:SEEDS[:ARM], one (variant, seed) per sweep call so the deadline cuts between runs
       len=$a; arm=${d:-}; set_arm=(--set model=$MODEL --set data=$DATA); dir=$R
       [ "${REHEARSE:-0}" = 1 ] && set_arm=(--smoke --set train_samples=64 --set test_samples=32)
