@@ -135,3 +135,15 @@ def test_gpu_nomask_runs_flash_attention_in_bf16_and_equals_sdpa_with_no_mask():
     want = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
     assert torch.allclose(out.float(), want.float(), atol=1e-2), (out - want).abs().max()
     assert name == "sdpa FLASH_ATTENTION (FA2)" + exact.UNMASKED, name  # sm80+, bf16, no mask: FA2
+
+
+@pytest.mark.cuda
+def test_gpu_t4_setup_trains_in_fp16_on_the_memory_efficient_kernel():
+    """kernel_set='sm75' on an sm80+ GPU (issue 39: the setup a T4 user had): auto precision is fp16 with a
+    gradient scaler, flash's padded layers run SDPA's memory-efficient kernel, and dynamic padding trains."""
+    t4 = {"layout": "padded", "padding": "dynamic", "step_mode": "eager", "kernel_set": "sm75"}
+    cfg = RunConfig(**{**SMOKE, "variant": "flash", **t4, "max_steps": 4, "test_samples": 40}).validate()
+    r = loop.train(cfg, device="cuda", progress=False)
+    assert r["precision"] == "fp16" and r["step_mode"] == "eager" and r["accuracy"] is not None
+    assert r["kernels"] == [["sdpa EFFICIENT"]] * 2, r["kernels"]  # bert-tiny-random's 2 layers
+    assert exact.has_fa2(torch.device("cuda"))  # the block has ended: the GPU's own kernels again

@@ -148,3 +148,68 @@ def test_a_cpu_run_records_no_fallback():
     cfg = RunConfig(**{**SMOKE, "variant": "flash", "train_samples": 64, "max_steps": 1, "eval": False})
     out = loop.train(cfg, device="cpu", progress=False, strict_kernels=True)  # the CPU's SDPA is no fallback
     assert out["flash_fallback"] == [] and out["kernels"][0] == ["sdpa block-diagonal (cpu), padding-free"]
+
+
+def test_kernel_set_sm75_makes_an_h100_choose_as_a_t4(monkeypatch):
+    """kernel_set='sm75' (issue 39: the setup a T4 user had): inside the block an sm90 GPU answers as sm75,
+    so padded attention takes SDPA's memory-efficient kernel, auto precision is fp16, and SDPA, transformers'
+    own calls too, may use only memory-efficient and math; outside it, and for 'auto', nothing changes."""
+    from torch.nn.attention import SDPBackend
+
+    play(monkeypatch, 9, 0)
+    q = SimpleNamespace(device=CUDA, dtype=torch.float16, shape=(2, 4, 128, 64))
+    assert exact.has_fa2(CUDA) and exact._fused_backends(q, unmasked=True)[1] == "sdpa FLASH_ATTENTION (FA2)"
+    with exact.kernel_set("sm75", CUDA):
+        assert exact.capability(CUDA) == (7, 5) and not exact.has_fa2(CUDA) and not exact.has_bf16(CUDA)
+        assert exact._fused_backends(q, unmasked=True) == ([SDPBackend.EFFICIENT_ATTENTION], "sdpa EFFICIENT")
+        assert precision_of(RunConfig(), CUDA) == "fp16"
+        assert not torch.backends.cuda.flash_sdp_enabled() and not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.mem_efficient_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
+    assert exact.capability(CUDA) == (9, 0) and torch.backends.cuda.flash_sdp_enabled()
+    with exact.kernel_set("auto", CUDA):
+        assert exact.capability(CUDA) == (9, 0)
+    play(monkeypatch, 7, 0)  # an older GPU than the set: its own capability stands
+    with exact.kernel_set("sm75", CUDA):
+        assert exact.capability(CUDA) == (7, 0)
+    with pytest.raises(ValueError, match="unknown kernel_set 't4'; valid: auto, sm75"):
+        with exact.kernel_set("t4", CUDA):
+            pass
+
+
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        ({"variant": "flash", "padding": "dynamic", "step_mode": "eager"}, "the flash run is packed: set layout"),
+        ({"variant": "sdpa", "padding": "dynamic"}, "valid with step_mode eager only"),
+        ({"variant": "sdpa", "kernel_set": "sm75", "precision": "bf16"}, "has no native bf16"),
+        ({"variant": "flash", "kernel_set": "sm75", "flash_backend": "varlen"}, "has no FlashAttention-2"),
+        ({"variant": "sdpa", "padding": "ragged"}, "valid: static, dynamic"),
+    ],
+)
+def test_the_t4_setup_refuses_what_it_cannot_run(options, match):
+    with pytest.raises(ValueError, match=match):
+        RunConfig(**options).validate()
+
+
+def test_the_t4_setup_leaves_other_runs_hashes_alone():
+    """padding and kernel_set came after records existed: at their defaults the configuration hash is as before."""
+    from attnpaper.training.config import hash_config
+
+    cfg = RunConfig(variant="sdpa")
+    before = {k: v for k, v in cfg.hashed_dict().items() if k not in ("padding", "kernel_set")}
+    assert cfg.config_hash() == hash_config(before)
+    t4 = RunConfig(variant="sdpa", padding="dynamic", step_mode="eager", kernel_set="sm75").validate()
+    assert t4.config_hash() != cfg.config_hash()
+
+
+def test_dynamic_padding_pads_each_batch_to_its_longest_review():
+    """padding='dynamic' (eager steps): a batch is as wide as its longest review and as tall as its reviews,
+    as DataCollatorWithPadding makes it; a run's batches then take several shapes, and it trains."""
+    t4 = {**SMOKE, "variant": "sdpa", "padding": "dynamic", "step_mode": "eager", "kernel_set": "sm75"}
+    cfg = RunConfig(**{**t4, "max_steps": 6, "test_samples": 40}).validate()
+    short = loop.train_collator(cfg, 0, 1)([[5, 6, 7], [5, 6]], [1, 0])
+    assert short["input_ids"].shape == (2, 3) and short["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    static = loop.train_collator(RunConfig(**{**t4, "padding": "static"}), 0, 1)([[5, 6, 7]], [1])
+    assert static["input_ids"].shape == (cfg.batch_size, cfg.max_length)
+    r = loop.train(cfg, device="cpu", progress=False)  # kernel_set changes nothing on a CPU
+    assert r["batch_shapes"] > 1 and r["step_mode"] == "eager" and r["accuracy"] is not None

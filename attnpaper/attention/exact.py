@@ -31,13 +31,43 @@ BF16 = (8, 0)
 """Compute capability with native bf16 (torch.cuda.is_bf16_supported() counts emulation on older cards)."""
 
 
+KERNEL_SETS = {"auto": None, "sm75": (7, 5)}
+"""A run's ``kernel_set``: the compute capability whose kernel choices it makes (None: the GPU's own). sm75 is
+the paper's T4: SDPA's memory-efficient and math kernels only (no FlashAttention-2, no cuDNN attention) and
+no bf16, on whatever GPU runs it (issue 39: the time column in the setup a T4 user had)."""
+_EMULATED: list = []  # the capabilities of the kernel_set blocks entered, innermost last
+
+
 def capability(device) -> tuple[int, int] | None:
-    """(major, minor) of a CUDA device; None for any other device."""
+    """(major, minor) of a CUDA device, at most the innermost ``kernel_set`` block's; None for any other device."""
     device = torch.device(device)
     if device.type != "cuda":
         return None
     props = torch.cuda.get_device_properties(device)  # what Dynamo folds to a constant inside a compiled step
-    return props.major, props.minor
+    real = props.major, props.minor
+    return min(real, _EMULATED[-1]) if _EMULATED else real
+
+
+@contextlib.contextmanager
+def kernel_set(name: str, device):
+    """Within the block, choose kernels as a GPU of KERNEL_SETS[name]'s capability would: ``has_fa2`` and
+    ``has_bf16`` answer for it, and SDPA, transformers' own calls too, may use only the kernels it has
+    (memory-efficient and math below sm80). 'auto', or a device that is not CUDA: no change."""
+    if name not in KERNEL_SETS:
+        raise ValueError(f"unknown kernel_set {name!r}; valid: {', '.join(KERNEL_SETS)}")
+    cc = KERNEL_SETS[name]
+    if cc is None or torch.device(device).type != "cuda":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    below_fa2 = sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+    _EMULATED.append(cc)
+    try:
+        with below_fa2 if cc < FA2 else contextlib.nullcontext():
+            yield
+    finally:
+        _EMULATED.pop()
 
 
 def has_fa2(device) -> bool:

@@ -12,9 +12,13 @@ import os
 from dataclasses import dataclass, field
 
 from .. import variants as V
+from ..attention.exact import KERNEL_SETS
 from ..variants import LAYOUTS, VARIANTS
 from .batches import bucket_range, chunk_for
 from .step import STEP_MODES
+
+PADDINGS = ("static", "dynamic")
+"""How a run's padded batches are shaped (RunConfig.padding): to buckets and full batches, or each to itself."""
 
 SCHEDULES = ("linear", "constant")
 SMOKE = {
@@ -152,6 +156,18 @@ class RunConfig:
     bucket: int | None = param(
         None, "static shapes: lengths (padded) or token counts (packed) rounded up to this", lambda v: None
     )  # its range depends on the layout: checked below
+    padding: str = param(
+        "static",
+        "static: batches padded to buckets and to full batches (a recorded step replays them); dynamic: each "
+        "batch padded to its own longest review, as DataCollatorWithPadding (padded layout, eager steps)",
+        choice(*PADDINGS),
+    )
+    kernel_set: str = param(
+        "auto",
+        "kernels chosen as on: auto, this GPU; sm75, the paper's T4 (SDPA's memory-efficient or math kernel, "
+        "no FlashAttention-2 or cuDNN attention, no bf16: auto precision is fp16 with a gradient scaler)",
+        choice(*KERNEL_SETS),
+    )
     max_grad_norm: float | None = param(
         None,
         "clip gradients to this norm (None: no clipping, as the paper; Trainer's default is 1.0)",
@@ -197,6 +213,7 @@ class RunConfig:
         layout = self.resolved_layout()
         if self.flash_backend == V.NOMASK:
             self._check_nomask(layout, bad)
+        self._check_t4_setup(layout, bad)
         chunk = chunk_for(self.variant, layout, self.max_length)
         if self.bucket is not None and self.bucket % chunk:
             bad("bucket", f"must be a multiple of {chunk} (packed linear attention's chunk)")
@@ -218,6 +235,23 @@ class RunConfig:
             bad("flash_backend", why)
         if self.bucket not in (None, self.max_length):
             bad("bucket", f"flash_backend='nomask' pads every batch to max_length; valid: None or {self.max_length}")
+
+    def _check_t4_setup(self, layout: str, bad) -> None:
+        """padding='dynamic' and kernel_set='sm75' (issue 39: the setup a T4 user had), against what they
+        cannot run with: a recorded or compiled step (it would replay one shape or recompile for each), packed
+        batches, a padding that nomask fixes; bf16 and FlashAttention-2 on a T4's kernels."""
+        if self.padding == "dynamic":
+            if layout != "padded":
+                bad("padding", f"dynamic pads [B, N] batches; the {self.variant} run is {layout}: set layout padded")
+            if self.step_mode != "eager":
+                bad("padding", "dynamic gives every batch its own shape; valid with step_mode eager only, else static")
+            if self.flash_backend == V.NOMASK:
+                bad("padding", "flash_backend='nomask' pads every batch to max_length; valid: static")
+        if self.kernel_set == "sm75":
+            if self.precision == "bf16":
+                bad("precision", "kernel_set='sm75' (a T4) has no native bf16; valid: auto (fp16 there), fp16, fp32")
+            if self.flash_backend in ("varlen", "flash_attn"):
+                bad("flash_backend", "kernel_set='sm75' (a T4) has no FlashAttention-2; valid: auto, sdpa, math")
 
     def pads_to_max_length(self) -> bool:
         """True when every batch, evaluation's too, must be padded to max_length: flash_backend='nomask' attends
@@ -301,7 +335,7 @@ PACKED = tuple(n for n, v in V.TABLE.items() if v.implementation == V.ATTNPAPER)
 """Variants that can run on packed (padding-free) batches: those running attnpaper's own attention."""
 NOT_HASHED = ("variant", "seed", "notes", "checkpoint_every")
 """Left out of the configuration hash: what a table row pools over, and what cannot change a result."""
-HASHED_UNLESS_DEFAULT = {"max_grad_norm": None, "nproc_per_node": 1}
+HASHED_UNLESS_DEFAULT = {"max_grad_norm": None, "nproc_per_node": 1, "padding": "static", "kernel_set": "auto"}
 """Fields added after records existed: at their default they leave the hash as it was."""
 
 

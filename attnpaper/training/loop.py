@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..attention import LayerAttention
-from ..attention.exact import has_bf16
+from ..attention.exact import has_bf16, kernel_set
 from ..model.build import build_model, kernel_fallbacks, kernels_used, resolve_model
 from ..model.families import family_of
 from . import batches as P
@@ -128,7 +128,7 @@ def train(
     clock = clock or Clock()
     clock.watch(device)  # GPU-busy seconds by part, where NVML can say; the caller's stop() ends it
     try:
-        with exclusive.hold(device, clock):
+        with exclusive.hold(device, clock), kernel_set(cfg.kernel_set, device):  # sm75: a T4's kernels, no bf16
             return _train(cfg, device, rank, world, splits, progress, profile_steps, checkpoint, strict_kernels, clock)
     finally:
         if own:  # no caller to stop it (benchmarks): end the sampling here
@@ -237,11 +237,13 @@ def charge_training(clock: Clock, out: dict, before_s: float) -> None:
 
 def train_collator(cfg: RunConfig, pad_id: int, world: int) -> P.Collator:
     """This rank's training batches: static shapes in every step mode (eager and captured see the same
-    batches), the layout, token buckets and chunks cfg says."""
+    batches), the layout, token buckets and chunks cfg says; padding='dynamic' (eager steps only): each
+    batch padded to its own longest review, as transformers' DataCollatorWithPadding."""
     layout = cfg.resolved_layout()
     chunk = P.chunk_for(cfg.variant, layout, cfg.max_length)
+    static = cfg.padding == "static"
     return P.Collator(
-        layout, pad_id, cfg.max_length, cfg.batch_size // world, static=True, bucket=cfg.bucket, chunk=chunk
+        layout, pad_id, cfg.max_length, cfg.batch_size // world, static=static, bucket=cfg.bucket, chunk=chunk
     )
 
 
