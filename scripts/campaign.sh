@@ -16,8 +16,10 @@
 #                                       run starts in 0.3 s, not 9-12 s, and its peak memory is a fresh
 #                                       kernel's to 0.01 MB, 7 runs of 7: results/issue38); REUSE=0: a
 #                                       kernel per run
-#   bench:MODEL:LENGTHS:REPEATS         whole, captured and eager steps side by side, with transformers'
-#                                       own model (--reference); MODEL minilm or distilbert; LENGTHS 128+256
+#   bench:MODEL:LENGTHS:REPEATS[:t4]    whole, captured and eager steps side by side, with transformers'
+#                                       own model (--reference); MODEL minilm or distilbert; LENGTHS 128+256;
+#                                       t4 (issue 39): eager steps in the setup a T4 user had (bench --setup t4:
+#                                       a T4's kernels, fp16 and a gradient scaler, dynamic padding), into bench-t4/
 #   scaling-kernels  scaling-model      where attention starts to matter (chapter 9)
 #   memory                              the paper's memory column put to the test (paper-memory): the
 #                                       arms and the step of the peak per case of what each run keeps
@@ -27,7 +29,7 @@
 #   trainer:SEEDS                       the Trainer reference row at 128 tokens (trainer-ref: transformers'
 #                                       Trainer, no attnpaper model code); one seed at a time
 # Where results go (RESULTS, default results/h200: a new campaign writes beside the published set until complete):
-# $RESULTS/records (128 tokens), len512/, artefacts/{fp16,dropout,nomask,elu,favor4x}/, bench/, trainer/,
+# $RESULTS/records (128 tokens), len512/, artefacts/{fp16,dropout,nomask,elu,favor4x}/, bench/, bench-t4/, trainer/,
 # scaling-*.json, artefacts/paper-memory.json, artefacts/op-profile.json. After every job everything under
 # $RESULTS that this call wrote is packed into $OUT/h200-$CALL.tgz (one file back, whatever stops the call), with the log.
 # DEADLINE (seconds from the start, default 570): a job that could not finish before it is not started,
@@ -109,14 +111,20 @@ print(4 * d(sys.argv[1]))' "$arm_model") || { say "no feature count for $arm_mod
         JOB="runs:$len:$v:$s${arm:+:$arm}"
         run $per python3 -m attnpaper sweep --quiet --variants "$v" --seeds "$s" --out "$dir" "${set_arm[@]}" || break 2
       done; done ;;
-    bench)  # bench:MODEL:LENGTHS:REPEATS
-      model=$([ "$a" = minilm ] && echo $MODEL || echo distilbert-base-random); mkdir -p $R/bench
+    bench)  # bench:MODEL:LENGTHS:REPEATS[:t4]
+      model=$([ "$a" = minilm ] && echo $MODEL || echo distilbert-base-random); dir=$R/bench
       modes=(--step-modes whole eager --reference)  # captured (a full compile a row): once, at 128 tokens
       [ "${b%%+*}" = 128 ] && modes=(--step-modes whole captured eager --once captured --reference)
       [ "${REHEARSE:-0}" = 1 ] && modes=(--step-modes eager)
+      case ${d:-} in
+        "") ;;
+        t4) dir=$R/bench-t4; modes=(--step-modes eager --setup t4) ;;  # issue 39: the setup a T4 user had
+        *) say "unknown bench setup '$d' in $JOB; valid: t4, or none"; continue ;;
+      esac
+      mkdir -p "$dir"
       # shellcheck disable=SC2086  # LENGTHS: 128+256 -> 128 256
       run 240 python3 -m attnpaper bench --model "$model" --lengths ${b//+/ } --steps 40 --repeats "$c" \
-        --batch-size 32 --data $LENGTHS "${modes[@]}" "${TINY[@]}" --out "$R/bench/bench-$a-${b//+/-}-$CALL.json" ;;
+        --batch-size 32 --data $LENGTHS "${modes[@]}" "${TINY[@]}" --out "$dir/bench-$a-${b//+/-}-$CALL.json" ;;
     scaling-kernels)
       run 200 python3 -m attnpaper scaling kernels --out $R/scaling-kernels.json ;;
     scaling-model)
@@ -140,7 +148,7 @@ print(4 * d(sys.argv[1]))' "$arm_model") || { say "no feature count for $arm_mod
         JOB="trainer:$s"
         run 180 python3 -m attnpaper trainer-ref --seeds "$s" --out $R/trainer "${set_arm[@]}" || break
       done ;;
-    *) say "unknown job '$JOB'; valid: tests, runs:LEN:VARIANTS:SEEDS[:ARM], bench:MODEL:LENGTHS:REPEATS, \
+    *) say "unknown job '$JOB'; valid: tests, runs:LEN:VARIANTS:SEEDS[:ARM], bench:MODEL:LENGTHS:REPEATS[:t4], \
 scaling-kernels, scaling-model, memory, profile, trainer:SEEDS" ;;
   esac
 done

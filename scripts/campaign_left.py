@@ -6,9 +6,9 @@ Reads the records, benches, sweeps and artefacts under the folder, prints the co
 from and the jobs that would complete it (the plan of issue 20: 5 seeds at 128 tokens, 3 at 512, the
 accuracy arms, issue 39's too, >= 3 repeats of every bench row but captured (once, at 128 tokens),
 both sweeps, the memory test; issue 39: the op profile of every variant, the Trainer reference row, 5
-seeds at 128 tokens), and exits 1 while anything is missing. A script, not a CLI command: it knows one
-campaign's plan, not the book's API. The variants, the sweeps' lengths and the record reader are the
-package's, so the plan follows them.
+seeds at 128 tokens, and every variant's eager step in the setup a T4 user had, 3 repeats), and exits 1
+while anything is missing. A script, not a CLI command: it knows one campaign's plan, not the book's API.
+The variants, the sweeps' lengths and the record reader are the package's, so the plan follows them.
 """
 
 import json
@@ -45,6 +45,8 @@ REPEATS = 3
 PROFILE = "artefacts/op-profile.json"
 """campaign.sh's profile job: every variant's op profile at DistilBERT-base's shape (profile-ops)."""
 CAPTURED = [(v, "captured") for v in VARIANTS]  # a full compile a row: once, at 128 tokens (bench --once)
+BENCH_T4 = ("bench-t4", (("distilbert", 128),), [(v, "eager") for v in VARIANTS])
+"""Issue 39's time column measured in the setup a T4 user had (bench --setup t4): folder, (model, length)s, rows."""
 
 
 def load(path):
@@ -88,21 +90,34 @@ def trainer_left(root, commits):
     return [f"trainer:{','.join(map(str, lack))}"] if lack else []
 
 
-def bench_left(root, commits):
-    """bench jobs for the (model, length)s where some row has fewer than REPEATS repeats, pooled over files."""
-    repeats = defaultdict(set)  # (model, length, variant, mode) -> {(file, repeat)}
-    for f in sorted((root / "bench").glob("bench-*.json")):
+def bench_repeats(folder, commits) -> dict:
+    """(model, length, variant, mode) -> {(file, repeat)} over a folder's bench files, their commits counted."""
+    repeats = defaultdict(set)
+    for f in sorted(folder.glob("bench-*.json")):
         d = load(f)
         commits[d.get("git_sha")].append(f)
         for r in d["rows"]:
             model = "minilm" if "minilm" in r["model"].lower() else "distilbert"
             repeats[model, r["max_length"], r["variant"], r["step_mode"]].add((f.name, r["repeat"]))
+    return repeats
+
+
+def bench_left(root, commits):
+    """bench jobs for the (model, length)s where some row has fewer than REPEATS repeats, pooled over files;
+    then the same for the T4 setup's benchmark (BENCH_T4)."""
+    repeats = bench_repeats(root / "bench", commits)
     jobs = []
     for model, length in BENCH:
         have = min(len(repeats[model, length, v, m]) for v, m in BENCH_ROWS)
         once = length != 128 or min(len(repeats[model, length, v, m]) for v, m in CAPTURED) >= 1
         if have < REPEATS or not once:
             jobs.append(f"bench:{model}:{length}:{max(1, REPEATS - have)}")
+    folder, shapes, rows = BENCH_T4
+    repeats = bench_repeats(root / folder, commits)
+    for model, length in shapes:
+        have = min(len(repeats[model, length, v, m]) for v, m in rows)
+        if have < REPEATS:
+            jobs.append(f"bench:{model}:{length}:{REPEATS - have}:t4")
     return jobs
 
 

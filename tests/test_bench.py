@@ -193,10 +193,10 @@ def test_a_mode_measured_once_runs_at_the_first_length_and_repeat_only(monkeypat
     the other modes keep every repeat, length and the repeated first pair."""
     seen = []
     row = {"step_mode": "-", "step_time_ms_median": 1.0, "peak_memory_mb": None, "padding_fraction": 0.0}
-    monkeypatch.setattr(S, "measure", lambda v, model, L, *a: seen.append((L, v, a[-1])) or row)
+    monkeypatch.setattr(S, "measure", lambda v, model, L, *a: seen.append((L, v, a[-2])) or row)
 
     class Report:
-        model = "m"
+        model, setup = "m", "ours"
 
         def add(self, v, L, r, t0, m): ...
 
@@ -212,3 +212,23 @@ def test_a_mode_measured_once_runs_at_the_first_length_and_repeat_only(monkeypat
     )
     with pytest.raises(ValueError, match="--once captured: measured once must be among the step modes"):
         bench(["sdpa"], "bert-tiny-random", [16], 3, 1, 4, step_modes=("eager",), once=("captured",))
+
+
+def test_the_t4_setup_benchmarks_eager_steps_as_a_t4_user_ran_them(tmp_path):
+    """bench --setup t4 (issue 39): every row says its setup and ran fp16 on padded batches, each its own width;
+    the report names the setup's fields. Recorded steps and transformers' reference rows are refused in one line."""
+    lengths = tmp_path / "lengths.npy"
+    np.save(lengths, np.array([5, 9, 20, 31], dtype=np.int32))
+    out = tmp_path / "bench.json"
+    rows = bench(["sdpa", "linear"], "bert-tiny-random", [32], 3, 1, 4, str(lengths), str(out), ("eager",), setup="t4")
+    assert [(r["setup"], r["precision"], r["layout"]) for r in rows] == [("t4", "fp16", "padded")] * 3
+    report = json.loads(out.read_text())
+    assert report["setup"] == "t4" and report["setup_config"]["kernel_set"] == "sm75"
+    for modes, reference, words in [
+        (("whole", "eager"), False, "give --step-modes eager"),
+        (("eager",), True, "drop it for --setup t4"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            S.check_setup("t4", modes, reference)
+    with pytest.raises(ValueError, match="unknown setup 't5'; valid: ours, t4"):
+        S.check_setup("t5", ("eager",), False)

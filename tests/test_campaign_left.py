@@ -24,16 +24,16 @@ def record(root, folder, variant, seed, status="ok", sha=SHA):
     write(root / folder / f"{variant}_seed{seed}.json", make_record(variant, seed, 0.85, status=status, git_sha=sha))
 
 
-def bench(root, name, model, length, repeats, skip=(), captured=True):
+def bench(root, name, model, length, repeats, skip=(), captured=True, folder="bench", kinds=None):
     """A bench file as campaign.sh's job writes it: captured rows in the first repeat at 128 tokens only."""
     once = cl.CAPTURED if captured and length == 128 else []
     rows = [
         {"model": model, "max_length": length, "variant": v, "step_mode": m, "repeat": k}
         for k in repeats
-        for v, m in cl.BENCH_ROWS + (once if k == repeats[0] else [])
+        for v, m in (kinds or cl.BENCH_ROWS) + (once if k == repeats[0] and not kinds else [])
         if (v, m, k) not in skip
     ]
-    write(root / "bench" / name, {"git_sha": SHA, "rows": rows})
+    write(root / folder / name, {"git_sha": SHA, "rows": rows})
 
 
 def test_an_empty_folder_lacks_every_job(tmp_path):
@@ -51,6 +51,7 @@ def test_an_empty_folder_lacks_every_job(tmp_path):
         "bench:distilbert:128:3",
         "bench:distilbert:256:3",
         "bench:distilbert:512:3",
+        "bench:distilbert:128:3:t4",
         "scaling-model",
         "scaling-kernels",
         "memory",
@@ -91,9 +92,25 @@ def test_bench_repeats_pool_over_files_and_the_scarcest_row_decides(tmp_path):
     )
     bench(tmp_path, "bench-minilm-128-c3.json", "bundle/all-MiniLM-L6-v2-fp16", 128, [0, 1, 2])
     jobs = cl.bench_left(tmp_path, cl.defaultdict(list))
-    assert jobs == ["bench:distilbert:128:3", "bench:distilbert:256:3", "bench:distilbert:512:1"]
+    t4 = "bench:distilbert:128:3:t4"
+    assert jobs == ["bench:distilbert:128:3", "bench:distilbert:256:3", "bench:distilbert:512:1", t4]
     bench(tmp_path, "bench-distilbert-512-c4.json", "distilbert-base-random", 512, [0])
     assert "bench:distilbert:512:1" not in cl.bench_left(tmp_path, cl.defaultdict(list))
+
+
+def test_the_t4_setups_bench_is_its_own_job_and_folder(tmp_path):
+    """Issue 39's eager steps in the setup a T4 user had: bench-t4/, every variant, 3 repeats pooled over files;
+    its rows never count for the main benchmark's, nor the main benchmark's for it."""
+    folder, shapes, rows = cl.BENCH_T4
+    assert folder == "bench-t4" and shapes == (("distilbert", 128),) and {v for v, _ in rows} == set(cl.VARIANTS)
+    t4 = dict(folder=folder, kinds=rows)
+    bench(tmp_path, "bench-distilbert-128-c1.json", "distilbert-base-random", 128, [0, 1], **t4)
+    assert cl.bench_left(tmp_path, cl.defaultdict(list))[-1] == "bench:distilbert:128:1:t4"
+    bench(tmp_path, "bench-distilbert-128-c2.json", "distilbert-base-random", 128, [0], **t4)
+    commits = cl.defaultdict(list)
+    jobs = cl.bench_left(tmp_path, commits)
+    assert not any(j.endswith(":t4") for j in jobs) and "bench:distilbert:128:3" in jobs
+    assert len(commits[SHA]) == 2  # both files counted for the one-commit check
 
 
 def test_captured_rows_are_needed_once_at_128_tokens(tmp_path):

@@ -28,6 +28,14 @@ from ..training.step import reset_compiler
 from .stock import STOCK, STOCK_MODES, measure_stock
 
 PROFILE_STEPS = 5  # the last steps of each measurement, profiled for GPU busy time (not in the median)
+SETUPS = {
+    "ours": {},
+    # issue 39: the setup a T4 user had, on whatever GPU runs it. The kernels a T4 (sm75) has (SDPA's
+    # memory-efficient or math, no FlashAttention-2 or cuDNN attention), fp16 autocast with a gradient scaler,
+    # eager steps, each batch padded to its own longest review (DataCollatorWithPadding), padded layout
+    "t4": {"kernel_set": "sm75", "precision": "fp16", "padding": "dynamic", "layout": "padded"},
+}
+"""A benchmark's setup (``bench --setup``): the RunConfig fields its measurements set beyond the defaults."""
 
 
 MIN_LENGTH = 8
@@ -125,7 +133,7 @@ KEEP = (
 )
 
 
-def measure(variant, model, length, steps, batch_size, lengths, step_mode="auto") -> dict:
+def measure(variant, model, length, steps, batch_size, lengths, step_mode="auto", setup="ours") -> dict:
     """One fresh model and optimizer, ``steps`` AdamW steps on random ids of IMDb lengths; then freed.
 
     The row keeps its own wall time by part (``time_parts_s``: data, model, compile, steps, profile and
@@ -143,6 +151,7 @@ def measure(variant, model, length, steps, batch_size, lengths, step_mode="auto"
         eval=False,
         data="(random ids, IMDb lengths)",
         step_mode=step_mode,
+        **SETUPS[setup],
     )
     res = train(cfg, splits={"train": split, "test": split}, progress=False, profile_steps=PROFILE_STEPS, clock=clock)
     out = {k: res.get(k) for k in KEEP}
@@ -155,6 +164,7 @@ def measure(variant, model, length, steps, batch_size, lengths, step_mode="auto"
             torch.cuda.empty_cache()
             out["allocated_after_mb"] = torch.cuda.memory_allocated() / MB
     timing = clock.stop()
+    out["setup"] = setup
     out["time_parts_s"] = {k: round(v, 3) for k, v in timing["time_parts_s"].items()}
     out["gpu_busy_s"] = timing.get("gpu_busy_s")
     return out
@@ -235,14 +245,16 @@ def check_step_modes_here(step_modes):
 class BenchReport:
     """The report a bench run rewrites after every measurement (after the rows of the report it appends to)."""
 
-    def __init__(self, model, batch_size, steps, repeats, out=None, append=False):
-        self.model, self.batch_size, self.out = model, batch_size, out
+    def __init__(self, model, batch_size, steps, repeats, out=None, append=False, setup="ours"):
+        self.model, self.batch_size, self.out, self.setup = model, batch_size, out, setup
         self.rows, self.sha, versions = [], git_sha(), device_info()
         self.report = {
             "model": [model],
             "batch_size": batch_size,
             "steps": steps,
             "repeats": repeats,
+            "setup": setup,
+            "setup_config": SETUPS[setup],
             "git_sha": self.sha,
             "device": versions["device"],
             "versions": versions,
@@ -292,6 +304,7 @@ def bench(
     append=False,
     reference=False,
     once=(),
+    setup="ours",
 ) -> list[dict]:
     """Measure every (length, variant, step mode) ``repeats`` times in one process; print a table.
 
@@ -304,12 +317,14 @@ def bench(
     names, a mode that would fall back to eager here (captured on a CPU) and an ``out`` that cannot
     be written are refused (ValueError, one line) before any measurement. ``once``: step modes measured
     in the first repeat at the first length only (the campaign's captured rows: each costs a full
-    compile, and the book reads them at one length).
+    compile, and the book reads them at one length). ``setup``: a key of SETUPS; 't4' (issue 39) measures
+    the setup a T4 user had (eager steps only, no reference rows).
     """
     step_modes = tuple(step_modes) if step_modes is not None else default_step_modes()
     source = source or D.default_source()
     check_bench(variants, steps, repeats, batch_size, step_modes, model, lengths_list, source)
     check_step_modes_here(step_modes)
+    check_setup(setup, step_modes, reference)
     if not set(once) <= set(step_modes):
         raise ValueError(
             f"--once {' '.join(once)}: measured once must be among the step modes ({' '.join(step_modes)})"
@@ -317,7 +332,7 @@ def bench(
     out = check_out_file(out, append)
     if reference and not torch.cuda.is_available():
         raise ValueError("--reference measures transformers' captured step and needs a CUDA GPU")
-    report = BenchReport(model, batch_size, steps, repeats, out, append)
+    report = BenchReport(model, batch_size, steps, repeats, out, append, setup)
     full = imdb_lengths(source, 2**31 - 1)  # read (or tokenized) once, cut at each length
     try:
         _measure_all(report, variants, step_modes, lengths_list, full, (steps, repeats, batch_size), reference, once)
@@ -326,6 +341,17 @@ def bench(
     print(table(report.report))
     report.save()
     return report.rows
+
+
+def check_setup(setup, step_modes, reference) -> None:
+    """A setup of SETUPS, and what it can run: 't4' pads each batch to itself, so eager steps only (a recorded
+    step replays one shape), and transformers' reference rows are not measured in it. ValueError, one line."""
+    if setup not in SETUPS:
+        raise ValueError(f"unknown setup {setup!r}; valid: {', '.join(SETUPS)}")
+    if SETUPS[setup].get("padding") == "dynamic" and tuple(step_modes) != ("eager",):
+        raise ValueError(f"--setup {setup} pads every batch to its own length: give --step-modes eager (only)")
+    if setup != "ours" and reference:
+        raise ValueError(f"--reference measures transformers' own model in our setup; drop it for --setup {setup}")
 
 
 class BenchInterrupted(Exception):
@@ -348,7 +374,7 @@ def _measure_all(report, variants, step_modes, lengths_list, full, sizes, refere
             order = [p for p in order if p[1] not in once or (r == 0 and L == lengths_list[0])]
             for v, mode in order + ([order[0]] if r == repeats - 1 and order else []):
                 t0 = time.perf_counter()
-                m = measure(v, model, L, steps, batch_size, lengths, mode)
+                m = measure(v, model, L, steps, batch_size, lengths, mode, report.setup)
                 report.add(v, L, r, t0, m)
                 report.save()
                 print(

@@ -32,6 +32,12 @@ def add_arguments(parser):
         default=[],
         help="step modes measured only in the first repeat at the first length (e.g. captured)",
     )
+    parser.add_argument(
+        "--setup",
+        default="ours",
+        help="ours (default), or t4: the setup a T4 user had, on this GPU (a T4's kernels, fp16 with a "
+        "gradient scaler, each batch padded to its longest review; with --step-modes eager)",
+    )
     parser.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
     parser.add_argument("--lengths", nargs="+", type=int, default=[128], help="max_length of each measurement")
     parser.add_argument("--steps", type=int, default=40, help="timed training steps per measurement")
@@ -54,7 +60,7 @@ def _interrupted(why: str, rows: int, out) -> int:
 def run(args) -> int:
     """Each model in turn, the second and later appending to --out; every model, length and the data
     checked first. Ctrl-C or SIGTERM: one line saying which measurements were kept, exit 130 or 143."""
-    from ..bench.step import BenchInterrupted, bench, check_bench
+    from ..bench.step import BenchInterrupted, bench, check_bench, check_setup
     from ..training.data import default_source
 
     if args.append and not args.out:
@@ -63,6 +69,7 @@ def run(args) -> int:
     for model in args.model:
         source = args.data or default_source()
         check_bench(args.variants, args.steps, args.repeats, args.batch_size, modes, model, args.lengths, source)
+    check_setup(args.setup, modes, args.reference)
     rows = 0
     try:  # main() turns SIGTERM into KeyboardInterrupt too (files.signals_interrupt)
         for model in args.model:
@@ -88,4 +95,5 @@ def _bench_one(bench, args, model) -> list:
         append=args.append or model != args.model[0],
         reference=args.reference,
         once=tuple(args.once),
+        setup=args.setup,
     )
