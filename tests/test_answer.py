@@ -298,3 +298,33 @@ def test_the_box_says_which_step_rows_are_missing(root):
         json.dumps({"kind": "scaling-model", "tokens_per_batch": 8192, "rows": rows})
     )
     assert "step_without_tf32" not in A.load(root)["pays_from"]
+
+
+def test_the_t4_setups_steps_and_spread(root):
+    """bench-t4/ (issue 39): step ratios and the paper's variants' spread of the eager steps in the setup a T4
+    user had, read by load beside the rest; a row of another setup there is refused, naming its file."""
+    import json
+
+    def row(v, wall, setup="t4"):
+        return {
+            "variant": v,
+            "step_mode": "eager",
+            "model": "distilbert-base-random",
+            "max_length": 128,
+            "step_time_ms_median": wall,
+            "gpu_busy_ms_per_step": wall / 2,
+            "peak_memory_mb": 900.0,
+            "setup": setup,
+        }
+
+    rows = [row(v, w) for v, w in zip(A.PAPER_ORDER, [40.0, 41.0, 42.0, 41.5])] + [row("sdpa", 39.0)]
+    out = A.t4_setup(rows)
+    assert out["spread"] == pytest.approx(42 / 40) and out["steps"].loc["linear", "wall_vs_baseline"] == 1.05
+    folder = root / A.T4_SETUP
+    assert "t4_setup" not in A.load(root)
+    folder.mkdir()
+    (folder / "bench-distilbert-128-c1.json").write_text(json.dumps({"rows": rows}))
+    assert A.load(root)["t4_setup"]["spread"] == out["spread"]
+    (folder / "bench-distilbert-128-c2.json").write_text(json.dumps({"rows": [row("sdpa", 5.0, "ours")]}))
+    with pytest.raises(ValueError, match="another setup than t4: bench-distilbert-128-c2.json"):
+        A.t4_setup(A.bench_rows(folder))

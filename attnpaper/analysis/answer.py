@@ -46,6 +46,8 @@ PAIRED_COLUMNS = [
 ARM_AGAINST = {"vs_main": "against {variant} (main runs)", "vs_baseline": "against baseline (main runs)"}
 """variant_arm's comparisons and how variant_arm_table labels them."""
 LONG = "len512"
+T4_SETUP = "bench-t4"
+"""The folder of the benchmark in the setup a T4 user had (bench --setup t4; issue 39's time column)."""
 """The folder of the same runs with reviews cut at 512 tokens (IMDb's own lengths) instead of 128."""
 COMPARISONS = {
     "flash_minus_baseline_main": "flash - baseline, main runs (bf16, no dropout)",
@@ -134,6 +136,21 @@ def spread(rows, model, length, mode, variants=PAPER_ORDER) -> float:
     if len(wall) != len(variants):
         raise ValueError(f"{model} at {length} in {mode}: measured {sorted(wall.index)}, need {variants}")
     return float(wall.max() / wall.min())
+
+
+def t4_setup(rows, length=128) -> dict:
+    """The eager steps of the setup a T4 user had (``bench --setup t4`` rows, DistilBERT-base's shape):
+    ``steps`` (step_ratios: median wall and GPU-busy ms and peak MB per variant, and their ratios to the
+    baseline's) and ``spread`` (the paper's four variants' slowest median wall over their fastest), the figure
+    to set beside the paper's 0.8%. ValueError naming the file of a row from another setup."""
+    other = sorted({r.get("file", "?") for r in rows if r.get("setup") != "t4"})
+    if other:
+        raise ValueError(f"{T4_SETUP}/ holds rows of another setup than t4: {', '.join(other)}")
+    rows = [r | {"model": "DistilBERT"} for r in rows]
+    return {
+        "steps": step_ratios(rows, "DistilBERT", length, "eager"),
+        "spread": spread(rows, "DistilBERT", length, "eager"),
+    }
 
 
 def pays_from(
@@ -319,7 +336,8 @@ def issue39(root: Path, main: pd.DataFrame) -> dict:
     """What issue 39 added, each where its files are (left out where not: ``variant_arms`` and
     ``memory.load_memory_cases`` say which are not run): the arms of VARIANT_ARMS, each ``{"variant",
     "effects": variant_arm's frame, "setup"}``; ``trainer`` (trainer.trainer_row); ``memory_cases``
-    (memory.memory_cases, where paper-memory.json has the cases section)."""
+    (memory.memory_cases, where paper-memory.json has the cases section); ``t4_setup`` (``t4_setup``, where
+    bench-t4/ is)."""
     from .memory import load_memory_cases
     from .trainer import load_trainer, trainer_folder
 
@@ -333,6 +351,8 @@ def issue39(root: Path, main: pd.DataFrame) -> dict:
     cases = load_memory_cases(root)
     if cases is not None:
         out["memory_cases"] = cases
+    if (root / T4_SETUP).is_dir():
+        out["t4_setup"] = t4_setup(bench_rows(root / T4_SETUP))
     return out
 
 
