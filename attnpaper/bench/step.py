@@ -31,9 +31,10 @@ PROFILE_STEPS = 5  # the last steps of each measurement, profiled for GPU busy t
 SETUPS = {
     "ours": {},
     # issue 39: the setup a T4 user had, on whatever GPU runs it. The kernels a T4 (sm75) has (SDPA's
-    # memory-efficient or math, no FlashAttention-2 or cuDNN attention), fp16 autocast with a gradient scaler,
-    # eager steps, each batch padded to its own longest review (DataCollatorWithPadding), padded layout
-    "t4": {"kernel_set": "sm75", "precision": "fp16", "padding": "dynamic", "layout": "padded"},
+    # memory-efficient or math, no FlashAttention-2 or cuDNN attention), and so fp16 autocast with a gradient
+    # scaler (precision auto, as on a T4; fp32 on a CPU, where fp16 takes minutes a step), eager steps, each
+    # batch padded to its own longest review (DataCollatorWithPadding), padded layout
+    "t4": {"kernel_set": "sm75", "precision": "auto", "padding": "dynamic", "layout": "padded"},
 }
 """A benchmark's setup (``bench --setup``): the RunConfig fields its measurements set beyond the defaults."""
 

@@ -36,7 +36,7 @@ def add_arguments(parser):
         "--setup",
         default="ours",
         help="ours (default), or t4: the setup a T4 user had, on this GPU (a T4's kernels, fp16 with a "
-        "gradient scaler, each batch padded to its longest review; with --step-modes eager)",
+        "gradient scaler (fp32 on a CPU), each batch padded to its longest review; with --step-modes eager)",
     )
     parser.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
     parser.add_argument("--lengths", nargs="+", type=int, default=[128], help="max_length of each measurement")
