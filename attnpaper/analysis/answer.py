@@ -46,9 +46,9 @@ PAIRED_COLUMNS = [
 ARM_AGAINST = {"vs_main": "against {variant} (main runs)", "vs_baseline": "against baseline (main runs)"}
 """variant_arm's comparisons and how variant_arm_table labels them."""
 LONG = "len512"
+"""The folder of the same runs with reviews cut at 512 tokens (IMDb's own lengths) instead of 128."""
 T4_SETUP = "bench-t4"
 """The folder of the benchmark in the setup a T4 user had (bench --setup t4; issue 39's time column)."""
-"""The folder of the same runs with reviews cut at 512 tokens (IMDb's own lengths) instead of 128."""
 COMPARISONS = {
     "flash_minus_baseline_main": "flash - baseline, main runs (bf16, no dropout)",
     "flash_minus_baseline_arm": "flash - baseline, both in the arm",
